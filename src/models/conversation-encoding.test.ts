@@ -44,23 +44,23 @@ function expected(pieces: [string, boolean][]): { ids: number[]; labels: number[
   return { ids, labels };
 }
 
+/** `convo` up to the second assistant header: the rows each test's expected table starts with. */
+const throughSecondHeader: [string, boolean][] = [
+  ['<system>Be brief.', false],
+  ['E', false],
+  ['\n<user>Hi', false],
+  ['E', false],
+  ['\n<assistant>', false],
+  ['Hello!', true],
+  ['E', true],
+  ['\n<user>Name?', false],
+  ['E', false],
+  ['\n<assistant>', false],
+];
+
 test('two exchanges: exactly each reply and its <|endoftext|> are scored; system, user turns, headers and the newline after are not', () => {
   const e = encodeConversation(tok, convo, { template });
-  const want = expected([
-    ['<system>Be brief.', false],
-    ['E', false],
-    ['\n<user>Hi', false],
-    ['E', false],
-    ['\n<assistant>', false],
-    ['Hello!', true],
-    ['E', true],
-    ['\n<user>Name?', false],
-    ['E', false],
-    ['\n<assistant>', false],
-    ['Bo', true],
-    ['E', true],
-    ['\n', false],
-  ]);
+  const want = expected([...throughSecondHeader, ['Bo', true], ['E', true], ['\n', false]]);
   assert.equal(tok.tokenize('<system>').length, 8, 'one token per character');
   assert.deepEqual(e.inputIds, want.ids);
   assert.deepEqual(e.labels, want.labels);
@@ -153,21 +153,7 @@ test("a reply holding the end-of-turn token's text is scored whole, that text as
   // Before, the tokenizer read the text as the token itself: the loss stopped after 'A', and the row was refused.
   const reply = 'A<|endoftext|>BCD';
   const e = encodeConversation(tok, [...convo.slice(0, 4), { role: 'assistant', content: reply }], { template }, 'train.arrow: row 3');
-  const want = expected([
-    ['<system>Be brief.', false],
-    ['E', false],
-    ['\n<user>Hi', false],
-    ['E', false],
-    ['\n<assistant>', false],
-    ['Hello!', true],
-    ['E', true],
-    ['\n<user>Name?', false],
-    ['E', false],
-    ['\n<assistant>', false],
-    [reply, true],
-    ['E', true],
-    ['\n', false],
-  ]);
+  const want = expected([...throughSecondHeader, [reply, true], ['E', true], ['\n', false]]);
   assert.deepEqual(e.inputIds, want.ids);
   assert.deepEqual(e.labels, want.labels);
   const one = encodeChatExample(tok, 'Hi', reply, { template }, 'train.arrow: row 3');

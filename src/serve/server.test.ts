@@ -40,6 +40,16 @@ async function start(t: { after: (fn: () => Promise<void>) => void }, over: Part
   return { server, url, src };
 }
 
+/** Sends raw bytes to 127.0.0.1:`port`, returns everything the server wrote before it closed the connection. */
+const rawRequest = (port: string, bytes: string) =>
+  new Promise<string>((resolve, reject) => {
+    const sock = connect(Number(port), '127.0.0.1', () => sock.write(bytes));
+    let got = '';
+    sock.on('data', (d) => (got += d.toString()));
+    sock.on('close', () => resolve(got));
+    sock.on('error', reject);
+  });
+
 const post = (url: string, body: unknown, headers: Record<string, string> = auth) =>
   fetch(`${url}/predict`, {
     method: 'POST',
@@ -347,15 +357,7 @@ test('bad options and an unloadable first model are refused at start', async () 
 test("what Node's HTTP parser refuses is answered in OpenAI's error shape, and the connection closed", async (t) => {
   const { url } = await start(t);
   const { port } = new URL(url);
-  /** Sends raw bytes, returns everything the server wrote before it closed the connection. */
-  const raw = (bytes: string) =>
-    new Promise<string>((resolve, reject) => {
-      const sock = connect(Number(port), '127.0.0.1', () => sock.write(bytes));
-      let got = '';
-      sock.on('data', (d) => (got += d.toString()));
-      sock.on('close', () => resolve(got));
-      sock.on('error', reject);
-    });
+  const raw = (bytes: string) => rawRequest(port, bytes);
   const cases: [string, number, string][] = [
     [`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'headers_too_large'],
     ['POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, 'malformed_request'],
@@ -377,14 +379,7 @@ test("what Node's HTTP parser refuses is answered in OpenAI's error shape, and t
 test('/metrics counts every error answer by status and reason, those refused before any route or hook included', async (t) => {
   const { url } = await start(t, { bodyLimit: 1000 });
   const { port } = new URL(url);
-  const raw = (bytes: string) =>
-    new Promise<string>((resolve, reject) => {
-      const sock = connect(Number(port), '127.0.0.1', () => sock.write(bytes));
-      let got = '';
-      sock.on('data', (d) => (got += d.toString()));
-      sock.on('close', () => resolve(got));
-      sock.on('error', reject);
-    });
+  const raw = (bytes: string) => rawRequest(port, bytes);
   const json = { ...auth, 'content-type': 'application/json' };
   const statuses = [
     (await fetch(`${url}/predict`, { method: 'POST', headers: json, body: '{"inputs": [' })).status,
