@@ -64,7 +64,7 @@ function loadChatRenderer(dir: string, chatTemplate: string | undefined, system 
   }
   return (messages) => {
     if (template instanceof InputError) throw template;
-    const added = system !== undefined && !messages.some((m) => m.role === 'system' || m.role === 'developer');
+    const added = system !== undefined && !messages.some((m) => m.role === 'system');
     return { template, messages: added ? [{ role: 'system', content: system }, ...messages] : messages, added: added ? 1 : 0 };
   };
 }
