@@ -298,18 +298,14 @@ test('a Windows-1252 file: each bad row names its first byte that is not UTF-8, 
     (e: unknown) => e instanceof InputError && e.where === 'encoding',
   );
 });
+/** Labels spelt three ways, plus numbers: what the warning and labelMap tests both start from. */
+function writeMixedLabels(dir: string): void {
+  const labels: (string | number)[] = ['ham', 'Ham', 'ham ', 'spam', 0, 1, 'spam'];
+  writeFileSync(join(dir, 'a.jsonl'), labels.map((label, i) => JSON.stringify({ text: 'abcdefg'[i], label })).join('\n'));
+}
 test('inferred labels that differ only in case or spaces, or mix numbers and words, are warnings in the report', async () => {
   const dir = tmp();
-  const rows = [
-    ['a', 'ham'],
-    ['b', 'Ham'],
-    ['c', 'ham '],
-    ['d', 'spam'],
-    ['e', 0],
-    ['f', 1],
-    ['g', 'spam'],
-  ];
-  writeFileSync(join(dir, 'a.jsonl'), rows.map(([text, label]) => JSON.stringify({ text, label })).join('\n'));
+  writeMixedLabels(dir);
   const r = await run(dir, { task: 'classification', path: 'a.jsonl' });
   assert.deepEqual(r.warnings, [
     'labels that differ only in case or surrounding spaces are classes of their own: "Ham" 1, "ham" 1, "ham " 1; merge them with labelMap: {"Ham": "ham", "ham ": "ham"}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows',
@@ -339,16 +335,7 @@ test('inferred labels that differ only in case or spaces, or mix numbers and wor
 });
 test('labelMap merges label spellings before labels are checked; a target not among labels is refused at its key', async () => {
   const dir = tmp();
-  const rows = [
-    ['a', 'ham'],
-    ['b', 'Ham'],
-    ['c', 'ham '],
-    ['d', 'spam'],
-    ['e', 0],
-    ['f', 1],
-    ['g', 'spam'],
-  ];
-  writeFileSync(join(dir, 'a.jsonl'), rows.map(([text, label]) => JSON.stringify({ text, label })).join('\n'));
+  writeMixedLabels(dir);
   const labelMap = { Ham: 'ham', 'ham ': 'ham', '0': 'ham', '1': 'spam' };
   const r = await run(dir, { task: 'classification', path: 'a.jsonl', labels: ['ham', 'spam'], labelMap });
   assert.deepEqual([r.rowsIn, r.rowsOut, r.labels, r.warnings], [7, 7, { ham: 4, spam: 3 }, undefined]);
