@@ -85,12 +85,17 @@ export class FolderBackend implements ObjectBackend {
   }
 
   async *list(prefix: string): AsyncIterable<string> {
+    yield* this.walk(prefix, (name) => !name.endsWith('.tmp'));
+  }
+
+  /** Keys under `prefix` of the files whose name `keep` takes, in name order. */
+  private async *walk(prefix: string, keep: (name: string) => boolean): AsyncIterable<string> {
     const walk = async function* (dir: string, root: string): AsyncIterable<string> {
       const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
       for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
         const p = join(dir, e.name);
         if (e.isDirectory()) yield* walk(p, root);
-        else if (e.isFile() && !e.name.endsWith('.tmp')) yield relative(root, p).split(sep).join('/');
+        else if (e.isFile() && keep(e.name)) yield relative(root, p).split(sep).join('/');
       }
     };
     // Walk the deepest folder the prefix names, then filter by the rest of it.
@@ -104,19 +109,10 @@ export class FolderBackend implements ObjectBackend {
    * Started when last written; no live put leaves its file unwritten for long.
    */
   async *unfinishedUploads(prefix: string): AsyncIterable<UnfinishedUpload> {
-    const walk = async function* (dir: string, root: string): AsyncIterable<UnfinishedUpload> {
-      for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) {
-        const p = join(dir, e.name);
-        if (e.isDirectory()) yield* walk(p, root);
-        else if (e.isFile() && PUT_TEMP.test(e.name)) {
-          const st = await fsp.lstat(p).catch(() => undefined);
-          const key = relative(root, p).split(sep).join('/');
-          if (st) yield { key, id: key, started: st.mtime };
-        }
-      }
-    };
-    const dirPart = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
-    for await (const u of walk(dirPart ? this.path(dirPart) : this.root, this.root)) if (u.key.startsWith(prefix)) yield u;
+    for await (const key of this.walk(prefix, (name) => PUT_TEMP.test(name))) {
+      const st = await fsp.lstat(this.path(key)).catch(() => undefined);
+      if (st) yield { key, id: key, started: st.mtime };
+    }
   }
 
   async abortUpload(upload: UnfinishedUpload): Promise<void> {

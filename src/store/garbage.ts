@@ -381,15 +381,15 @@ export async function scanNames(stream: Readable, mark: (text: string) => void):
   }
 }
 
+/** The prefixes whose unfinished uploads gc aborts: what tempered puts (src/store/README.md, S3 layout). */
+const UPLOAD_PREFIXES = ['sha256/', 'checkpoint-files/', 'checkpoints/', 'cache/', 'touched/', 'leases/', 'quarantine/'] as const;
+
 /**
  * The objects gc looks at, through the one ObjectBackend interface: the bucket behind a worker's
  * cache, or, without TEMPERED_STORE, the local folder that is the store itself (the same
  * `sha256/<ab>/<hex>` layout, read as a FolderBackend: objects age by mtime, which a put of stored
  * bytes and a hit on an old record set).
  */
-/** The prefixes whose unfinished uploads gc aborts: what tempered puts (src/store/README.md, S3 layout). */
-const UPLOAD_PREFIXES = ['sha256/', 'checkpoint-files/', 'checkpoints/', 'cache/', 'touched/', 'leases/', 'quarantine/'] as const;
-
 class Space {
   readonly where: string;
   private readonly backend: ObjectBackend;
