@@ -10,7 +10,7 @@ import {
   exactMatch,
   generativeScores,
   lcsLength,
-  referencesRepeat,
+  repeatFinder,
   rougeL,
   sentenceChrf,
   type AnswerNormalization,
@@ -205,7 +205,8 @@ test('free-form answers (no reference repeats) have no class scores, and a gate 
   assert.deepEqual([head.scores.balanced_exact_match, head.scores.reference_answers], [0.5, 2]);
 });
 
-test('referencesRepeat: whether a (normalised) reference answer repeats', () => {
+test('repeatFinder: whether a (normalised) reference answer came before', () => {
+  const referencesRepeat = (refs: string[], n?: AnswerNormalization) => refs.some(repeatFinder(n));
   assert.equal(referencesRepeat(['yes', 'no']), false);
   assert.equal(referencesRepeat(['yes', 'no', 'yes']), true);
   assert.equal(referencesRepeat(['Yes', 'yes']), false);

@@ -323,16 +323,10 @@ export interface GenerativeRowScore {
 }
 
 /**
- * Whether any (normalised) reference answer repeats: labels do, free-form replies do not. Asked of the whole test split,
- * not of the rows evaluated: the first 2 rows of a positive/negative test set may be one of each, which says nothing
- * about whether the answers are labels.
+ * Reference answers one at a time: whether each one's normalised form came before. Labels repeat, free-form replies do
+ * not; the evaluate stage asks it of the whole test split (tableReferencesRepeat), not of the rows evaluated: the first
+ * 2 rows of a positive/negative test set may be one of each, which says nothing about whether the answers are labels.
  */
-export function referencesRepeat(references: readonly string[], normalization: AnswerNormalization = {}): boolean {
-  const repeated = repeatFinder(normalization);
-  return references.some(repeated);
-}
-
-/** A reference answer at a time: whether its normalised form came before (referencesRepeat, streamed). */
 export function repeatFinder(normalization: AnswerNormalization = {}): (reference: string) => boolean {
   const normalize = answerNormalizer(normalization);
   const seen = new Set<string>();
@@ -348,7 +342,7 @@ export function generativeScores(
   predictions: readonly string[],
   references: readonly string[],
   normalization: AnswerNormalization = {},
-  /** True where the answers are labels though `references` do not repeat (referencesRepeat over the whole test split). */
+  /** True where the answers are labels though `references` do not repeat (tableReferencesRepeat over the whole test split). */
   o: { answersRepeat?: boolean } = {},
 ): { scores: GenerativeScores; rows: GenerativeRowScore[]; answers: AnswerBreakdown[] } {
   if (predictions.length !== references.length) throw new Error(`${predictions.length} predictions but ${references.length} references`);

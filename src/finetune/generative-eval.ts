@@ -108,7 +108,7 @@ export async function readPromptResponses(
 }
 
 /**
- * Whether any (normalised) reference answer of a table repeats (referencesRepeat), read a batch at a time from its
+ * Whether any (normalised) reference answer of a table repeats (repeatFinder), read a batch at a time from its
  * response column (a chat table: each conversation's last trained reply) and stopping at the first repeat: a label set
  * stops within its first rows, and a free-form one keeps its distinct answers, never its prompts, in memory. A row the
  * evaluation would refuse is passed over here: it is refused, naming it, where it is evaluated.
@@ -367,7 +367,7 @@ export interface EvaluateGenerativeOptions extends GenerateAnswersOptions {
   exactMatch?: AnswerNormalization;
   /** Training length the records are cut to (default: the model's manifest, else 256). */
   maxLength?: number;
-  /** Whether the answers are labels: referencesRepeat over the whole test split (default: over `references`). */
+  /** Whether the answers are labels: tableReferencesRepeat over the whole test split (default: whether `references` repeat). */
   answersRepeat?: boolean;
 }
 
