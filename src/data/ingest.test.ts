@@ -578,6 +578,21 @@ test('a gzip bomb (a small file inflating far past its size) fails naming the fi
       },
     );
   assert.deepEqual(readdirSync(dir), ['bomb.jsonl.gz']);
+  // Zero padding after it (accepted, with a warning) is no compressed data: 1 MiB of it must not raise the allowance
+  // to 100 times the padded file (100 MiB here, which the 32 MiB passed).
+  writeFileSync(join(dir, 'padded.jsonl.gz'), Buffer.concat([bomb, Buffer.alloc(1 << 20)]));
+  await assert.rejects(
+    ingest(
+      { task: 'classification', path: 'padded.jsonl.gz' },
+      { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'quarantine.arrow'), ...limits },
+    ),
+    (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === 'padded.jsonl.gz', String(e));
+      assert.match(e.message, /inflates to more than 100 times its size/);
+      return true;
+    },
+  );
+  assert.deepEqual(readdirSync(dir).sort(), ['bomb.jsonl.gz', 'padded.jsonl.gz']);
   // The same limits read a real compressed file (ratio well under 100) as before.
   writeFileSync(join(dir, 'ok.jsonl.gz'), gzipSync(Array.from({ length: 2000 }, (_, i) => good(i)).join('\n')));
   const r = await ingest(

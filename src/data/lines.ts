@@ -12,7 +12,7 @@
  * helps, saving it as UTF-8.
  */
 import { createReadStream } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createInflateRaw, inflateRawSync } from 'node:zlib';
@@ -256,8 +256,9 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
   }
   // Deflate inflates up to ~1000 times: a small hostile file would otherwise stream gigabytes of rows (and, past
   // maxRows, still be inflated to its end for the count), bounded only by the stage's timeout.
+  // The allowance grows with the compressed bytes zlib has taken so far (`bytesWritten`, counted before each output
+  // chunk is pushed), not with the file's size: zero padding after the data, which zlib never takes, must not raise it.
   const limits = { ...GZIP_LIMITS, ...opts.gzipLimits };
-  const maxOut = Math.max(limits.minBytes, limits.maxRatio * (await stat(path)).size);
   const file = opts.display ?? path;
   let inflated = 0;
   let fed = 0;
@@ -291,9 +292,9 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
   try {
     for await (const chunk of gunzip as AsyncIterable<Buffer>) {
       inflated += chunk.length;
-      if (inflated > maxOut) {
+      if (inflated > Math.max(limits.minBytes, limits.maxRatio * gunzip.bytesWritten)) {
         throw new InputError(
-          `the gzip file inflates to more than ${limits.maxRatio} times its size (over ${inflated} bytes): a gzip bomb, or data far more repetitive than any real export`,
+          `the gzip data inflates to more than ${limits.maxRatio} times its size (over ${inflated} bytes from ${gunzip.bytesWritten} compressed bytes): a gzip bomb, or data far more repetitive than any real export`,
           {
             where: file,
             hint: `if it is real data, decompress it first (gunzip -k '${file}') and read the uncompressed file`,
