@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -142,16 +143,80 @@ test('confinement holds after symlinks: a link to a file or folder outside is re
     resolveSources('escape', base, { roots }),
     (e: unknown) => e instanceof InputError && e.message.includes('outside the allowed data roots'),
   );
-  // A walk over the pipeline's own folder lists real files only, never what a link points at.
+  // A walk that comes upon the link refuses it by its name, as the path itself is refused: leaving it out lost its rows
+  // without a word.
+  const linkRefused = (e: unknown) =>
+    e instanceof InputError &&
+    e.message.startsWith(`path: "data/link.jsonl" resolves to ${realpathSync(join(outside, 'secret.jsonl'))}, which is outside`);
+  await assert.rejects(resolveSources('data', base, { roots }), linkRefused);
+  await assert.rejects(resolveSources('**/*.jsonl', base, { roots }), linkRefused);
+  // A link to a folder is not walked into (`escape` leads out; a link inside would list its files twice).
   assert.deepEqual(
-    (await resolveSources('data', base, { roots })).map((s) => s.display),
+    (await resolveSources('**/ok.jsonl', base, { roots })).map((s) => s.display),
     ['data/ok.jsonl'],
   );
-  assert.deepEqual(
-    (await resolveSources('**/*.jsonl', base, { roots })).map((s) => s.display),
-    ['data/ok.jsonl'],
-  );
-  // A link that stays inside the roots is fine.
+  // A link that stays inside the roots is fine, given as the path or found by a walk.
   symlinkSync(join(base, 'data', 'ok.jsonl'), join(base, 'inside.jsonl'));
   assert.equal((await resolveSources('inside.jsonl', base, { roots })).length, 1);
+  assert.deepEqual(
+    (await resolveSources('*.jsonl', base, { roots })).map((s) => s.display),
+    ['inside.jsonl'],
+  );
 });
+
+test('a walk reads the links to data files it finds (git-annex, DVC, shard folders) and fails on a link to nothing', async () => {
+  const base = mkdtempSync(join(tmpdir(), 'pipeline-'));
+  const roots = dataRoots(base, { env: {} });
+  mkdirSync(join(base, 'store'));
+  mkdirSync(join(base, 'data'));
+  writeFileSync(join(base, 'store', 'a.jsonl'), '{"text":"x","label":"y"}\n');
+  writeFileSync(join(base, 'data', 'b.jsonl'), '{"text":"x","label":"y"}\n');
+  symlinkSync('../store/a.jsonl', join(base, 'data', 'a.jsonl'));
+  symlinkSync('../store', join(base, 'data', 'more'));
+  for (const path of ['data', 'data/*.jsonl', 'data/**'])
+    assert.deepEqual(
+      (await resolveSources(path, base, { roots })).map((s) => [s.display, s.abs]),
+      [
+        ['data/a.jsonl', join(base, 'data', 'a.jsonl')],
+        ['data/b.jsonl', join(base, 'data', 'b.jsonl')],
+      ],
+      path,
+    );
+  // git-annex's link to content not fetched here.
+  symlinkSync('../.git/annex/objects/c.jsonl', join(base, 'data', 'c.jsonl'));
+  for (const path of ['data', 'data/*.jsonl'])
+    await assert.rejects(resolveSources(path, base, { roots }), (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === 'path', String(e));
+      assert.equal(e.message, 'path: data/c.jsonl is a symbolic link to ../.git/annex/objects/c.jsonl, which does not exist');
+      assert.match(e.hint ?? '', /git annex get/);
+      return true;
+    });
+  // Not a data file's name: left out, as a file of that name is.
+  assert.deepEqual(
+    (await resolveSources('data/b.*', base, { roots })).map((s) => s.display),
+    ['data/b.jsonl'],
+  );
+});
+
+test(
+  'a named pipe given as the path is refused, not read (it waits for a writer, for ever if none comes)',
+  { skip: process.platform === 'win32' && 'no mkfifo' },
+  async () => {
+    const base = mkdtempSync(join(tmpdir(), 'pipeline-'));
+    const roots = dataRoots(base, { env: {} });
+    execFileSync('mkfifo', [join(base, 'pipe.jsonl')]);
+    symlinkSync('pipe.jsonl', join(base, 'link.jsonl'));
+    for (const path of ['pipe.jsonl', 'link.jsonl'])
+      await assert.rejects(resolveSources(path, base, { roots }), (e: unknown) => {
+        assert.ok(e instanceof InputError && e.where === 'path', String(e));
+        assert.match(e.message, new RegExp(`^path: "${path.replace('.', '\\.')}" is not a regular file or a folder \\(a named pipe`));
+        return true;
+      });
+    // A walk leaves it out, as it always did.
+    writeFileSync(join(base, 'ok.jsonl'), '{"text":"x","label":"y"}\n');
+    assert.deepEqual(
+      (await resolveSources('*.jsonl', base, { roots })).map((s) => s.display),
+      ['ok.jsonl'],
+    );
+  },
+);

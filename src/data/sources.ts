@@ -7,7 +7,7 @@
  * backtracking RegExp turns a pattern like `*a*a*a*a*a*a*b` into minutes per file name; and walks
  * are asynchronous, never follow symlinks, and stop with an error past an entry, file or time budget.
  */
-import { opendir, realpath, stat } from 'node:fs/promises';
+import { opendir, readlink, realpath, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { RE2JS } from 're2js';
 import { InputError } from '../errors.ts';
@@ -209,9 +209,10 @@ function spend(b: Budget): void {
 
 /**
  * Lists regular files under `dir` (hidden entries skipped, symlinks never followed, so a walk
- * cannot leave the folder it started in), at most `maxDepth` folders deep.
+ * cannot leave the folder it started in), at most `maxDepth` folders deep; symbolic links go to `links`, for the
+ * caller to take or refuse one by one (followedLinks).
  */
-async function walk(dir: string, maxDepth: number, b: Budget, out: string[]): Promise<void> {
+async function walk(dir: string, maxDepth: number, b: Budget, out: string[], links: string[]): Promise<void> {
   const stack: { dir: string; depth: number }[] = [{ dir, depth: 1 }];
   while (stack.length > 0) {
     const { dir: d, depth } = stack.pop()!;
@@ -229,8 +230,34 @@ async function walk(dir: string, maxDepth: number, b: Budget, out: string[]): Pr
       if (ent.isDirectory()) {
         if (depth < maxDepth) stack.push({ dir: p, depth: depth + 1 });
       } else if (ent.isFile()) out.push(p);
+      else if (ent.isSymbolicLink()) links.push(p);
     }
   }
+}
+
+/**
+ * The symbolic links a walk found that stand for data files: a link to a file is read like one (git-annex, DVC and
+ * hand-made shard folders are links; left out, their rows went missing without a word), once confined like every
+ * file; a link to nothing (git-annex content not fetched) fails naming it. A link to a folder is not walked into
+ * (no loops, no second copy of a tree), and one to a named pipe or device is not read: left out, as before.
+ */
+async function followedLinks(links: string[], baseDir: string, field: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const l of links) {
+    let st;
+    try {
+      st = await stat(l);
+    } catch {
+      const target = await readlink(l).catch(() => '?');
+      throw new InputError(`${display(l, baseDir)} is a symbolic link to ${target}, which does not exist`, {
+        where: field,
+        hint: 'fetch the data it stands for (git annex get, dvc pull) or make the link again, or remove the link',
+        code: 'source-missing',
+      });
+    }
+    if (st.isFile()) out.push(l);
+  }
+  return out;
 }
 
 function display(abs: string, baseDir: string): string {
@@ -264,7 +291,7 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
     timeoutMs,
     signal: opts.signal,
   };
-  const confined = async (abs: string): Promise<string> => {
+  const confined = async (abs: string, shown = path): Promise<string> => {
     const real = await realOrMissing(abs);
     if (real === undefined) {
       throw new InputError(`${JSON.stringify(path)} does not exist (resolved to ${abs})`, {
@@ -273,7 +300,7 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
         code: 'source-missing',
       });
     }
-    if (!isInside(real, roots)) throw outsideRootsError(path, real, roots, field);
+    if (!isInside(real, roots)) throw outsideRootsError(shown, real, roots, field);
     return real;
   };
 
@@ -289,11 +316,13 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
     const maxDepth = rest.includes('**') || rest.includes('{') ? Infinity : parts.length - firstGlob;
     const realRoot = await realOrMissing(root);
     const all: string[] = [];
+    const links: string[] = [];
     if (realRoot !== undefined) {
       if (!isInside(realRoot, roots)) throw outsideRootsError(path, realRoot, roots, field);
-      await walk(root, maxDepth, budget, all);
+      await walk(root, maxDepth, budget, all, links);
     }
-    files = all.filter((f) => matches(relative(root, f).split(sep).join('/')));
+    const matching = (f: string) => matches(relative(root, f).split(sep).join('/'));
+    files = [...all.filter(matching), ...(await followedLinks(links.filter(matching), baseDir, field))];
     if (files.length === 0)
       throw new InputError(`glob ${JSON.stringify(path)} matches no files (resolved against ${baseDir})`, {
         where: field,
@@ -306,7 +335,11 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
     const st = await stat(abs);
     if (st.isDirectory()) {
       files = [];
-      await walk(abs, Infinity, budget, files);
+      const links: string[] = [];
+      await walk(abs, Infinity, budget, files, links);
+      files.push(
+        ...(await followedLinks(format === undefined ? links.filter((f) => formatFromExtension(f) !== undefined) : links, baseDir, field)),
+      );
       if (format === undefined) {
         files = files.filter((f) => formatFromExtension(f) !== undefined);
         // `a.csv.gz` beside `a.csv` is a compressed copy, and was ignored before .gz files were read: reading it too
@@ -322,7 +355,13 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
             code: 'source-missing',
           },
         );
-    } else files = [abs];
+    } else if (st.isFile()) files = [abs];
+    else
+      // A named pipe waits for a writer, for ever if none comes; a device never ends: neither is a file to read.
+      throw new InputError(`${JSON.stringify(path)} is not a regular file or a folder (a named pipe, socket or device)`, {
+        where: field,
+        hint: 'point path at a file or folder of data; to read a stream, save it to a file first',
+      });
   }
   const maxFiles = opts.maxFiles ?? SOURCE_LIMITS.maxFiles;
   if (files.length > maxFiles) {
@@ -331,8 +370,9 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
       hint: 'narrow the pattern, or merge small files into larger ones',
     });
   }
-  // A walk follows no symlink, but a folder swapped for one mid-walk would: check every file.
-  for (const f of files) await confined(f);
+  // A walk follows no symlink, but a folder swapped for one mid-walk would, and a link it took leads where it leads:
+  // check every file, naming the walked one.
+  for (const f of files) await confined(f, files.length === 1 && f === resolve(baseDir, path) ? path : display(f, baseDir));
   files.sort(byCodeUnits);
   return files.map((abs) => {
     const fmt = format ?? formatFromExtension(abs);
