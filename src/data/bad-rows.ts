@@ -15,6 +15,7 @@ export const BAD_REASONS = [
   'lone-surrogate', // a text field or label holds an unpaired UTF-16 surrogate (a JSON \ud800 escape), which UTF-8 cannot store
   'line-too-long', // a physical line exceeds the reader's line limit (64 MiB by default)
   'invalid-conversation', // chat task: messages is not a valid conversation (roles, order, weights, content)
+  'duplicate-field', // JSONL: a field the task reads is named twice in the object (which value is meant cannot be told)
 ] as const;
 export type BadReason = (typeof BAD_REASONS)[number];
 

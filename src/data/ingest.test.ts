@@ -88,6 +88,25 @@ test('jsonl: invalid UTF-8 bytes', () =>
     'invalid-utf8',
     1,
   ));
+test('jsonl: a field the task reads given twice in one object (JSON.parse keeps the last without a word)', async () => {
+  await expectBad('a.jsonl', [good(1), '{"text":"x","label":"ham","label":"spam"}', good(2)].join('\n'), cls, 2, 'duplicate-field', 2);
+  // Spelled with an escape, it is the same name.
+  await expectBad('a.jsonl', ['{"text":"x","\\u0074ext":"y","label":"ham"}', good(2)].join('\n'), cls, 1, 'duplicate-field', 1);
+  // A name the task does not read, or one repeated inside a nested object, or in a value, is no business of ingest's.
+  const dir = tmp();
+  const rows = [
+    '{"text":"x","label":"ham","note":1,"note":2}',
+    '{"text":"y","label":"spam","meta":{"label":1,"label":2},"list":[{"text":1},{"text":2}]}',
+    '{"text":"\\"text\\": \\"label\\"","label":"ham","other":"\\"label\\""}',
+  ];
+  writeFileSync(join(dir, 'a.jsonl'), rows.join('\n'));
+  const r = await run(dir, { ...cls, path: 'a.jsonl' });
+  assert.equal(r.rowsOut, 3);
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((x) => x.text),
+    ['x', 'y', '"text": "label"'],
+  );
+});
 test('jsonl: missing text field', () => expectBad('a.jsonl', [good(1), j({ label: 'ham' })].join('\n'), cls, 2, 'missing-field', 1));
 test('jsonl: non-string text', () => expectBad('a.jsonl', [j({ text: 42, label: 'ham' }), good(1)].join('\n'), cls, 1, 'not-string', 1));
 test('jsonl: whitespace-only text', () =>

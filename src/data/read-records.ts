@@ -38,8 +38,9 @@ export interface DelimitedOptions {
    */
   onColumns?: (names: string[], line: string | null, leftOut?: readonly string[], unnamed?: readonly number[]) => void;
   /**
-   * The header columns the caller reads. A name the header holds twice is refused when it is one of these (or when
-   * this is not given): which of its values is meant cannot be told. Any other is left out of the records, and passed
+   * The header columns (JSONL: the fields) the caller reads. A name the header holds twice is refused when it is one
+   * of these (or when this is not given): which of its values is meant cannot be told; a JSONL row that names one
+   * twice is a `duplicate-field` bad row. Any other is left out of the records, and passed
    * to `onColumns` as `leftOut` so the caller can say so. (Columns without a name, also left out, are passed as
    * `unnamed`, their 1-based positions.)
    */
@@ -147,6 +148,57 @@ function htmlPage(file: SourceFile, row: number, line: string, kind: string): In
   });
 }
 
+/**
+ * The first of `fields` that a JSON object's text names twice among its own keys (nested objects are values, not
+ * looked into), or undefined. JSON.parse keeps the last value without a word, and readers differ on which counts
+ * (RFC 8259: names SHOULD be unique), so a row checked or reviewed by another tool could train on other text. A line
+ * without a backslash can spell a name only as `"name"`, so unless that appears twice the line is not scanned; one
+ * with a backslash is scanned (a key may be spelled with escapes). `text` must be a JSON object that JSON.parse took.
+ */
+export function repeatedField(text: string, fields: readonly string[]): string | undefined {
+  if (fields.length === 0) return undefined;
+  if (!text.includes('\\')) {
+    const twice = fields.some((f) => {
+      const k = `"${f}"`;
+      const i = text.indexOf(k);
+      return i !== -1 && text.indexOf(k, i + k.length) !== -1;
+    });
+    if (!twice) return undefined;
+  }
+  const seen = new Set<string>();
+  let depth = 0;
+  let keyNext = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // The string's closing quote: the next one not escaped by an odd run of backslashes.
+      let end = i;
+      for (;;) {
+        end = text.indexOf('"', end + 1);
+        if (end === -1) return undefined;
+        let backslashes = 0;
+        while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes++;
+        if (backslashes % 2 === 0) break;
+      }
+      if (depth === 1 && keyNext) {
+        keyNext = false;
+        const raw = text.slice(i + 1, end);
+        const key = raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw;
+        if (fields.includes(key)) {
+          if (seen.has(key)) return key;
+          seen.add(key);
+        }
+      }
+      i = end;
+    } else if (c === 0x7b || c === 0x5b) {
+      depth++;
+      keyNext = c === 0x7b && depth === 1;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+    else if (c === 0x2c && depth === 1) keyNext = true;
+  }
+  return undefined;
+}
+
 export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
   let first = true;
   for await (const lines of readLineChunks(file.abs, lineOptions(file, opts))) {
@@ -193,6 +245,19 @@ export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): Asyn
           bad: {
             reason: 'not-object',
             detail: `expected a JSON object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}`,
+          },
+        });
+        continue;
+      }
+      const twice = opts.readsColumns ? repeatedField(l.text, opts.readsColumns) : undefined;
+      if (twice !== undefined) {
+        out.push({
+          row: l.line,
+          lines: 1,
+          raw: l.text,
+          bad: {
+            reason: 'duplicate-field',
+            detail: `field ${JSON.stringify(twice.slice(0, 40))} is named more than once in the object, so which value is meant cannot be told (JSON.parse would keep the last): keep one`,
           },
         });
         continue;
