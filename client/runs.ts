@@ -805,7 +805,25 @@ export interface RunFilters {
 
 const EXECUTION_STATUSES = ['Running', 'Completed', 'Failed', 'Canceled', 'Terminated', 'TimedOut', 'ContinuedAsNew'];
 
-/** Newest first. Pipeline is kept in the memo, which visibility cannot query, so that filter applies while reading. */
+/**
+ * `text` as a string in a Temporal list query, matched as typed: a quote is escaped, not dropped (dropping it matched
+ * other runs: `--run-id` and schedule names take any text) and cannot end the string. Temporal's list query matches no
+ * value holding a backslash, escaped or not: an InputError naming `where` says so instead of listing none.
+ */
+export function queryString(text: string, field: { what: string; where: string; hint?: string }): string {
+  if (text.includes('\\'))
+    throw new InputError(`Temporal's run list cannot match a ${field.what} holding a backslash: ${JSON.stringify(text)}`, {
+      where: field.where,
+      ...(field.hint ? { hint: field.hint } : {}),
+    });
+  return `'${text.replace(/'/g, "\\'")}'`;
+}
+
+/**
+ * Newest started first (ties by run id), the same runs in the same order however long the page: the `limit` newest
+ * started of those that match, not the first `limit` Temporal lists (see listedBy). Pipeline is kept in the memo, which
+ * visibility cannot query, so that filter applies while reading.
+ */
 export async function listRuns(client: Client, limit = 20, filters: RunFilters = {}): Promise<RunSummary[]> {
   const clauses = [`WorkflowType = '${WORKFLOW_TYPE}'`];
   if (filters.status) {
@@ -822,21 +840,19 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
     clauses.push(`StartTime >= '${filters.since.toISOString()}'`);
   }
   const id = filters.id?.trim();
-  if (id) {
-    // The value is the query's text: a quote is escaped, not dropped (dropping it matched other runs, `--run-id` takes
-    // any id). Temporal's list query matches no id holding a backslash, escaped or not: said so instead of 'none'.
-    if (id.includes('\\'))
-      throw new InputError(`Temporal's run list cannot match a run id holding a backslash: ${JSON.stringify(id)}`, {
-        where: 'id',
-        hint: 'give the id up to the backslash, or open the run by its whole id',
-      });
-    clauses.push(`WorkflowId STARTS_WITH '${id.replace(/'/g, "\\'")}'`);
-  }
-  const schedule = filters.schedule?.replace(/['\\]/g, '');
+  if (id)
+    clauses.push(
+      `WorkflowId STARTS_WITH ${queryString(id, { what: 'run id', where: 'id', hint: 'give the id up to the backslash, or open the run by its whole id' })}`,
+    );
+  const schedule = filters.schedule?.trim() || undefined;
+  const asSchedule = { what: 'schedule name', where: 'schedule' };
+  const named = schedule && queryString(schedule, asSchedule);
   // A resumed run of a schedule was not started by it: it is named after the schedule and says so in
   // its memo. A server whose visibility store has no STARTS_WITH lists the schedule's own runs only.
-  const byName = schedule ? [...clauses, `(TemporalScheduledById = '${schedule}' OR WorkflowId STARTS_WITH '${schedule}-')`] : clauses;
-  if (schedule) clauses.push(`TemporalScheduledById = '${schedule}'`);
+  const byName = named
+    ? [...clauses, `(TemporalScheduledById = ${named} OR WorkflowId STARTS_WITH ${queryString(`${schedule}-`, asSchedule)})`]
+    : clauses;
+  if (named) clauses.push(`TemporalScheduledById = ${named}`);
   try {
     return await listed(client, byName.join(' AND '), limit, filters.pipeline, schedule);
   } catch (e) {
@@ -848,12 +864,15 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
 
 /**
  * Runs asked for per page of the listing where only the server's query filters them: the page is the
- * list's length. Unset, the server sends its largest page (1,000 on the dev server), every run's memo
- * decoded to show 20: the dashboard's Runs page, refreshed every 3 s, read a thousand runs each time.
+ * list's length, and a few more. Unset, the server sends its largest page (1,000 on the dev server), every run's memo
+ * decoded to show 20: the dashboard's Runs page, refreshed every 3 s, read a thousand runs each time. The few more
+ * settle the start order (listedBy) in the same request: the run after the newest `limit` started, when they ran one
+ * after another, or overlapping ones (a sweep's trials).
  */
 function runsPageSize(limit: number, pipeline?: string): number {
   // The pipeline is matched here, in the memo, so more runs are read than shown; pages stay bounded.
-  return pipeline ? Math.max(limit, FILTERED_PAGE) : Math.max(1, limit);
+  const ordered = Math.min(1000, Math.max(1, limit) + Math.max(10, Math.ceil(limit / 5)));
+  return pipeline ? Math.max(ordered, FILTERED_PAGE) : ordered;
 }
 const FILTERED_PAGE = 200;
 
@@ -867,33 +886,46 @@ function listed(client: Client, query: string, limit: number, pipeline?: string,
   return listedBy(listingClient(client), query, limit, pipeline, schedule);
 }
 
+/** Newest started first; between runs started in the same millisecond, by run id. */
+const byStart = (a: RunSummary, b: RunSummary) =>
+  b.startTime.getTime() - a.startTime.getTime() || (a.runId < b.runId ? -1 : a.runId > b.runId ? 1 : 0);
+
+/**
+ * The `limit` newest started runs that match, newest first. Temporal lists running runs first (newest started first),
+ * then ended ones by when they ended, latest first (the only order SQL visibility has; Elasticsearch's is the same
+ * unless asked): taking the first `limit` it lists showed, on one page, a run that ended last but started a week ago
+ * and not the one started after it that ended before it, which the next page then put above the first page's rows.
+ * A run not listed yet started no later than the last one listed started (a running one) or ended (an ended one), so
+ * reading stops once `limit` runs started at or after that instant.
+ */
 async function listedBy(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {
   const out: RunSummary[] = [];
   for await (const wf of client.workflow.list({ query, pageSize: runsPageSize(limit, pipeline) })) {
+    const unlistedStartedBy = (wf.closeTime ?? wf.startTime).getTime();
     const memoWhy = memoEncrypted(wf);
     const memo = (memoWhy ? {} : (wf.memo ?? {})) as Record<string, string>;
-    // An encrypted memo's pipeline cannot be matched: such a run is left out of a filtered list.
-    if (pipeline && !(memo.pipeline ?? '').toLowerCase().includes(pipeline.toLowerCase())) continue;
     const startedBy = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
     const scheduled = typeof startedBy === 'string' ? startedBy : memo.scheduleId || undefined;
-    if (schedule && scheduled !== schedule) continue;
-    out.push({
-      runId: wf.workflowId,
-      pipeline: memoWhy ? ENCRYPTED_FIELD : (memo.pipeline ?? '?'),
-      status: wf.status.name,
-      startTime: wf.startTime,
-      closeTime: wf.closeTime,
-      actor: memo.actor,
-      execution: wf.runId,
-      ...(scheduled ? { scheduleId: scheduled } : {}),
-      ...(memo.resumeOf ? { resumeOf: memo.resumeOf } : {}),
-      ...(!memoWhy && typeof wf.memo?.params === 'object' && wf.memo.params ? { params: wf.memo.params as Record<string, unknown> } : {}),
-      ...(memoWhy ? { memoEncrypted: memoWhy } : {}),
-    });
-    if (out.length >= limit) break;
+    // An encrypted memo's pipeline cannot be matched: such a run is left out of a filtered list.
+    const matches =
+      (!pipeline || (memo.pipeline ?? '').toLowerCase().includes(pipeline.toLowerCase())) && (!schedule || scheduled === schedule);
+    if (matches)
+      out.push({
+        runId: wf.workflowId,
+        pipeline: memoWhy ? ENCRYPTED_FIELD : (memo.pipeline ?? '?'),
+        status: wf.status.name,
+        startTime: wf.startTime,
+        closeTime: wf.closeTime,
+        actor: memo.actor,
+        execution: wf.runId,
+        ...(scheduled ? { scheduleId: scheduled } : {}),
+        ...(memo.resumeOf ? { resumeOf: memo.resumeOf } : {}),
+        ...(!memoWhy && typeof wf.memo?.params === 'object' && wf.memo.params ? { params: wf.memo.params as Record<string, unknown> } : {}),
+        ...(memoWhy ? { memoEncrypted: memoWhy } : {}),
+      });
+    if (out.length >= limit && out.filter((r) => r.startTime.getTime() >= unlistedStartedBy).length >= limit) break;
   }
-  // Temporal lists running runs first, then by close time; people read a list of runs by when they started.
-  return out.sort((a, b) => b.startTime.getTime() - a.startTime.getTime());
+  return out.sort(byStart).slice(0, limit);
 }
 
 /** Waits for the run; resolves with the final status whether it succeeded or failed. */

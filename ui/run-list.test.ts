@@ -6,7 +6,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { listRuns, submitRun } from '../client/runs.ts';
+import { listRuns, submitRun, type RunFilters, type RunSummary } from '../client/runs.ts';
 import { InputError } from '../src/errors.ts';
 import { plannedPipeline } from '../tests/helpers/plans.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
@@ -27,6 +27,15 @@ before(async () => {
   for (let n = 0; n < IDS.length; await new Promise((r) => setTimeout(r, 200))) n = (await listRuns(env.client, 100)).length;
 });
 after(async () => env?.close());
+
+/** Waits until visibility lists `n` runs for `filters` (and `ready` holds of them): it lists a run a moment after it starts or ends. */
+async function listed(n: number, filters: RunFilters, ready: (rs: RunSummary[]) => boolean = () => true) {
+  for (;;) {
+    const rs = await listRuns(env.client, 100, filters);
+    if (rs.length === n && ready(rs)) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
 
 const ids = async (q: RunPageQuery, limit = 50) => (await listRunPage(env.client, limit, q)).runs.map((r) => r.runId).sort();
 const refused = async (q: Record<string, unknown>, where: string, message: RegExp) =>
@@ -87,5 +96,58 @@ describe('a page', () => {
   it('refuses a value given twice, naming it', async () => {
     await refused({ id: ['a', 'b'] }, 'id', /given 2 times/);
     await refused({ status: ['Running', 'Failed'] }, 'status', /given 2 times/);
+  });
+});
+
+// Last: their runs are listed beside the ones above.
+describe('schedule', () => {
+  it("matches a schedule name holding a quote as typed, not another schedule's runs", async () => {
+    const ran: Record<string, string> = {};
+    for (const scheduleId of ["night'ly", 'nightly']) {
+      const plan = plannedPipeline('p', [{ id: 'a', uses: 'probe', needs: [], with: { value: '1' } }]);
+      const h = await submitRun(env.client, { plan, options: { baseDir: env.dir, actor: 'ann', scheduleId } }, { taskQueue: TEST_QUEUE });
+      ran[scheduleId] = h.workflowId;
+    }
+    await listed(2, { id: 'night' });
+    assert.deepEqual(
+      (await listRuns(env.client, 50, { schedule: "night'ly" })).map((r) => r.runId),
+      [ran["night'ly"]],
+    );
+    assert.deepEqual(
+      (await listRuns(env.client, 50, { schedule: 'nightly' })).map((r) => r.runId),
+      [ran.nightly],
+    );
+    await refused({ schedule: 'a\\b' }, 'schedule', /schedule name holding a backslash/);
+  });
+});
+
+describe('order', () => {
+  it('is newest started first however long the page, not the order Temporal lists ended runs in', async () => {
+    // Two long runs, then a short one started after them that ends first, then one still running: Temporal lists the
+    // running one, then the long ones (they ended last), then the short one.
+    const start = async (runId: string) => {
+      const plan = plannedPipeline('p', [{ id: 'a', uses: 'probe', needs: [], with: { value: '1' } }]);
+      await submitRun(env.client, { plan, options: { baseDir: env.dir, actor: 'ann' } }, { taskQueue: TEST_QUEUE, runId });
+      await new Promise((r) => setTimeout(r, 5)); // start times apart
+    };
+    const end = (runId: string) => env.client.workflow.getHandle(runId).terminate('ended by the test');
+    await start('order-long-1');
+    await start('order-long-2');
+    await start('order-short');
+    await end('order-short');
+    await end('order-long-1');
+    await end('order-long-2');
+    await start('order-running');
+    await listed(4, { id: 'order-' }, (rs) => rs.filter((r) => r.status !== 'RUNNING').length === 3);
+    const newestFirst = ['order-running', 'order-short', 'order-long-2', 'order-long-1'];
+    for (let limit = 1; limit <= 4; limit++) {
+      const page = await listRunPage(env.client, limit, { id: 'order-' });
+      assert.deepEqual(
+        page.runs.map((r) => r.runId),
+        newestFirst.slice(0, limit),
+        `a page of ${limit}`,
+      );
+      assert.equal(page.more, limit < 4);
+    }
   });
 });

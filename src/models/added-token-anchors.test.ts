@@ -24,7 +24,7 @@ const TINY_TEMPLATE = new ChatTemplate(
 
 /** The same tokenizer with no added tokens to anchor on: every rendering is tokenized from its start, as before. */
 function fromStart(tok: HfTokenizer): HfTokenizer {
-  return Object.create(tok, { addedTokensByFirstChar: { value: new Map() } }) as HfTokenizer;
+  return Object.create(tok, { addedTokenIds: { value: new Set() } }) as HfTokenizer;
 }
 
 /** Text that tempts the boundaries: leading spaces and newlines, the turn tokens' text, non-Latin letters, emoji. */

@@ -22,12 +22,12 @@ export interface Anchor {
 /**
  * The added tokens of `text` in order, matched as the tokenizer matches them (at each character the longest added token
  * that starts there), with their positions in `ids`, the text's tokenization. Empty where the matches disagree with the
- * added-token ids actually in `ids` (a token only matched after normalization, say): then nothing may be assumed and a
- * caller tokenizes from the start. `plain`: the spans tokenized as plain text (tokenizer-spans.ts), where a special token's
+ * added-token ids actually in `ids` (a token only matched after normalization, say, or a tokenizer whose addedTokenIds
+ * is empty, which is how tests switch anchoring off): then nothing may be assumed and a caller tokenizes from the start. `plain`: the spans tokenized as plain text (tokenizer-spans.ts), where a special token's
  * text is not a token.
  */
 export function addedTokenAnchors(tok: HfTokenizer, text: string, ids: readonly number[], plain: readonly Span[] = []): Anchor[] {
-  const matches = addedTokenMatches(tok, text, plain, tok.addedTokensByFirstChar);
+  const matches = addedTokenMatches(tok, text, plain);
   const anchors: Anchor[] = matches.map((m) => ({ pos: m.pos, length: m.token.content.length, index: -1 }));
   const matchedIds = matches.map((m) => m.token.id);
   let k = 0;

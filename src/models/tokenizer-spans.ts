@@ -46,14 +46,9 @@ export function overlapsSpan(spans: readonly Span[], pos: number, end: number): 
  * the library's trie finds them; with `plain` spans, a special token that overlaps one is not a token there (and the
  * search goes on at the next character, as the library's does after a miss).
  */
-export function addedTokenMatches(
-  tok: HfTokenizer,
-  text: string,
-  plain: readonly Span[] = [],
-  /** The added tokens by first character; anchoring passes its own table, which tests may empty. */
-  byFirst: ReadonlyMap<string, readonly RawAddedToken[]> = tok.splitTokensByFirstChar,
-): AddedTokenMatch[] {
+export function addedTokenMatches(tok: HfTokenizer, text: string, plain: readonly Span[] = []): AddedTokenMatch[] {
   const out: AddedTokenMatch[] = [];
+  const byFirst = tok.addedTokensByFirstChar;
   if (byFirst.size === 0) return out;
   for (let i = 0; i < text.length; ) {
     const candidates = byFirst.get(text[i]!);

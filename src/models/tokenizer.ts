@@ -82,13 +82,11 @@ export class HfTokenizer {
   readonly vocabSize: number;
   readonly modelType: string;
   readonly modelMaxLength: number | undefined;
-  /** Added tokens the tokenizer matches in raw text, by first character, longest first (added-token-anchors.ts). */
-  readonly addedTokensByFirstChar: ReadonlyMap<string, readonly RawAddedToken[]>;
   /**
-   * The same table, for keeping message content plain (tokenizer-spans.ts). Its own field so that tests and benchmarks
-   * can switch anchoring off (an empty addedTokensByFirstChar) without changing what is tokenized.
+   * Added tokens the tokenizer matches in raw text, by first character, longest first: where message content is kept
+   * plain (tokenizer-spans.ts) and where replies are anchored (added-token-anchors.ts).
    */
-  readonly splitTokensByFirstChar: ReadonlyMap<string, readonly RawAddedToken[]>;
+  readonly addedTokensByFirstChar: ReadonlyMap<string, readonly RawAddedToken[]>;
   /** Ids of every added token, normalized ones too. */
   readonly addedTokenIds: ReadonlySet<number>;
   /** A special token is matched only after normalization: where it falls cannot be told in raw text (tokenizer-spans.ts). */
@@ -141,7 +139,6 @@ export class HfTokenizer {
     }
     for (const list of byFirst.values()) list.sort((a, b) => b.content.length - a.content.length);
     this.addedTokensByFirstChar = byFirst;
-    this.splitTokensByFirstChar = byFirst;
     this.addedTokenIds = ids;
     this.hasNormalizedSpecial = normalizedSpecial;
     // The model's own unknown token (tokenizer.json model.unk_token), not tokenizer_config's, which may name EOS.

@@ -256,6 +256,10 @@ function RunsPage({ query }) {
     </th>`;
   };
   const anyFilter = RUN_FILTERS.some((k) => f[k]);
+  // The page is always the newest started runs (client/runs.ts listRuns); a column's order sorts those, and "show more"
+  // adds the next newest started to them, wherever they sort.
+  const sortCol = sort.replace(/^-/, '');
+  const sortedBy = RUN_SORTS[sortCol] && sortCol !== 'started' ? `, sorted by ${sortCol} here` : '';
   return html`<h1>Runs</h1>
     <div class="bar">
       <label
@@ -336,9 +340,13 @@ function RunsPage({ query }) {
       </table>
       <p class="muted" id="runs-count">
         ${data.more
-          ? html`${data.runs.length} runs${asked ? ` with ${asked}` : ''}: the running ones, then those that ended last (Temporal lists by
-              end) <button id="runs-more" onClick=${() => go(f, { limit: limit + RUN_PAGE })}>show ${RUN_PAGE} more</button>`
-          : `${data.runs.length === 1 ? 'the one run' : `all ${data.runs.length} runs`}${asked ? ` with ${asked}` : ''}`}
+          ? html`the ${data.runs.length} newest started runs${asked ? ` with ${asked}` : ''}${sortedBy}${' '}<button
+                id="runs-more"
+                onClick=${() => go(f, { limit: limit + RUN_PAGE })}
+              >
+                show ${RUN_PAGE} more
+              </button>`
+          : `${data.runs.length === 1 ? 'the one run' : `all ${data.runs.length} runs`}${asked ? ` with ${asked}` : ''}${sortedBy}`}
       </p>`}
     ${encrypted &&
     html`<p class="warning" id="runs-encrypted">
