@@ -8,6 +8,7 @@
  * that one.
  */
 import { readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { dirname, extname, resolve } from 'node:path';
 import {
   ScheduleAlreadyRunning,
@@ -569,6 +570,27 @@ export async function triggerSchedule(client: Client, name: string, overlap?: Ov
   // Its policies are in clear: read without the key too (orMarked), as a trigger writes no payload.
   const policy = overlap ? OVERLAP_POLICIES[overlap] : (await orMarked(client, (c) => describeRaw(c, name))).policies.overlap;
   await onHandle(client, name, (h) => h.trigger(policy));
+}
+
+/** What became of a trigger: the run it started, that the overlap policy skipped it, or neither yet (`{}`). */
+export interface TriggerOutcome {
+  runId?: string;
+  skipped?: boolean;
+}
+
+/**
+ * Waits briefly (up to 10 s) for the server to act on a trigger of the schedule `before` was read from, for the trail
+ * and the person who asked: the run it started, or that the overlap policy skipped it. Read as scheduleView reads, so
+ * without the key too (its actions and counts are in clear): the dashboard's trigger without the key recorded no run.
+ */
+export async function triggerOutcome(client: Client, name: string, before: ScheduleView): Promise<TriggerOutcome> {
+  for (let i = 0; i < 40; i++) {
+    const view = await scheduleView(client, name);
+    if (view.actionsTaken > before.actionsTaken) return { runId: view.recentActions.at(-1)?.runId };
+    if (view.skippedOverlap > before.skippedOverlap) return { skipped: true };
+    await sleep(250);
+  }
+  return {};
 }
 
 /** Takes the actions the schedule would have taken in [from, to], under `overlap` or the schedule's policy. */

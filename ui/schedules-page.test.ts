@@ -11,7 +11,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Client } from '@temporalio/client';
+import { randomBytes } from 'node:crypto';
+import { Client } from '@temporalio/client';
+import { temporalDataConverter } from '../infra/payload-codec.ts';
+import { openAudit } from '../src/audit/log.ts';
 import { createSchedule, planScheduledRun, readSchedule, triggerSchedule } from '../client/schedules.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { kindRegistry } from '../src/stages/stage-kinds.ts';
@@ -230,5 +233,62 @@ describe('GET /api/schedules/:name/spec and the Schedules page', () => {
     assert.equal(await lost.locator('[data-spec-text]').count(), 0);
     await page.context().close();
     assert.deepEqual(errors, []);
+  });
+});
+
+describe('trigger now', () => {
+  const trigger = async (name: string) => {
+    const res = await fetch(`${url}/api/schedules/${name}/trigger`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+    assert.equal(res.status, 200, await res.clone().text());
+    return (await res.json()) as { runId?: string };
+  };
+  const recorded = async (name: string) => {
+    const log = await openAudit(statePaths(env.dir, {}).auditDb);
+    try {
+      return (await log.query({ action: 'schedule.triggered' })).filter((r) => r.subject === name).map((r) => r.details);
+    } finally {
+      await log.close();
+    }
+  };
+  const started = async (name: string) => (await readSchedule(env.client, name)).view.recentActions.map((a) => a.runId);
+
+  it('records the run it started, as `schedule trigger` does', async () => {
+    const { runId } = await trigger('s0');
+    assert.ok(runId);
+    assert.equal((await started('s0')).at(-1), runId);
+    const [rec, ...more] = await recorded('s0');
+    assert.equal(more.length, 0);
+    assert.deepEqual([rec?.runId, rec?.via, rec?.overlap], [runId, 'ui', 'allow-all']);
+  });
+
+  it('records the run it started without the key the schedule was encrypted with', async () => {
+    // Made by someone with the key, on a queue no worker of this test polls (its run would need the key); the
+    // dashboard has none.
+    const keyed = new Client({
+      connection: env.client.connection,
+      dataConverter: temporalDataConverter({ TEMPERED_PAYLOAD_KEY: randomBytes(32).toString('base64') }),
+    });
+    const { input, spec } = await planScheduledRun({
+      file,
+      params: [],
+      registry: kindRegistry(env.kinds),
+      store: env.store,
+      actor: 'ann',
+      name: 'sealed',
+    });
+    await createSchedule(keyed, {
+      name: 'sealed',
+      taskQueue: 'no-worker',
+      input,
+      spec,
+      timing: { cron: '0 3 1 1 *', overlap: 'allow-all' },
+    });
+    const { runId } = await trigger('sealed');
+    assert.ok(runId);
+    const { view } = await readSchedule(keyed, 'sealed');
+    assert.equal(view.recentActions.at(-1)?.runId, runId);
+    const [rec] = await recorded('sealed');
+    assert.equal(rec?.runId, runId);
+    assert.match(String(rec?.encrypted), /TEMPERED_PAYLOAD_KEY/);
   });
 });

@@ -35,6 +35,7 @@ import {
   pauseSchedule,
   recentRuns,
   scheduleView,
+  triggerOutcome,
   triggerSchedule,
   unpauseSchedule,
   viewedChangeAudit,
@@ -703,10 +704,12 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     if (op === 'pause') await pauseSchedule(client, name, note);
     else if (op === 'unpause') await unpauseSchedule(client, name, note);
     else await triggerSchedule(client, name);
+    // As `schedule trigger` records it: the run it started (or that the overlap policy skipped it), with the key or without.
+    const outcome = op === 'trigger' ? { overlap: view.timing.overlap, ...(await triggerOutcome(client, name, view)) } : {};
     const change = op === 'pause' ? 'paused' : op === 'unpause' ? 'unpaused' : 'triggered';
-    const rec = viewedChangeAudit(view, { via: 'ui', ...(note && op !== 'trigger' ? { note } : {}) });
+    const rec = viewedChangeAudit(view, { via: 'ui', ...(note && op !== 'trigger' ? { note } : {}), ...outcome });
     await auditScheduleChange(dbs.audit, change, { name, actor: o.actor, specHash: rec.specHash, details: rec.details });
-    return { ok: true };
+    return { ok: true, ...outcome };
   });
 
   return {

@@ -1907,10 +1907,16 @@ function SchedulesPage() {
           method: 'POST',
           body: what !== 'trigger' && notes[name]?.trim() ? { note: notes[name].trim() } : undefined,
         }),
-      () => {
+      (r) => {
         setTick((t) => t + 1);
         if (what !== 'trigger') setNotes((n) => ({ ...n, [name]: '' }));
-        return `${what}: ${name}`;
+        if (what !== 'trigger') return `${what}: ${name}`;
+        // As `schedule trigger` says it: which run started, or why none did.
+        return r?.runId
+          ? `triggered ${name}: run ${r.runId}`
+          : r?.skipped
+            ? `triggered ${name}, but its overlap policy (${r.overlap}) skipped it: a run is still in progress`
+            : `triggered ${name}; the server has not started the run yet`;
       },
     );
   return html`<h1>Schedules</h1>
