@@ -1,55 +1,65 @@
 /**
  * Opt-in benchmark (not part of npm test): encoding one multi-turn conversation for training (encodeConversation) with
- * SmolLM2-135M-Instruct's tokenizer and chat template, each reply located from its turn's `<|im_start|>` (as training
- * does) against tokenizing each reply's renderings from the start of the conversation (as it did before 7 Dec),
- * alternating in one process; the last shape has every message quote the turn tokens, which are then cut as plain
- * text (tokenizer-spans.ts). What is left is rendering the conversation up to each reply with the template, which
- * still grows with the square of the replies (small per message).
+ * SmolLM2-135M-Instruct's tokenizer and chat template, each reply's renderings read off one marked rendering of the
+ * whole conversation (chat-template-prefixes.ts, as training does since 7 Dec) against rendering the conversation up
+ * to each reply (as it did before, which grows with the square of the replies), alternating in one process; both
+ * tokenize each reply from its turn's `<|im_start|>` (added-token-anchors.ts). The last shape has every message quote
+ * the turn tokens, which are then cut as plain text (tokenizer-spans.ts). Process CPU time is printed beside wall time:
+ * on a shared machine wall time measures the neighbours too.
  *
- *   node --import tsx bench/conversation-encoding.bench.ts [rounds=3]
+ *   nice node --import tsx bench/conversation-encoding.bench.ts [rounds=3]
  */
 import { encodeConversation } from '../src/models/chat-encoding.ts';
-import { loadChatTemplate } from '../src/models/chat-template.ts';
+import { ChatTemplate, loadChatTemplate } from '../src/models/chat-template.ts';
 import { realModel } from '../src/models/real-models.testing.ts';
 import { DEFAULT_LLM, type ResolvedModel } from '../src/models/sources.ts';
-import { loadTokenizer, type HfTokenizer } from '../src/models/tokenizer.ts';
+import { loadTokenizer } from '../src/models/tokenizer.ts';
 import { median } from './common.ts';
 
 const rounds = Number(process.argv[2] ?? 3);
 const llm = await realModel(DEFAULT_LLM);
 if ('skip' in llm) throw new Error(llm.skip);
 const dir = (llm as ResolvedModel).dir;
-const anchored = loadTokenizer(dir);
-const fromStart = Object.create(anchored, { addedTokensByFirstChar: { value: new Map() } }) as HfTokenizer;
-const template = loadChatTemplate(dir);
+const tok = loadTokenizer(dir);
+const marked = loadChatTemplate(dir);
+if (marked.renderMarkingTurns([{ role: 'user', content: 'x' }]) === undefined)
+  throw new Error('SmolLM2 template is not read off its marks');
+const replyByReply = new (class extends ChatTemplate {
+  override renderMarkingTurns(): undefined {
+    return undefined;
+  }
+})(marked.text, marked.source, marked.specialTokens);
 
 const shapes: [string, number, number, number, string][] = [
   ['10 exchanges of 60 words, maxLength 2048', 10, 60, 2048, ''],
   ['50 exchanges of 60 words, maxLength 8192', 50, 60, 8192, ''],
   ['200 exchanges of 20 words, maxLength 8192', 200, 20, 8192, ''],
+  ['500 exchanges of 1 word, maxLength 32768', 500, 1, 32768, ''],
   // Content holding the turn tokens' text is cut as plain text (tokenizer-spans.ts), every turn of it here.
   ['200 exchanges of 20 words, each quoting <|im_end|>, maxLength 8192', 200, 20, 8192, ' <|im_end|>\n<|im_start|>system'],
 ];
-console.log('| conversation | located from its turn (s) | from the start (s) | ratio |\n|---|---|---|---|');
+console.log('| conversation | read off marks: wall s (cpu s) | reply by reply: wall s (cpu s) | ratio (wall) |\n|---|---|---|---|');
 for (const [name, exchanges, words, maxLength, quote] of shapes) {
   const messages = Array.from({ length: exchanges }, (_, i) => [
     { role: 'user', content: `question ${i} `.repeat(words) + quote },
     { role: 'assistant', content: `answer ${i} `.repeat(words) + quote },
   ]).flat();
-  const t: { a: number[]; s: number[] } = { a: [], s: [] };
+  const t = { m: [] as number[], r: [] as number[], mc: [] as number[], rc: [] as number[] };
   let ids = '';
   for (let r = 0; r < rounds; r++)
-    for (const [key, tok] of [
-      ['a', anchored],
-      ['s', fromStart],
+    for (const [key, template] of [
+      ['m', marked],
+      ['r', replyByReply],
     ] as const) {
-      const t0 = performance.now();
+      const [t0, c0] = [performance.now(), process.cpuUsage()];
       const e = encodeConversation(tok, messages, { template, maxLength });
+      const c = process.cpuUsage(c0);
       t[key].push((performance.now() - t0) / 1000);
+      t[`${key}c`].push((c.user + c.system) / 1e6);
       const got = JSON.stringify([e.inputIds, e.labels]);
       if (ids && got !== ids) throw new Error(`${name}: the two ways disagree`);
       ids = got;
     }
-  const [a, s] = [median(t.a), median(t.s)];
-  console.log(`| ${name} | ${a.toFixed(3)} | ${s.toFixed(3)} | ${(s / a).toFixed(1)}× faster |`);
+  const f = (w: number[], c: number[]) => `${median(w).toFixed(3)} (${median(c).toFixed(3)})`;
+  console.log(`| ${name} | ${f(t.m, t.mc)} | ${f(t.r, t.rc)} | ${(median(t.r) / median(t.m)).toFixed(1)}× faster |`);
 }

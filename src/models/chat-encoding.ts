@@ -18,6 +18,7 @@
 import { InputError } from '../errors.ts';
 import { addedTokenAnchors, lastAnchorWithin } from './added-token-anchors.ts';
 import type { ChatMessage, ChatTemplate, RenderOptions } from './chat-template.ts';
+import { replyRenderings } from './chat-template-prefixes.ts';
 import { renderWithContentSpans, renderWithPlaceholders } from './chat-template-spans.ts';
 import { IGNORE_INDEX, type CausalEncoding, type HfTokenizer } from './tokenizer.ts';
 import { addedTokenMatches, specialTokenInSpans, tokenizeCut, tokenizeWithPlainSpans, type Span } from './tokenizer-spans.ts';
@@ -320,7 +321,9 @@ export interface ConversationEncoding extends CausalEncoding {
  *
  * encodeChatExample's two renderings, once per trained reply: the conversation before it with the generation prompt,
  * then with it; each must be a prefix of the next and of the whole conversation's rendering, which is what is
- * tokenized. A template that renders earlier turns differently once more follow (one that drops past reasoning, say)
+ * tokenized. For most templates both are read off one marked rendering of the whole conversation instead of rendered
+ * (chat-template-prefixes.ts): rendered reply by reply, a conversation of n replies cost n renderings of ever longer
+ * beginnings. A template that renders earlier turns differently once more follow (one that drops past reasoning, say)
  * is an input error naming the record and the message, not silently misplaced labels. transformers'
  * `return_assistant_tokens_mask` needs `{% generation %}` markers few templates have; this needs none. The renderings
  * are tokenized from their turn's opening added token only (added-token-anchors.ts): tokenized whole, a conversation of
@@ -356,17 +359,17 @@ export function encodeConversation(
   const max = o.maxLength ?? Infinity;
   const trained = withSystem.filter((m) => m.role === 'assistant' && m.weight !== 0).length;
   const at = (k: number) => `${whereMessage(k)} (${o.template.source})`;
+  const renderings = replyRenderings(o.template, plain, whole);
   for (let k = 0; k < withSystem.length; k++) {
     const m = withSystem[k]!;
     if (m.role !== 'assistant' || m.weight === 0) continue;
-    const head = o.template.render(plain.slice(0, k), { addGenerationPrompt: true });
-    const upTo = o.template.render(plain.slice(0, k + 1), { addGenerationPrompt: false });
-    if (!upTo.startsWith(head))
+    const { head, upTo, extendsHead, inWhole } = renderings(k);
+    if (!extendsHead)
       throw new InputError(
         'the chat template renders the conversation with this reply differently from the conversation before it, so the reply cannot be located',
         { where: at(k), hint: 'use a template whose add_generation_prompt rendering is a prefix of the rendering with the assistant turn' },
       );
-    if (!whole.startsWith(upTo))
+    if (!inWhole)
       throw new InputError(
         'the chat template renders the conversation up to this reply differently once later messages follow (it rewrites earlier turns), so the reply cannot be located in the whole conversation',
         {
@@ -376,15 +379,15 @@ export function encodeConversation(
       );
     // Both renderings are prefixes of `whole`: tokenized from the last added token within the header (the turn's
     // `<|im_start|>`), their ids are `whole`'s up to it and then these (added-token-anchors.ts).
-    const anchor = lastAnchorWithin(anchors, head.length);
+    const anchor = lastAnchorWithin(anchors, head);
     const from = anchor?.pos ?? 0,
       offset = anchor?.index ?? 0;
-    const headIds = tokenizePrefix(from, head.length, k);
+    const headIds = tokenizePrefix(from, head, k);
     let start = 0;
     while (start < headIds.length && offset + start < ids.length && ids[offset + start] === headIds[start]) start++;
     // A token spanning the header/reply boundary holds reply text: it is scored, as in encodeChatExample.
     start = Math.max(offset + start, (turns.at(-1)?.end ?? -1) + 1);
-    const end = offset + replyEnd(tok, tokenizePrefix(from, upTo.length, k), start - offset, eot, at(k));
+    const end = offset + replyEnd(tok, tokenizePrefix(from, upTo, k), start - offset, eot, at(k));
     // Tokenized with what follows, the token may merge with it: then it is not where the loss would put it.
     if (ids[end] !== eot)
       throw new InputError(

@@ -596,9 +596,10 @@ export class BudgetedTemplate {
   /** Nodes in the template, for `renderLimits`. */
   readonly nodes: number;
 
-  /** Throws the library's parse errors. */
-  constructor(text: string) {
+  /** Throws the library's parse errors. `edit` may change the parsed program first (chat-template-prefixes.ts marks turns). */
+  constructor(text: string, edit?: (program: { body: object[] }) => void) {
     this.template = new jinja.Template(text);
+    edit?.(this.template.parsed as unknown as { body: object[] });
     this.nodes = prepare(this.template.parsed);
   }
 

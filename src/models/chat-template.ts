@@ -10,6 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { BudgetedTemplate, renderLimits, TemplateBudgetError, type RenderLimits } from './chat-template-budget.ts';
+import { turnMarkedTemplate } from './chat-template-prefixes.ts';
 
 export interface ChatMessage {
   role: string;
@@ -49,6 +50,8 @@ function jsonChars(v: unknown): number {
 
 export class ChatTemplate {
   private readonly template: BudgetedTemplate;
+  /** The template with its turns marked, once asked for; null where it cannot be (chat-template-prefixes.ts). */
+  private marked: BudgetedTemplate | null | undefined;
 
   /** `source` names where the template came from, for errors. */
   constructor(
@@ -69,6 +72,19 @@ export class ChatTemplate {
 
   /** `render`, also saying how much of the budget it took (for tests and for sizing the budget). */
   renderWithUsage(messages: ChatMessage[], opts: RenderOptions = {}): { text: string } & RenderUsage {
+    return this.renderBudgeted(this.template, messages, opts);
+  }
+
+  /**
+   * `render` with TURN_MARK before each message's turn and after the last (chat-template-prefixes.ts), or undefined for
+   * a template whose renderings of the conversation's beginnings cannot be read off the whole one that way.
+   */
+  renderMarkingTurns(messages: ChatMessage[], opts: RenderOptions = {}): string | undefined {
+    if (this.marked === undefined) this.marked = turnMarkedTemplate((edit) => new BudgetedTemplate(this.text, edit)) ?? null;
+    return this.marked === null ? undefined : this.renderBudgeted(this.marked, messages, opts).text;
+  }
+
+  private renderBudgeted(template: BudgetedTemplate, messages: ChatMessage[], opts: RenderOptions): { text: string } & RenderUsage {
     messages.forEach((m, i) => {
       if (typeof m?.role !== 'string' || typeof m.content !== 'string')
         throw new InputError('each message needs a string role and a string content', { where: `messages[${i}]` });
@@ -79,9 +95,9 @@ export class ChatTemplate {
       messages: messages.map((m) => ({ ...m })),
       add_generation_prompt: opts.addGenerationPrompt ?? false,
     };
-    const limits = renderLimits(jsonChars(items), messages.length, this.template.nodes);
+    const limits = renderLimits(jsonChars(items), messages.length, template.nodes);
     try {
-      return { ...this.template.render(items, limits), limits };
+      return { ...template.render(items, limits), limits };
     } catch (e) {
       if (e instanceof TemplateBudgetError)
         throw new InputError(

@@ -108,12 +108,16 @@ test('over maxLength: the conversation ends after the last reply that fits whole
   assert.deepEqual([none.tooLong, none.inputIds.length, none.turnsCut], [true, 0, 2]);
 });
 
-test('a long conversation over maxLength is rendered only up to its first reply past the limit, not once per turn', () => {
+test('a long conversation over maxLength is rendered reply by reply only up to its first reply past the limit, not once per turn', () => {
   let renders = 0;
+  // A template whose replies' renderings are not read off the whole one (chat-template-prefixes.ts) is rendered reply by reply.
   const counting = new (class extends ChatTemplate {
     override render(...a: Parameters<ChatTemplate['render']>): string {
       renders++;
       return super.render(...a);
+    }
+    override renderMarkingTurns(): undefined {
+      return undefined;
     }
   })(TEMPLATE, 'counting');
   const long = Array.from({ length: 200 }, (_, i) => [

@@ -1,0 +1,152 @@
+// Reading each reply's renderings off one marked rendering of the whole conversation (chat-template-prefixes.ts) must
+// encode every conversation exactly as rendering each reply's beginnings one by one does, errors included, and must
+// not render once per reply.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { encodeConversation } from './chat-encoding.ts';
+import { ChatTemplate, loadChatTemplate, type ChatMessage, type RenderOptions } from './chat-template.ts';
+import { realModel } from './real-models.testing.ts';
+import { DEFAULT_LLM, type ResolvedModel } from './sources.ts';
+import { tinyGpt2Dir } from './tiny.testing.ts';
+import { loadTokenizer, type HfTokenizer } from './tokenizer.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'prefixes-'));
+process.on('exit', () => rmSync(root, { recursive: true, force: true }));
+const tiny = loadTokenizer(tinyGpt2Dir(join(root, 'm'), 1));
+
+/** Templates on the tiny tokenizer, each one loop over the messages that can be read off its whole rendering. */
+const TINY_TEMPLATES = [
+  '{% for m in messages %}<{{ m.role }}>{{ m.content }}<|endoftext|>\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}',
+  // SmolLM2's shape (a default system turn decided from messages[0]), with a generation prompt that only replies
+  // starting with "a" continue (the others are refused).
+  "{% for m in messages %}{% if loop.first and messages[0]['role'] != 'system' %}<system>be kind<|endoftext|>\n{% endif %}<{{ m.role }}>\n{{ m.content | trim }}<|endoftext|>{{ '\\n' if loop.index0 % 2 == 0 else ' ' }}{% endfor %}{% if add_generation_prompt %}<assistant>\na{% endif %}",
+  // State carried through the loop, a turn that differs on the first message, text before the loop.
+  '{% set ns = namespace(n=0) %}[{{ messages[0].role }}]{% for m in messages %}{% set ns.n = ns.n + 1 %}{% if not loop.first %}\n{% endif %}<{{ m.role }}>{{ m.content }}({{ ns.n }})<|endoftext|>{% endfor %}{% if add_generation_prompt %}\n<assistant>{% endif %}',
+  // Text after the loop that no turn starts with: only the last reply can be located, the others are refused.
+  '{% for m in messages %}\n<{{ m.role }}>{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}\n<assistant>{% else %}.{% endif %}',
+].map((t, i) => new ChatTemplate(t, `template ${i}`));
+
+/** The same template rendered reply by reply, as encodeConversation did before. */
+function replyByReply(t: ChatTemplate): ChatTemplate {
+  return new (class extends ChatTemplate {
+    override renderMarkingTurns(): undefined {
+      return undefined;
+    }
+  })(t.text, t.source, t.specialTokens);
+}
+
+const piece = fc.constantFrom(
+  ' ',
+  '  ',
+  '\n',
+  'a',
+  'word',
+  ' the',
+  '<|endoftext|>',
+  '<|im_start|>',
+  '<|im_end|>',
+  'é',
+  '🙂',
+  '<',
+  '|',
+  'assistant',
+);
+const text = fc.array(piece, { minLength: 0, maxLength: 6 }).map((p) => p.join(''));
+const message = fc.tuple(fc.constantFrom('system', 'user', 'assistant', 'assistant'), text, fc.constantFrom(0, 1, 1));
+const conversation = fc
+  .array(message, { minLength: 1, maxLength: 8 })
+  .map((ms) => ms.map(([role, content, weight]) => ({ role, content, weight })));
+
+function outcome(
+  tok: HfTokenizer,
+  messages: { role: string; content: string; weight?: number }[],
+  template: ChatTemplate,
+  maxLength?: number,
+) {
+  try {
+    return encodeConversation(tok, messages, { template, maxLength }, 'row 1');
+  } catch (e) {
+    return { error: (e as Error).message, where: (e as { where?: string }).where };
+  }
+}
+
+function sameAsReplyByReply(tok: HfTokenizer, template: ChatTemplate, runs: number) {
+  assert.notEqual(template.renderMarkingTurns([{ role: 'user', content: 'x' }]), undefined, `${template.source} is read off its marks`);
+  const slow = replyByReply(template);
+  fc.assert(
+    fc.property(conversation, fc.option(fc.integer({ min: 4, max: 80 }), { nil: undefined }), (messages, maxLength) => {
+      assert.deepEqual(outcome(tok, messages, template, maxLength), outcome(tok, messages, slow, maxLength));
+    }),
+    { seed: 20261207, numRuns: runs },
+  );
+}
+
+for (const t of TINY_TEMPLATES)
+  test(`${t.source} on the tiny tokenizer: every conversation encodes as rendering reply by reply does`, () => {
+    sameAsReplyByReply(tiny, t, 300);
+  });
+
+const llm = await realModel(DEFAULT_LLM);
+test(
+  "SmolLM2-135M-Instruct's tokenizer and template: every conversation encodes as rendering reply by reply does",
+  { skip: 'skip' in llm ? llm.skip : false },
+  () => {
+    const dir = (llm as ResolvedModel).dir;
+    sameAsReplyByReply(loadTokenizer(dir), loadChatTemplate(dir), 150);
+  },
+);
+
+test('templates that can tell how many messages follow, or whether a generation prompt comes, are rendered reply by reply', () => {
+  const lookingAhead = [
+    "{% for m in messages %}<{{ m.role }}>{% if m.role != 'assistant' or loop.last %}{{ m.content }}{% endif %}<|endoftext|>{% endfor %}",
+    '{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ loop.length }}{% endfor %}',
+    '{% for m in messages %}{{ m.content }}{% endfor %}{{ messages | length }}',
+    '{% for m in messages %}{{ m.content }}{% if messages[1] is defined %}!{% endif %}{% endfor %}',
+    '{% for m in messages %}{{ m.content }}{% if add_generation_prompt %}?{% endif %}{% endfor %}',
+    '{% set ns = namespace(last=none) %}{% for m in messages %}{{ m.content }}{% set ns.last = m.role %}{% endfor %}{{ ns.last }}',
+    '{% for m in messages %}{{ m.content }}{% endfor %}{% for m in messages %}{{ m.role }}{% endfor %}',
+    '{% macro turn(m) %}{{ m.content }}{% endmacro %}{% for m in messages %}{{ turn(m) }}{% endfor %}{{ add_generation_prompt }}',
+    '{% if true %}{% for m in messages %}{{ m.content }}{% endfor %}{% endif %}',
+  ];
+  for (const t of lookingAhead)
+    assert.equal(new ChatTemplate(t, 'ahead').renderMarkingTurns([{ role: 'user', content: 'x' }]), undefined, t);
+  // One of them, whose earlier turns do change: still refused, naming the reply.
+  const rewriting = new ChatTemplate(`${lookingAhead[0]}{% if add_generation_prompt %}<assistant>{% endif %}`, 'rewriting');
+  const convo = [
+    { role: 'user', content: 'Hi' },
+    { role: 'assistant', content: 'Hello!' },
+    { role: 'user', content: 'Name?' },
+    { role: 'assistant', content: 'Bo' },
+  ];
+  assert.throws(() => encodeConversation(tiny, convo, { template: rewriting }, 'row 7'), /rewrites earlier turns/);
+});
+
+test('a conversation of many replies is rendered a few times, not once per reply', () => {
+  let renders = 0;
+  const counting = new (class extends ChatTemplate {
+    override render(messages: ChatMessage[], opts?: RenderOptions): string {
+      renders++;
+      return super.render(messages, opts);
+    }
+    override renderMarkingTurns(messages: ChatMessage[], opts?: RenderOptions): string | undefined {
+      renders++;
+      return super.renderMarkingTurns(messages, opts);
+    }
+  })(TINY_TEMPLATES[0]!.text, 'counting');
+  const messages = Array.from({ length: 200 }, (_, i) => [
+    { role: 'user', content: `question ${i}` },
+    { role: 'assistant', content: `answer ${i}` },
+  ]).flat();
+  const e = encodeConversation(tiny, messages, { template: counting });
+  assert.deepEqual(
+    [e.turnsCut, e.lossTokens],
+    [0, messages.filter((m) => m.role === 'assistant').reduce((n, m) => n + m.content.length + 1, 0)],
+  );
+  // The whole conversation as it is, with placeholders (chat-template-spans.ts) and marked; the first message marked with
+  // the generation prompt. Reply by reply it was 2 + 2 × 200.
+  assert.equal(renders, 4);
+});
