@@ -1,6 +1,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
@@ -102,6 +103,48 @@ test('a path that is not percent-encoding, answered before any hook, carries the
   const evil = await fetch(`${url}/v1/models/%E0%A4%A`, { headers: { origin: 'https://evil.example' } });
   assert.equal(evil.headers.get('access-control-allow-origin'), null);
   assert.match(evil.headers.get('vary') ?? '', /Origin/, "a cache keeps the answer apart from an allowed origin's");
+});
+
+test("what Node's parser refuses in a request's body carries the CORS headers of that request's Origin; a refusal of its headers, where no Origin was read, none", async (t) => {
+  const url = await start(t, new FakePredictor('spam@1'), { corsOrigins: [APP] });
+  const { port } = new URL(url);
+  const raw = (bytes: string) =>
+    new Promise<string>((resolve, reject) => {
+      const sock = connect(Number(port), '127.0.0.1', () => sock.write(bytes));
+      let got = '';
+      sock.on('data', (d) => (got += d.toString()));
+      sock.on('close', () => resolve(got));
+      sock.on('error', reject);
+    });
+  // Chunked framing that is not HTTP, after whole headers: the request, and its Origin, are known.
+  const badBody = (origin: string) =>
+    `POST /predict HTTP/1.1\r\nHost: x\r\nOrigin: ${origin}\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n`;
+  const mine = await raw(badBody(APP));
+  assert.match(mine, /^HTTP\/1\.1 400 /);
+  assert.match(mine, new RegExp(`\r\naccess-control-allow-origin: ${APP}\r\n`, 'i'));
+  assert.match(mine, /\r\naccess-control-expose-headers: x-request-id, retry-after, x-should-retry\r\n/i);
+  assert.match(mine, /"code":"malformed_request"/);
+  const evil = await raw(badBody('https://evil.example'));
+  assert.match(evil, /^HTTP\/1\.1 400 /);
+  assert.doesNotMatch(evil, /access-control-allow-origin/i);
+  assert.match(evil, /\r\nvary: Origin\r\n/i);
+  // Headers too large: refused before they were read, so no Origin is known, not even that of the answered request
+  // before it on the same connection.
+  const overflow = await new Promise<string>((resolve, reject) => {
+    const sock = connect(Number(port), '127.0.0.1', () => sock.write(`GET /health HTTP/1.1\r\nHost: x\r\nOrigin: ${APP}\r\n\r\n`));
+    let got = '';
+    sock.on('data', (d) => {
+      const first = got === '';
+      got += d.toString();
+      if (first) sock.write(`GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    });
+    sock.on('close', () => resolve(got));
+    sock.on('error', reject);
+  });
+  assert.match(overflow, new RegExp(`^HTTP/1\\.1 200 [^]*access-control-allow-origin: ${APP}\r\n`, 'i'));
+  const second = overflow.slice(overflow.indexOf('HTTP/1.1 431'));
+  assert.match(second, /^HTTP\/1\.1 431 [^]*"code":"headers_too_large"/);
+  assert.doesNotMatch(second, /access-control-allow-origin/i);
 });
 
 test("a stream's answer carries the CORS headers too (it is written outside fastify's reply)", async (t) => {

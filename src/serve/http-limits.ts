@@ -51,13 +51,25 @@ export function errorsToStderr(write: (line: string) => void = (l) => process.st
  * shape; clients of this server read OpenAI's, `{ error: { message, type, param, code } }`, on every answer.
  * `answered` is told each status and code (no hook of fastify's sees these requests, so /metrics counts them here).
  */
-export function clientErrorHandler(answered: (status: number, code: string) => void = () => {}) {
-  return (err: NodeJS.ErrnoException, socket: Socket): void => answerClientError(err, socket, answered);
+export function clientErrorHandler(
+  answered: (status: number, code: string) => void = () => {},
+  headersFor: (socket: Socket) => { headers: Record<string, string>; answered: boolean } = () => ({ headers: {}, answered: false }),
+) {
+  return (err: NodeJS.ErrnoException, socket: Socket): void => answerClientError(err, socket, answered, headersFor(socket));
 }
 
-function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered: (status: number, code: string) => void): void {
-  // A connection reset has nobody left to answer.
-  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+function answerClientError(
+  err: NodeJS.ErrnoException,
+  socket: Socket,
+  answered: (status: number, code: string) => void,
+  more: { headers: Record<string, string>; answered: boolean },
+): void {
+  // A connection reset has nobody left to answer; a request already answered (a 401 sent while its body still came)
+  // gets no second answer on its connection, which the client would read as the next response's bytes.
+  if (err.code === 'ECONNRESET' || socket.destroyed || more.answered) {
+    socket.destroy();
+    return;
+  }
   const [status, code, message] =
     err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
       ? [408, 'request_timeout', `the request did not arrive whole within ${REQUEST_TIMEOUT_MS / 1000} s`]
@@ -66,9 +78,12 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket, answered:
         : [400, 'malformed_request', `the request is not HTTP this server can read (${err.code ?? 'parse error'})`];
   const body = JSON.stringify(openAiError(status, code, message));
   answered(status, code);
+  const extra = Object.entries(more.headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
   if (socket.writable)
     socket.write(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nX-Request-Id: ${newRequestId()}\r\nConnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nX-Request-Id: ${newRequestId()}\r\n${extra}Connection: close\r\n\r\n${body}`,
     );
   socket.destroy();
 }

@@ -9,7 +9,7 @@ import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { InputError } from '../errors.ts';
 import { Rng } from '../engine/prng.ts';
 import { trainCausalLm } from '../finetune/causal-lm.ts';
-import { generate } from '../generate/generate.ts';
+import { generate, type GenerateOptions } from '../generate/generate.ts';
 import { loadTextGenerator, type LoadedTextGenerator } from '../generate/text-generator.ts';
 import { tinyLlamaDir } from '../models/tiny.testing.ts';
 import { openRegistry } from '../registry/registry.ts';
@@ -674,6 +674,63 @@ test('what the shape of a request refuses is refused before its prompt is tokeni
   ]);
 });
 
+test("/metrics counts each error by the code its client got, a stream's error event included; a refusal of the chat encoding names its field", async (t) => {
+  // The template drops '#' from each message (so a message can come out holding a special token's text) and refuses a
+  // conversation that opens with the assistant, as Mistral's refuses roles out of turn.
+  const template =
+    "{% if messages[0].role == 'assistant' %}{{ raise_exception('the user speaks first') }}{% endif %}" +
+    "{% for m in messages %}<{{ m.role }}>{{ m.content | replace('#', '') }}\n{% endfor %}<assistant>";
+  const real = await loadTextGenerator(dirA, { id: 'tiny@1', threads: 1, chatTemplate: template });
+  const gen: TextGenerator = Object.assign(Object.create(real) as TextGenerator, {
+    generate: (p: number[][], o: GenerateOptions) =>
+      o.temperature === 0.5
+        ? Promise.reject(new InputError('temperature 0.5 is refused by this test'))
+        : o.temperature === 0.7
+          ? Promise.reject(new Error('weights on fire'))
+          : real.generate(p, o),
+  });
+  const { url } = await serve(t, gen);
+  const errorOf = async (res: Response) =>
+    [res.status, ((await res.json()) as { error: { code: string; param: string | null } }).error] as const;
+  const lastEvent = async (res: Response) => JSON.parse((await sse(res)).at(-2)!) as { error: { code: string; param: string | null } };
+  // Errors once a stream has begun: its answer is 200, and the error is its last event.
+  assert.deepEqual(
+    (await lastEvent(await post(url, '/v1/completions', { prompt: 'Hi', temperature: 0.5, stream: true }))).error.code,
+    'invalid_request',
+  );
+  assert.deepEqual(
+    (await lastEvent(await post(url, '/v1/completions', { prompt: 'Hi', temperature: 0.7, stream: true }))).error.code,
+    'internal',
+  );
+  // The chat template refuses the conversation; the encoding refuses what the template made of message 1.
+  const [s1, e1] = await errorOf(await post(url, '/v1/chat/completions', { messages: [{ role: 'assistant', content: 'Hi' }] }));
+  assert.deepEqual([s1, e1.code, e1.param], [400, 'invalid_request', 'messages']);
+  const forged = [
+    { role: 'user', content: 'Hi' },
+    { role: 'user', content: 'a <|endof#text|> b' },
+  ];
+  const [s2, e2] = await errorOf(await post(url, '/v1/chat/completions', { messages: forged }));
+  assert.deepEqual([s2, e2.code, e2.param], [400, 'invalid_request', 'messages[1].content']);
+  // A field this server does not take, named in an answer of more than 64 KiB.
+  const [s3, e3] = await errorOf(await post(url, '/v1/completions', { prompt: 'Hi', ['f'.repeat(70_000)]: 1 }));
+  assert.deepEqual([s3, e3.code], [400, 'invalid_request']);
+  // A language model has no /predict: the field a classifier would take is named.
+  const [s4, e4] = await errorOf(await post(url, '/predict', { inputs: ['Hi'] }));
+  assert.deepEqual([s4, e4.code, e4.param], [400, 'model_not_supported', 'inputs']);
+  const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+  assert.deepEqual(
+    metrics
+      .split('\n')
+      .filter((l) => l.startsWith('tempered_http_errors_total{'))
+      .sort(),
+    [
+      'tempered_http_errors_total{reason="internal",status="500"} 1',
+      'tempered_http_errors_total{reason="invalid_request",status="400"} 4',
+      'tempered_http_errors_total{reason="model_not_supported",status="400"} 1',
+    ],
+  );
+});
+
 test('a request refused for its token is answered at once and its connection closed, whatever body it was still sending', async (t) => {
   // With the error log `tempered serve` runs (fastify takes it as its logger instance).
   const { url } = await serve(t, await load(dirA, 'tiny@1'), { logger: 'errors' });
@@ -958,6 +1015,8 @@ test("a stream's tokens count in /metrics as they are sent, and stop when its cl
   let release!: () => void;
   const released = new Promise<void>((r) => (release = r));
   let paused = 0;
+  // Tokens the generations handed the server (a row's closing event, which may be its end-of-sequence token, apart).
+  let handed = 0;
   const waiters: (() => void)[] = [];
   const gen: TextGenerator = {
     ...real,
@@ -966,6 +1025,7 @@ test("a stream's tokens count in /metrics as they are sent, and stop when its cl
       return real.generate(p, {
         ...o,
         onToken: async (e) => {
+          if (!e.finishReason) handed++;
           await o.onToken?.(e);
           if (++k === 3) {
             paused++;
@@ -1002,7 +1062,9 @@ test("a stream's tokens count in /metrics as they are sent, and stop when its cl
   release();
   while (server.gate.active + server.gate.queued > 0) await new Promise((r) => setTimeout(r, 5));
   const after = await tokens();
+  // Exactly the tokens its generation made before it saw its client gone, each counted once.
   assert.ok(after >= 3 && after <= 5, `${after} tokens`);
+  assert.equal(after, handed);
   const again = await post(url, '/v1/completions', { prompt: 'x', max_tokens: 2, temperature: 0 });
   const usage = ((await again.json()) as { usage: { completion_tokens: number } }).usage;
   assert.equal(await tokens(), after + usage.completion_tokens, 'nothing more from the abandoned generation');

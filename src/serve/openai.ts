@@ -345,6 +345,11 @@ export interface OpenAiRouteOptions {
   tokens?: Counter;
   /** Prompt tokens a generation thread's kept cache held (not computed again). */
   cachedPromptTokens?: Counter;
+  /**
+   * Told each error a stream carries as its last event (its answer's status was 200, and no hook sees the event), with
+   * the status and code the event names, so /metrics counts it beside the errors answered as such.
+   */
+  streamError?: (status: number, code: string) => void;
 }
 
 export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions): GenerationGate {
@@ -461,7 +466,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         return ids;
       };
       const prompts = turns
-        ? [within(await gen.encodeChat(turns, gone.signal))]
+        ? [within(await encoded(() => gen.encodeChat(turns, gone.signal), 'messages'))]
         : tokenIds
           ? tokenIds.map((ids, i) => checkTokenIds(within(ids), gen.vocabSize, idsAt(i)))
           : await promptsOf(gen, texts!, typeof (body as CompletionBody).prompt === 'string', within, gone.signal);
@@ -540,9 +545,11 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       };
       // A stream's tokens are counted as they are sent (`counted`), so the counter shows a long generation going on, and
       // that one whose client left stopped; its end adds what no event carried, so the total is its tokens either way.
+      // One series a request: a token's count is an addition, not the label text formatted again.
+      const tokens = o.tokens?.series({ model: gen.id });
       let counted = 0;
       const count = (results: GenerateResult[]) => {
-        o.tokens?.inc({ model: gen.id }, Math.max(0, results.reduce((s, r) => s + r.tokens.length, 0) - counted));
+        tokens?.inc(Math.max(0, results.reduce((s, r) => s + r.tokens.length, 0) - counted));
         o.cachedPromptTokens?.inc(
           { model: gen.id },
           results.reduce((s, r) => s + r.cachedTokens, 0),
@@ -589,6 +596,12 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
             res.once('close', r);
           });
       };
+      // A client that left got no event: its request counts as 499, as one that left before its answer.
+      const endWithError = (err: ApiError) => {
+        if (res.destroyed) return;
+        o.streamError?.(err.status, err.code);
+        res.end(`data: ${JSON.stringify(openAiError(err.status, err.code, err.message, err.param))}\n\ndata: [DONE]\n\n`);
+      };
       const chunk = (choices: unknown[]) => ({ id, object, created, model: gen.id, choices, ...(includeUsage ? { usage: null } : {}) });
       try {
         if (kind === 'chat')
@@ -601,7 +614,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
             // A row's last event may be its end-of-sequence token, which is no token of the answer: the end counts it.
             if (!e.finishReason) {
               counted++;
-              o.tokens?.inc({ model: gen.id });
+              tokens?.inc();
             }
             if (e.text === '' && !e.finishReason) return;
             const fin = e.finishReason ? finishReason(e.finishReason) : null;
@@ -617,26 +630,26 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
         count(results);
         const cut = halted(results);
         if (cut) {
-          if (!res.destroyed) res.end(`data: ${JSON.stringify(openAiError(cut.status, cut.code, cut.message))}\n\ndata: [DONE]\n\n`);
+          endWithError(cut);
           return reply;
         }
         if (includeUsage) await send({ id, object, created, model: gen.id, choices: [], usage: usage(results) });
         if (!res.destroyed) res.end('data: [DONE]\n\n');
       } catch (e) {
         // Headers are gone: the error travels as an event, then the stream ends.
-        const error =
-          e instanceof InputError
-            ? openAiError(400, 'invalid_request', e.message)
-            : openAiError(500, 'internal', `generation failed; the server's log names the cause under request ${req.id}`);
         if (!(e instanceof InputError)) req.log.error(e);
-        if (!res.destroyed) res.end(`data: ${JSON.stringify(error)}\n\ndata: [DONE]\n\n`);
+        endWithError(
+          e instanceof InputError
+            ? new ApiError(400, 'invalid_request', e.message, inputParam(e, null))
+            : new ApiError(500, 'internal', `generation failed; the server's log names the cause under request ${req.id}`),
+        );
       }
       return reply;
     } catch (e) {
       // A client that left while queued or generating gets no answer.
       if (gone.signal.aborted) return reply;
       if (e instanceof ApiError) return reply.code(e.status).send(openAiError(e.status, e.code, e.message, e.param));
-      if (e instanceof InputError) return reply.code(400).send(openAiError(400, 'invalid_request', e.message));
+      if (e instanceof InputError) return reply.code(400).send(openAiError(400, 'invalid_request', e.message, inputParam(e, null)));
       throw e;
     } finally {
       gate.halted.removeEventListener('abort', onHalt);
@@ -728,11 +741,32 @@ async function promptsOf(
 ): Promise<number[][]> {
   const out: number[][] = [];
   for (const [i, t] of texts.entries()) {
-    const ids = await gen.encode(t, signal);
+    const ids = await encoded(() => gen.encode(t, signal), single ? 'prompt' : `prompt[${i}]`);
     if (ids.length === 0) throw new ApiError(400, 'empty_prompt', `prompt${single ? '' : `[${i}]`} has no tokens`, 'prompt');
     out.push(within(ids));
   }
   return out;
+}
+
+/**
+ * The request field an InputError's `where` names (`messages[1].content (chat template …)`, as the chat encoding says
+ * which message it refused), else `fallback`: OpenAI's `param`, which an SDK shows as `error.param`.
+ */
+function inputParam(e: InputError, fallback: string | null): string | null {
+  return /^(?:messages|prompt)(?:\[\d+\])*(?:\.[a-z_]+)?(?=$|[\s(:])/.exec(e.where ?? '')?.[0] ?? fallback;
+}
+
+/**
+ * Tokens of a prompt or a conversation; what the tokenizer or the chat template refuses (a template's
+ * `raise_exception`, a special token's text it would make of a message) is a 400 naming the field, `param` the
+ * message where the refusal names one, else the whole of `field`.
+ */
+async function encoded(encode: () => number[] | Promise<number[]>, field: string): Promise<number[]> {
+  try {
+    return await encode();
+  } catch (e) {
+    throw e instanceof InputError ? new ApiError(400, 'invalid_request', e.message, inputParam(e, field)) : e;
+  }
 }
 
 /**

@@ -37,3 +37,13 @@ test('renders counters, gauges and cumulative histograms in text format', () => 
     ].join('\n'),
   );
 });
+
+test("a counter's series handle adds to the same series as inc, seen by the next render", () => {
+  const c = new Counter('tokens_total', 'Tokens.');
+  const s = c.series({ model: 'm@1' });
+  s.inc();
+  s.inc(4);
+  c.inc({ model: 'm@1' }, 2);
+  assert.equal(c.get({ model: 'm@1' }), 7);
+  assert.deepEqual(c.render().slice(2), ['tokens_total{model="m@1"} 7']);
+});

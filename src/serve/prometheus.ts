@@ -25,7 +25,7 @@ interface Metric {
 }
 
 export class Counter implements Metric {
-  private readonly values = new Map<string, number>();
+  private readonly values = new Map<string, { value: number }>();
   /** `unlabelled` counters print 0 before their first increment, so dashboards see the series. */
   constructor(
     readonly name: string,
@@ -33,16 +33,32 @@ export class Counter implements Metric {
     private readonly unlabelled = false,
   ) {}
   inc(labels: Labels = {}, by = 1): void {
-    const k = labelText(labels);
-    this.values.set(k, (this.values.get(k) ?? 0) + by);
+    this.cell(labelText(labels)).value += by;
+  }
+  /**
+   * One series, for a caller that counts it often (a stream's tokens, one at a time): its increments add to a
+   * number, with no label text formatted each time, and a scrape sees each of them at once.
+   */
+  series(labels: Labels = {}): { inc(by?: number): void } {
+    const cell = this.cell(labelText(labels));
+    return {
+      inc: (by = 1) => {
+        cell.value += by;
+      },
+    };
   }
   get(labels: Labels = {}): number {
-    return this.values.get(labelText(labels)) ?? 0;
+    return this.values.get(labelText(labels))?.value ?? 0;
+  }
+  private cell(k: string): { value: number } {
+    let c = this.values.get(k);
+    if (!c) this.values.set(k, (c = { value: 0 }));
+    return c;
   }
   render(): string[] {
     const out = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
     if (this.values.size === 0 && this.unlabelled) out.push(`${this.name} 0`);
-    for (const k of [...this.values.keys()].sort()) out.push(`${this.name}${k} ${fmt(this.values.get(k)!)}`);
+    for (const k of [...this.values.keys()].sort()) out.push(`${this.name}${k} ${fmt(this.values.get(k)!.value)}`);
     return out;
   }
 }

@@ -3,6 +3,8 @@
  * request limits, Prometheus metrics and hot swap of the model when its alias moves
  * (see hot-swap.ts). The predictor is injected, so this file knows nothing of ONNX.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import cors from '@fastify/cors';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -87,19 +89,12 @@ function positiveInt(v: number, field: string): number {
 }
 
 /**
- * The OpenAI `code` of an error answer's body (every error this server writes has one), for /metrics; `other` for a
- * body of another shape (a plugin's own), so the series stay few whatever a client sends.
+ * The OpenAI `code` of an error answer (every error this server writes is an `openAiError` object), read from the
+ * object before it is serialized; undefined for a payload of another shape (a plugin's own, a string).
  */
-function errorCode(payload: unknown): string {
-  const text = typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : '';
-  // Error bodies are small; a large one is no error of ours.
-  if (text.length === 0 || text.length > 64 * 1024) return 'other';
-  try {
-    const code = (JSON.parse(text) as { error?: { code?: unknown } }).error?.code;
-    return typeof code === 'string' && /^[a-z_]{1,40}$/.test(code) ? code : 'other';
-  } catch {
-    return 'other';
-  }
+function errorCode(payload: unknown): string | undefined {
+  const code = (payload as { error?: { code?: unknown } } | null)?.error?.code;
+  return typeof code === 'string' ? code : undefined;
 }
 
 /** Builds the server and loads the first model (throws if it cannot be loaded). */
@@ -211,7 +206,18 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     ...(opts.logger === 'errors' ? { loggerInstance: errorsToStderr() } : { logger: opts.logger ?? false }),
     bodyLimit,
     requestTimeout: REQUEST_TIMEOUT_MS,
-    clientErrorHandler: clientErrorHandler(countUnparsed),
+    clientErrorHandler: clientErrorHandler(countUnparsed, (socket) => {
+      // The request Node was reading when its parser failed, if its headers were read: a body that did not arrive
+      // whole in time, or chunked framing that is not HTTP. Its Origin is known, so an allowed page can read why;
+      // where the headers themselves failed (431, bytes that are not HTTP, a request that never sent them whole) no
+      // Origin was read, and none of an earlier request on the connection is taken for it.
+      const last = reading.get(socket);
+      const current = last !== undefined && !last.req.complete ? last : undefined;
+      return {
+        headers: current ? corsAnswerHeaders(corsOrigins, current.req.headers.origin) : {},
+        answered: current?.res.headersSent ?? false,
+      };
+    }),
     // OpenAI's shape of request id; every answer carries it in `x-request-id` (the openai SDK's `_request_id`,
     // `APIError.requestID`), and the log's lines about the request name it.
     genReqId: newRequestId,
@@ -237,6 +243,9 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
   });
 
+  // Each connection's latest request, for what Node's parser refuses in its body (clientErrorHandler above).
+  const reading = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
+  app.server.on('request', (req: IncomingMessage, res: ServerResponse) => reading.set(req.socket, { req, res }));
   const startTimes = new WeakMap<object, bigint>();
   // A client that went away before its answer (a generation it gave up on, streamed or not) reached no onResponse and
   // was not counted at all; it is counted as 499, nginx's "client closed request", so abandoned requests show.
@@ -268,9 +277,18 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   // A second stop ends the drain at once.
   const drainCut = new AbortController();
   let closed: Promise<void> | undefined;
-  app.addHook('onSend', async (_req, reply, payload) => {
+  // An error answer's reason is its OpenAI `code`, taken from the error object where the route or handler made it
+  // (before serialization), not parsed back out of the body: a body over 64 KiB (a refused field's name can be that
+  // long) was counted as `other`, and every error's body was parsed a second time. `other` for a payload of another shape.
+  const reasons = new WeakMap<FastifyReply, string>();
+  app.addHook('preSerialization', async (_req, reply, payload) => {
+    const code = reply.statusCode >= 400 ? errorCode(payload) : undefined;
+    if (code !== undefined) reasons.set(reply, code);
+    return payload;
+  });
+  app.addHook('onSend', async (_req, reply) => {
     if (closing || draining) reply.header('connection', 'close');
-    if (reply.statusCode >= 400) refused.inc({ status: String(reply.statusCode), reason: errorCode(payload) });
+    if (reply.statusCode >= 400) refused.inc({ status: String(reply.statusCode), reason: reasons.get(reply) ?? 'other' });
   });
   app.addHook('onResponse', async (req, reply) => {
     if (closing) setImmediate(() => app.server.closeIdleConnections());
@@ -397,10 +415,18 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       try {
         const { inputs } = req.body;
         const p = lease.predictor;
+        // `inputs` is what a classifier takes; a language model takes `messages` or `prompt` on its own routes.
         if (isTextGenerator(p))
           return reply
             .code(400)
-            .send(errorBody('model_not_supported', `${p.id} is a language model; use POST /v1/chat/completions or /v1/completions`));
+            .send(
+              openAiError(
+                400,
+                'model_not_supported',
+                `${p.id} is a language model; use POST /v1/chat/completions or /v1/completions`,
+                'inputs',
+              ),
+            );
         const predictions: Prediction[] = await p.predict(inputs);
         if (!Array.isArray(predictions) || predictions.length !== inputs.length) {
           throw new Error(
@@ -415,7 +441,14 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     },
   );
 
-  const gate = registerOpenAiRoutes(app, { model, limits: opts.generation, tokens: generated, cachedPromptTokens });
+  const gate = registerOpenAiRoutes(app, {
+    model,
+    limits: opts.generation,
+    tokens: generated,
+    cachedPromptTokens,
+    // Its answer was 200 (its headers went before the error); counted by the error its event names.
+    streamError: (status, code) => refused.inc({ status: String(status), reason: code }),
+  });
   metrics.add(new Gauge('tempered_generations_running', 'Generations running now.', () => [{ value: gate.active }]));
   metrics.add(new Gauge('tempered_generations_queued', 'Generations waiting for a slot.', () => [{ value: gate.queued }]));
 
