@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parquetWriteBuffer } from 'hyparquet-writer';
+import { Field, makeData, RecordBatch, Schema, Struct, Table, tableToIPC, Utf8, vectorFromArray } from 'apache-arrow';
 import { InputError } from '../errors.ts';
 import { ArrowTableWriter, columnValues, readArrowBatches } from './arrow-io.ts';
 import type { IngestConfig } from './config.ts';
@@ -795,6 +796,56 @@ test('arrow source: non-string text is reported at its row', async () => {
   w.close();
   const content = readFileSync(join(dir, 'src.arrow'));
   await expectBad('src.arrow', content, cls, 3, 'empty-text', 2);
+});
+test('parquet and arrow: a column the task reads named twice in the schema fails the file, naming it (the first was read)', async () => {
+  const dir = tmp();
+  writeFileSync(
+    join(dir, 'a.parquet'),
+    new Uint8Array(
+      parquetWriteBuffer({
+        columnData: [
+          { name: 'text', data: ['a', 'b'], type: 'STRING' },
+          { name: 'text', data: ['X', 'Y'], type: 'STRING' },
+          { name: 'label', data: ['ham', 'spam'], type: 'STRING' },
+        ],
+      }),
+    ),
+  );
+  const fields = [new Field('text', new Utf8()), new Field('text', new Utf8()), new Field('label', new Utf8())];
+  const children = [
+    ['a', 'b'],
+    ['X', 'Y'],
+    ['ham', 'spam'],
+  ].map((v) => vectorFromArray(v, new Utf8()).data[0]);
+  const schema = new Schema(fields);
+  const batch = new RecordBatch(schema, makeData({ type: new Struct(fields), length: 2, nullCount: 0, children }));
+  writeFileSync(join(dir, 'a.arrow'), tableToIPC(new Table(schema, batch), 'file'));
+  for (const [file, kind] of [
+    ['a.parquet', 'Parquet'],
+    ['a.arrow', 'Arrow IPC'],
+  ])
+    await assert.rejects(run(dir, { ...cls, path: file, onBadRow: 'quarantine' }), (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === file, String(e));
+      assert.equal(e.message, `${file}: the ${kind} schema has a duplicate ("text") column name`);
+      assert.match(e.hint ?? '', /rename or drop one/);
+      return true;
+    });
+  assert.deepEqual(readdirSync(dir).sort(), ['a.arrow', 'a.parquet']);
+  // A name the task does not read may repeat, as in a CSV header.
+  writeFileSync(
+    join(dir, 'b.parquet'),
+    new Uint8Array(
+      parquetWriteBuffer({
+        columnData: [
+          { name: 'text', data: ['a', 'b'], type: 'STRING' },
+          { name: 'note', data: ['1', '2'], type: 'STRING' },
+          { name: 'note', data: ['3', '4'], type: 'STRING' },
+          { name: 'label', data: ['ham', 'spam'], type: 'STRING' },
+        ],
+      }),
+    ),
+  );
+  assert.equal((await run(dir, { ...cls, path: 'b.parquet' })).rowsOut, 2);
 });
 test('pairs: missing text_b', () =>
   expectBad(

@@ -573,7 +573,7 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
 export const PARQUET_LIMITS = { baseMs: 60_000, msPerMiB: 2_000, heapMb: 4096 };
 
 type ThreadReply =
-  | { type: 'meta'; groups: { rows: number; bytes: number }[] }
+  | { type: 'meta'; groups: { rows: number; bytes: number }[]; names: string[] }
   | { type: 'rows'; rows: Record<string, unknown>[] }
   | { type: 'done' }
   | { type: 'error'; phase: 'metadata' | 'rows'; message: string };
@@ -645,7 +645,23 @@ function decodingThread(file: SourceFile, opts: ReadOptions) {
       where: file.display,
       hint: 'check the file, or set format if the extension is misleading',
     });
-  return { limits, ask, close, unreadable };
+  /**
+   * A column the caller reads that the schema names twice: both decoders give the first without a word (pyarrow
+   * refuses to pick: `Field "text" exists 2 times`), as a CSV header naming it twice is refused.
+   */
+  const repeatedColumn = (names: string[]): InputError | undefined => {
+    const seen = new Set<string>();
+    for (const n of names) {
+      if (seen.has(n) && (opts.readsColumns === undefined || opts.readsColumns.includes(n)))
+        return new InputError(`the ${kind} schema has a duplicate (${JSON.stringify(n.slice(0, 40))}) column name`, {
+          where: file.display,
+          hint: 'which of the columns is meant cannot be told: rename or drop one and write the file again (pyarrow: table.rename_columns)',
+        });
+      seen.add(n);
+    }
+    return undefined;
+  };
+  return { limits, ask, close, unreadable, repeatedColumn };
 }
 
 export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
@@ -655,6 +671,8 @@ export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): As
     const meta = await t.ask(undefined, 'the footer', t.limits.baseMs);
     if (meta.type === 'error') throw t.unreadable(meta.message);
     if (meta.type !== 'meta') throw new Error('decoding thread: unexpected reply');
+    const twice = t.repeatedColumn(meta.names);
+    if (twice) throw twice;
     // Read whole row groups: hyparquet decodes a row group's column chunks in full, so smaller
     // slices would decode the same group again and again. Memory is bounded by the row group size.
     let groupStart = 0;
@@ -687,6 +705,9 @@ export async function* readArrowRecords(file: SourceFile, opts: ReadOptions = {}
   try {
     const meta = await t.ask(undefined, 'the schema', t.limits.baseMs);
     if (meta.type === 'error') throw t.unreadable(meta.message);
+    if (meta.type !== 'meta') throw new Error('decoding thread: unexpected reply');
+    const twice = t.repeatedColumn(meta.names);
+    if (twice) throw twice;
     let row = 0;
     for (let b = 1; ; b++) {
       opts.signal?.throwIfAborted();

@@ -6,7 +6,7 @@
 import { open } from 'node:fs/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { RecordBatchReader } from 'apache-arrow';
-import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'hyparquet';
+import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema } from 'hyparquet';
 
 const message = (e) => String(e?.message ?? e);
 const post = (m) => {
@@ -25,6 +25,7 @@ if (workerData.format === 'parquet') {
     post({
       type: 'meta',
       groups: metadata.row_groups.map((g) => ({ rows: Number(g.num_rows), bytes: Number(g.total_compressed_size ?? 0) })),
+      names: parquetSchema(metadata).children.map((c) => c.element.name),
     });
   } catch (e) {
     post({ type: 'error', phase: 'metadata', message: message(e) });
@@ -53,8 +54,10 @@ if (workerData.format === 'parquet') {
   let iter;
   try {
     const fh = await open(workerData.path, 'r');
-    iter = (await RecordBatchReader.from(fh))[Symbol.asyncIterator]();
-    post({ type: 'meta', groups: [] });
+    // Opened here, so the schema is read before the first batch is asked for.
+    const reader = await (await RecordBatchReader.from(fh)).open();
+    iter = reader[Symbol.asyncIterator]();
+    post({ type: 'meta', groups: [], names: reader.schema.fields.map((f) => f.name) });
   } catch (e) {
     post({ type: 'error', phase: 'metadata', message: message(e) });
   }
