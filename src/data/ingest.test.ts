@@ -564,6 +564,34 @@ test('gzip: members one after another are read whole; zero padding is warned of,
   for (const f of ['out.arrow', 'quarantine.arrow', 'l.csv.gz']) rmSync(join(dir, f), { force: true });
   assert.deepEqual(readdirSync(dir).sort(), ['n.csv.gz', 'w.csv.gz', 'x.csv.gz', 'y.csv.gz', 'z.csv.gz']);
 });
+test('a file of a folder removed after the folder was listed, before it was read, fails naming it, leaving nothing behind', async () => {
+  const dir = tmp();
+  mkdirSync(join(dir, 'd'));
+  // Progress is reported every 8,192 rows: the first report comes while a.jsonl is read, b.jsonl still unopened.
+  for (const gz of [false, true]) {
+    const text = Array.from({ length: 9000 }, (_, i) => good(i)).join('\n');
+    writeFileSync(join(dir, 'd/a.jsonl'), gz ? gzipSync(text) : text);
+    writeFileSync(join(dir, 'd/b.jsonl'), good(1));
+    await assert.rejects(
+      ingest(
+        { task: 'classification', path: 'd' },
+        {
+          baseDir: dir,
+          outPath: join(dir, 'out.arrow'),
+          quarantinePath: join(dir, 'quarantine.arrow'),
+          onProgress: () => rmSync(join(dir, 'd/b.jsonl'), { force: true }),
+        },
+      ),
+      (e: unknown) => {
+        assert.ok(e instanceof InputError && e.where === 'd/b.jsonl', String(e));
+        assert.match(e.message, /^d\/b\.jsonl: the file was removed or renamed after "d" was listed, before it was read/);
+        assert.match(e.hint ?? '', /changing the data while the stage reads it/);
+        return true;
+      },
+    );
+    assert.deepEqual(readdirSync(dir), ['d']);
+  }
+});
 test('a folder holding a file and its .gz copy reads the file once, as before .gz was read (same rows, same cache key)', async () => {
   const dir = tmp();
   mkdirSync(join(dir, 'd'));

@@ -294,6 +294,20 @@ export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<In
   }
 }
 
+/**
+ * A listed source file that is no longer there: something changes the data while the stage reads it (an export still
+ * being written, a clean-up job). Node's ENOENT names the absolute path alone, and as no input error it was retried.
+ */
+function goneSinceListed(cfg: IngestConfig, f: SourceFile, e: unknown): unknown {
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code !== 'ENOENT' || err.path !== f.abs) return e;
+  return new InputError(`the file was removed or renamed after ${JSON.stringify(cfg.path)} was listed, before it was read`, {
+    where: f.display,
+    hint: 'something is changing the data while the stage reads it: let it finish (or point path at a copy), then run again',
+    cause: e,
+  });
+}
+
 async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: SourceFile[]): Promise<IngestReport> {
   const onBadRow = cfg.onBadRow ?? 'fail';
   const maxBad = cfg.maxBadFraction ?? 0.1;
@@ -301,7 +315,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
   // changes meanwhile cannot be reported, or cached, under the hash of other content.
   const sourceFiles: SourceFileInfo[] = [];
   let totalBytes = 0;
-  for (const f of files) totalBytes += (await stat(f.abs)).size;
+  for (const f of files) totalBytes += (await stat(f.abs).catch((e: unknown) => Promise.reject(goneSinceListed(cfg, f, e)))).size;
 
   const cols = TASK_COLUMNS[cfg.task];
   const mapRow = makeRowMapper(cfg);
@@ -467,6 +481,8 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
             }
             if (failures.length >= FAIL_LIST) break outer;
           }
+      } catch (e) {
+        throw goneSinceListed(cfg, f, e);
       } finally {
         if (snapshot) rmSync(snapshot, { force: true });
       }
