@@ -63,6 +63,9 @@ test('a listing that ignores the prefix: keys outside it are not returned, and c
       put.push(key);
       return void res.writeHead(200, { etag: '"e"' }).end();
     }
+    // The pointer, read for its version before the compare-and-swap write: none yet.
+    if (req.method === 'GET' && key.endsWith('.json'))
+      return void res.writeHead(404, { 'content-type': 'application/xml' }).end('<Error><Code>NoSuchKey</Code></Error>');
     res.writeHead(200, { 'content-type': 'application/xml' });
     res.end(
       `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>bucket</Name><KeyCount>${keys.length}</KeyCount><IsTruncated>false</IsTruncated>` +

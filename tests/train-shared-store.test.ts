@@ -73,7 +73,11 @@ test('a train stage aborted after its second checkpoint on home A resumes on hom
   assert.equal((resumed.baseModel as { resumedFromStep: number | null }).resumedFromStep, pointer.step);
   assert.ok(logs.some((m) => m.includes(`checkpoint at step ${pointer.step}`)));
   const finished = JSON.parse((await readText(s3.backend(url), `checkpoints/${key}.json`))!) as Record<string, unknown>;
-  assert.deepEqual(Object.keys(finished), ['finished'], "a finished stage's pointer names no checkpoint, only its finished record");
+  assert.deepEqual(
+    Object.keys(finished),
+    ['finished', 'write'],
+    "a finished stage's pointer names no checkpoint, only its finished record (and its write id)",
+  );
   assert.deepEqual(await stepFolders(), [], 'and its files are deleted');
 
   // Its completion lost (a server restart before the workflow recorded it), the stage is retried on home A, whose

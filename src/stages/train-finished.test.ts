@@ -119,7 +119,7 @@ test('with a shared store, a retry on another worker finds the finished record t
   for await (const k of bucket.list('checkpoint-files/')) files.push(k);
   assert.deepEqual(files, [], 'the finished stage deleted its shared checkpoint files');
   const pointer = JSON.parse((await readText(bucket, `checkpoints/${KEY}.json`))!) as Record<string, unknown>;
-  assert.deepEqual(Object.keys(pointer), ['finished'], 'the pointer holds the record, no checkpoint');
+  assert.deepEqual(Object.keys(pointer), ['finished', 'write'], 'the pointer holds the record (and its write id), no checkpoint');
 
   const b = home('b', true);
   // Nor does it fetch the base model (gigabytes on a worker that never had it): it is not even there.
@@ -249,7 +249,7 @@ test("a retry that finds the record only in this worker's mark (its attempt died
   assert.deepEqual(retry.outputs, first.outputs);
   assert.deepEqual(await files(), [], "the finished training's checkpoint files are gone from the bucket");
   const pointer = JSON.parse((await readText(bucket, `checkpoints/${KEY}.json`))!) as Record<string, unknown>;
-  assert.deepEqual(Object.keys(pointer), ['finished'], 'the pointer holds the record');
+  assert.deepEqual(Object.keys(pointer), ['finished', 'write'], 'the pointer holds the record (and its write id)');
   // Which a retry on another worker returns too.
   const b = await attempt(home('b', true), train, { attempt: 3 });
   assert.equal(b.steps, 0);

@@ -13,6 +13,7 @@ import { acquireDirLock, LockBusyError } from '../util/dir-lock.ts';
 import { FolderBackend } from '../store/folder-backend.ts';
 import { readText } from '../store/object-backend.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
+import { claimSharedCheckpoint, PointerMovedError, pushCheckpoint } from '../store/shared-checkpoints.ts';
 import { trainStage, type TrainConfig } from './train.ts';
 import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
 import type { StageContext } from './types.ts';
@@ -182,6 +183,59 @@ test('a training whose shared lease is taken over stops, writes no further check
     assert.equal(JSON.parse((await readText(shared, pointer))!).step, stepAtStop, 'no checkpoint after it stopped');
     assert.equal(taker.signal.aborted, false, "the taker's lease stands");
   } finally {
+    await taker.release();
+  }
+});
+
+test('a training paused between its lease check and its pointer write, taken over meanwhile, moves nothing and fails its attempt', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-trainpause-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const shared = new FolderBackend(join(dir, 'bucket'));
+  // The training's pointer write with a checkpoint in it waits at this gate: the process paused (GC, SIGSTOP) right
+  // after its last lease check, the pointer not yet written.
+  let reached!: () => void;
+  let resume!: () => void;
+  const paused = new Promise<void>((r) => (reached = r));
+  const resumed = new Promise<void>((r) => (resume = r));
+  const gated = Object.assign(Object.create(shared) as FolderBackend, {
+    async swapBytes(key: string, bytes: Uint8Array, expect: string | undefined) {
+      if (Buffer.from(bytes).includes('"step"')) {
+        reached();
+        await resumed;
+      }
+      return shared.swapBytes(key, bytes, expect);
+    },
+  });
+  staleAfter(t, 10_000);
+  const { cfg, ctx } = await fixture(dir, new ArtifactStore(join(dir, 'store'), { remote: gated }));
+  const name = 'k'.repeat(64);
+  const training = trainStage.run(cfg(100_000), ctx(1, new AbortController().signal));
+  training.catch(() => undefined);
+  await paused;
+  // Another host (whose clock reads two minutes later) takes the lease, claims the pointer and shares its step 999.
+  const taker = await acquireSharedLease(shared, `checkpoint-${name}`, {
+    what: 'taker',
+    staleMs: 3000,
+    now: () => Date.now() + 120_000,
+    waitMs: 5000,
+    inProcess: true,
+    refreshMs: 3_600_000,
+  });
+  try {
+    const other = new ArtifactStore(join(dir, 'other'), { remote: shared });
+    const hold = await claimSharedCheckpoint(other, name, 'taker');
+    const ck = join(dir, 'taker', 'step-00000999');
+    mkdirSync(ck, { recursive: true });
+    writeFileSync(join(ck, 'manifest.json'), '{"step":999}');
+    await pushCheckpoint(other, name, ck, undefined, () => taker.assertHeld(), hold);
+    resume();
+    await assert.rejects(training, PointerMovedError);
+    assert.equal(JSON.parse((await readText(shared, `checkpoints/${name}.json`))!).step, 999, "the taker's pointer stands");
+    const files: string[] = [];
+    for await (const k of shared.list(`checkpoint-files/${name}/`)) files.push(k);
+    assert.ok(files.includes(`checkpoint-files/${name}/step-00000999/manifest.json`), `its files stay: ${files.join(', ')}`);
+  } finally {
+    resume();
     await taker.release();
   }
 });

@@ -17,7 +17,13 @@ import { statePaths } from '../state-paths.ts';
 import { modelIdentityKey } from './model-identity.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
 import { LockBusyError } from '../util/dir-lock.ts';
-import { checkpointLeaseName, finishSharedCheckpoint, pullCheckpoint, pushCheckpoint } from '../store/shared-checkpoints.ts';
+import {
+  checkpointLeaseName,
+  claimSharedCheckpoint,
+  finishSharedCheckpoint,
+  pullCheckpoint,
+  pushCheckpoint,
+} from '../store/shared-checkpoints.ts';
 // Shared with `store gc`, which takes the same lock and reads the same marker.
 import { acquireCheckpointLock, checkpointLockStaleMs, COMPLETE } from '../store/local-checkpoints.ts';
 import { finishedRecord, finishedTraining, writeFinishedMark } from './train-finished.ts';
@@ -461,7 +467,9 @@ export const trainStage: StageKind<TrainConfig> = {
           });
           try {
             lease.assertHeld();
-            await finishSharedCheckpoint(ctx.store, checkpointName, finished.record, ctx.log);
+            const hold = await claimSharedCheckpoint(ctx.store, checkpointName, what);
+            lease.assertHeld();
+            await finishSharedCheckpoint(ctx.store, checkpointName, finished.record, ctx.log, hold);
           } finally {
             await lease.release();
           }
@@ -511,11 +519,14 @@ export const trainStage: StageKind<TrainConfig> = {
       : undefined;
     const signal = AbortSignal.any([ctx.signal, lock.signal, ...(shared ? [shared.signal] : [])]);
     try {
+      // The pointer is this holder's from here: an attempt that lost the lease, and still runs, can no longer move it
+      // (its next write fails), even one that checked its lease just before this claim and writes just after.
+      const pointer = shared ? await claimSharedCheckpoint(ctx.store, checkpointName, what) : undefined;
       // Looked for again: the attempt whose lock or lease this one waited for (it lost its heartbeat, not its process)
       // may have finished meanwhile, and its record would be cleared below and trained again from step 0.
       const finishedMeanwhile = await earlier();
       if (finishedMeanwhile) {
-        if (finishedMeanwhile.unshared) await finishSharedCheckpoint(ctx.store, checkpointName, finishedMeanwhile.record, ctx.log);
+        if (finishedMeanwhile.unshared) await finishSharedCheckpoint(ctx.store, checkpointName, finishedMeanwhile.record, ctx.log, pointer);
         return finishedMeanwhile.record.outputs;
       }
       // Only the lock holder clears a finished folder, so no live attempt's checkpoints are deleted.
@@ -523,7 +534,7 @@ export const trainStage: StageKind<TrainConfig> = {
       mkdirSync(checkpointDir, { recursive: true });
       removeStaleTemps(checkpointDir);
       // With a shared store, an attempt that died on another worker left its checkpoints there.
-      const pulled = await pullCheckpoint(ctx.store, checkpointName, checkpointDir, ctx.log);
+      const pulled = await pullCheckpoint(ctx.store, checkpointName, checkpointDir, ctx.log, pointer);
       if (pulled !== undefined) ctx.log(`resuming from the shared store's checkpoint at step ${pulled}`);
       const outDir = join(ctx.workDir, 'model');
       const started = Date.now();
@@ -561,7 +572,9 @@ export const trainStage: StageKind<TrainConfig> = {
           shared?.assertHeld();
           signal.throwIfAborted();
           // Shared before it is reported: a worker that resumes this stage finds at least this step.
-          await pushCheckpoint(ctx.store, checkpointName, dir, ctx.log, () => shared?.assertHeld());
+          // A writer that passed the check and paused before its write (GC, SIGSTOP) finds the new holder's claim:
+          // PointerMovedError fails this attempt, writing and deleting nothing, and its retry resumes from the pointer.
+          await pushCheckpoint(ctx.store, checkpointName, dir, ctx.log, () => shared?.assertHeld(), pointer);
           ctx.progress({ message: `checkpoint ${dir}`, resume: { checkpointDir, latest: dir } });
         },
       };
@@ -630,7 +643,7 @@ export const trainStage: StageKind<TrainConfig> = {
       // files of the writer that took it over. (The training itself checks the signal between runs only.)
       shared?.assertHeld();
       signal.throwIfAborted();
-      await finishSharedCheckpoint(ctx.store, checkpointName, record, ctx.log);
+      await finishSharedCheckpoint(ctx.store, checkpointName, record, ctx.log, pointer);
       // A fresh training's folder (its name has this run's id) is read by its own retries only; `store gc` deletes it.
       return outputs;
     } finally {

@@ -22,6 +22,7 @@ import { processAlive } from '../util/process-alive.ts';
 import type { ArtifactRef } from '../types.ts';
 import { ObjectSizeMismatch, type ObjectBackend } from './object-backend.ts';
 import { downloadObject } from './object-download.ts';
+import { KEY_PREFIXES } from './key-layout.ts';
 
 const URI_PREFIX = 'artifact://sha256/';
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -87,12 +88,12 @@ export const FRESHEN_AFTER_MS = 24 * 60 * 60 * 1000;
 
 /** The backend key of the mark that an old object was stored again (see `freshen`). */
 export function touchedKey(hex: string): string {
-  return `touched/${hex.slice(0, 2)}/${hex}`;
+  return `${KEY_PREFIXES.touched}${hex.slice(0, 2)}/${hex}`;
 }
 
 /** The backend key of an object: the same two-level layout as the local folder. */
 export function objectKey(hex: string): string {
-  return `sha256/${hex.slice(0, 2)}/${hex}`;
+  return `${KEY_PREFIXES.objects}${hex.slice(0, 2)}/${hex}`;
 }
 
 export interface ArtifactStoreOptions {

@@ -10,6 +10,8 @@ import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { InputError } from '../errors.ts';
 import type { ObjectBackend, PutFileOptions, StoredObject, UnfinishedUpload } from './object-backend.ts';
+import { fileTag, SWAP_LOCK, swapFile } from './folder-swap.ts';
+import { KEY_PREFIXES } from './key-layout.ts';
 
 /** The temp name place() writes an object under before it moves it in. */
 const PUT_TEMP = /\.\d+\.[0-9a-f]{8}\.tmp$/;
@@ -63,6 +65,25 @@ export class FolderBackend implements ObjectBackend {
     }
   }
 
+  async readTagged(key: string, maxBytes = 16 * 1024 * 1024): Promise<{ bytes: Buffer; etag: string } | undefined> {
+    const p = this.path(key);
+    const st = await fsp.stat(p).catch(() => undefined);
+    if (!st?.isFile()) return undefined;
+    if (st.size > maxBytes) throw new Error(`${this.url}/${key} is larger than ${maxBytes} bytes; not a record`);
+    const bytes = await fsp.readFile(p).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return undefined;
+      throw e;
+    });
+    return bytes && { bytes, etag: fileTag(bytes) };
+  }
+
+  /** Under a lock that a paused holder cannot write through once it is taken over (folder-swap.ts). */
+  async swapBytes(key: string, bytes: Uint8Array, expect: string | undefined): Promise<{ etag: string } | 'conflict'> {
+    const dest = this.path(key);
+    await fsp.mkdir(dirname(dest), { recursive: true });
+    return swapFile(dest, bytes, expect);
+  }
+
   async read(key: string): Promise<Readable | undefined> {
     const p = this.path(key);
     const fh = await fsp.open(p, 'r').catch((e: NodeJS.ErrnoException) => {
@@ -94,8 +115,10 @@ export class FolderBackend implements ObjectBackend {
       const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
       for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
         const p = join(dir, e.name);
-        if (e.isDirectory()) yield* walk(p, root);
-        else if (e.isFile() && keep(e.name)) yield relative(root, p).split(sep).join('/');
+        // (A swap's lock folder holds its writer's next version, which is no object yet.)
+        if (e.isDirectory()) {
+          if (!SWAP_LOCK.test(e.name)) yield* walk(p, root);
+        } else if (e.isFile() && keep(e.name)) yield relative(root, p).split(sep).join('/');
       }
     };
     // Walk the deepest folder the prefix names, then filter by the rest of it.
@@ -125,7 +148,7 @@ export class FolderBackend implements ObjectBackend {
   }
 
   async quarantine(key: string): Promise<void> {
-    const dest = this.path(`quarantine/${key.replaceAll('/', '_')}.${Date.now()}.${randomBytes(3).toString('hex')}`);
+    const dest = this.path(`${KEY_PREFIXES.quarantine}${key.replaceAll('/', '_')}.${Date.now()}.${randomBytes(3).toString('hex')}`);
     await fsp.mkdir(dirname(dest), { recursive: true });
     const moved = await fsp.rename(this.path(key), dest).then(
       () => true,

@@ -42,6 +42,7 @@ import { lastUse, type StageCache } from './stage-cache.ts';
 import { collectLocalCheckpoints, finishedMarks, LocalCheckpointsIncomplete, type LocalCheckpointsReport } from './local-checkpoints.ts';
 import { collectBaselineMemos, type BaselineMemosReport } from './baseline-memos.ts';
 import { forEachInFlight } from '../util/in-flight.ts';
+import { STORE_PREFIXES } from './key-layout.ts';
 
 /** `store gc --older-than`'s default, and the horizon a worker collects its own baseline memos at. */
 export const DEFAULT_HORIZON_DAYS = 30;
@@ -381,8 +382,8 @@ export async function scanNames(stream: Readable, mark: (text: string) => void):
   }
 }
 
-/** The prefixes whose unfinished uploads gc aborts: what tempered puts (src/store/README.md, S3 layout). */
-const UPLOAD_PREFIXES = ['sha256/', 'checkpoint-files/', 'checkpoints/', 'cache/', 'touched/', 'leases/', 'quarantine/'] as const;
+/** The prefixes whose unfinished uploads gc aborts: every kind of key the store writes (key-layout.ts). */
+export const UPLOAD_PREFIXES = STORE_PREFIXES;
 
 /**
  * The objects gc looks at, through the one ObjectBackend interface: the bucket behind a worker's

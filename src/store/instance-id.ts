@@ -7,8 +7,9 @@
 import { randomUUID } from 'node:crypto';
 import { InputError } from '../errors.ts';
 import { readText, type ObjectBackend } from './object-backend.ts';
+import { KEY_PREFIXES } from './key-layout.ts';
 
-export const INSTANCE_KEY = 'instance.json';
+export const INSTANCE_KEY = KEY_PREFIXES.instance;
 
 const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 

@@ -39,6 +39,19 @@ export interface ObjectBackend {
   putFile(key: string, file: string, opts: PutFileOptions): Promise<'stored' | 'exists'>;
   /** Stores a small object held in memory (a stage-cache record, a checkpoint pointer) in one request, its sha256 sent as putFile's. */
   putBytes(key: string, bytes: Uint8Array, opts: { ifAbsent: boolean }): Promise<'stored' | 'exists'>;
+  /**
+   * A small object's bytes with its version tag (S3: its ETag; a folder: the bytes' sha256), or undefined when there
+   * is no such key. The tag is what `swapBytes` compares against.
+   */
+  readTagged(key: string, maxBytes?: number): Promise<{ bytes: Buffer; etag: string } | undefined>;
+  /**
+   * Compare-and-swap of a small object (a checkpoint pointer): stores `bytes` only if the object is still version
+   * `expect` (a tag from readTagged or an earlier swap; undefined: only if there is no such key), atomically against
+   * every other swap of the key, on any host. The new version's tag, or 'conflict' when the object changed (or
+   * appeared, or went) since. S3: `If-Match: <etag>` (`If-None-Match: *`), a 412 (or 404) being the conflict. Tags
+   * follow the bytes (S3's ETag is their MD5): a writer that must tell its writes apart puts something unique in each.
+   */
+  swapBytes(key: string, bytes: Uint8Array, expect: string | undefined): Promise<{ etag: string } | 'conflict'>;
   /** A stream of the object's bytes, or undefined when there is no such key. */
   read(key: string): Promise<Readable | undefined>;
   /**

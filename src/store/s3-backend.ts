@@ -22,6 +22,7 @@ import { StoreRetryStrategy, storeRetryMs } from './s3-retry.ts';
 import { ObjectSizeMismatch, type ObjectBackend, type PutFileOptions, type StoredObject, type UnfinishedUpload } from './object-backend.ts';
 
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+import { KEY_PREFIXES } from './key-layout.ts';
 
 type Sdk = typeof import('@aws-sdk/client-s3') & { Upload: typeof import('@aws-sdk/lib-storage').Upload };
 let sdkLoad: Promise<Sdk> | undefined;
@@ -258,6 +259,67 @@ export class S3Backend implements ObjectBackend {
   async putBytes(key: string, bytes: Uint8Array, opts: { ifAbsent: boolean }): Promise<'stored' | 'exists'> {
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     return this.putOne(key, async () => bytes, { sha256, bytes: bytes.byteLength, ifAbsent: opts.ifAbsent });
+  }
+
+  async readTagged(key: string, maxBytes = 16 * 1024 * 1024): Promise<{ bytes: Buffer; etag: string } | undefined> {
+    let r;
+    try {
+      r = await this.call('get', (c, lib) => c.send(new lib.GetObjectCommand({ Bucket: this.location.bucket, Key: this.key(key) })));
+    } catch (e) {
+      if (isStatus(e, 404)) return undefined;
+      throw e;
+    }
+    if (r.ContentLength !== undefined && r.ContentLength > maxBytes) {
+      discard(r.Body);
+      throw new Error(`${this.url}/${key} is larger than ${maxBytes} bytes; not a record`);
+    }
+    if (!r.ETag) {
+      discard(r.Body);
+      throw new InputError(`${this.url}/${key}: the store answered without an ETag, which compare-and-swap writes need`, {
+        where: 'TEMPERED_STORE',
+        hint: 'the store must speak S3 with ETags and conditional writes (If-Match); check AWS_ENDPOINT_URL',
+      });
+    }
+    const chunks: Buffer[] = [];
+    let n = 0;
+    for await (const c of r.Body as Readable) {
+      n += (c as Buffer).length;
+      if (n > maxBytes) {
+        (r.Body as Readable).destroy();
+        throw new Error(`${this.url}/${key} is larger than ${maxBytes} bytes; not a record`);
+      }
+      chunks.push(c as Buffer);
+    }
+    return { bytes: Buffer.concat(chunks), etag: r.ETag };
+  }
+
+  /** A conditional PutObject: `If-Match: <etag>`, or `If-None-Match: *` for an object that must not exist yet. */
+  async swapBytes(key: string, bytes: Uint8Array, expect: string | undefined): Promise<{ etag: string } | 'conflict'> {
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const r = await this.call('put', (client, lib) =>
+          client.send(
+            new lib.PutObjectCommand({
+              Bucket: this.location.bucket,
+              Key: this.key(key),
+              Body: bytes,
+              ContentLength: bytes.byteLength,
+              ChecksumSHA256: Buffer.from(sha256, 'hex').toString('base64'),
+              ...(expect === undefined ? { IfNoneMatch: '*' } : { IfMatch: expect }),
+            }),
+          ),
+        );
+        if (!r.ETag) throw new Error(`${this.url}/${key}: the store answered a put without an ETag`);
+        return { etag: r.ETag };
+      } catch (e) {
+        // 412: changed since (or there already); 404: gone since (AWS answers If-Match on a missing key so).
+        if (isStatus(e, 412) || isStatus(e, 404) || (e as Error).name === 'PreconditionFailed') return 'conflict';
+        // Another conditional put of the key under way: tried again, as AWS asks (storedOrExists).
+        if (!isStatus(e, 409) || attempt >= 4) throw e;
+        await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+      }
+    }
   }
 
   reopen(): { url: string; env?: Record<string, string | undefined> } {
@@ -511,7 +573,7 @@ export class S3Backend implements ObjectBackend {
 
   async quarantine(key: string): Promise<void> {
     const Bucket = this.location.bucket;
-    const aside = this.key(`quarantine/${key.replaceAll('/', '_')}.${Date.now()}`);
+    const aside = this.key(`${KEY_PREFIXES.quarantine}${key.replaceAll('/', '_')}.${Date.now()}`);
     try {
       await this.call('quarantine', (c, lib) =>
         c.send(

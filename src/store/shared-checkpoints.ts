@@ -13,8 +13,14 @@
  * go and the pointer holds only the finished record (finishSharedCheckpoint), for a retry whose
  * completion was lost. A stage therefore holds at most about one checkpoint in the bucket, where an
  * LLM's is 1.6 GB, and none in the worker's artifact cache.
+ *
+ * The pointer is moved by compare-and-swap only (S3 `If-Match`, the folder's lock: ObjectBackend.swapBytes). The
+ * lease holder first claims it (claimSharedCheckpoint: rewrites it as it is, with a write id of its own), and each
+ * write must find the pointer as this writer last left it: a writer whose lease was taken over while it was paused
+ * between its lease check and its write (GC, SIGSTOP, a host cut off) finds the new holder's claim instead, writes
+ * nothing, deletes nothing, and fails its attempt (PointerMovedError).
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, promises as fsp, readdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { IntegrityError, InputError } from '../errors.ts';
@@ -23,6 +29,7 @@ import { isArtifactRef, type ArtifactRef } from '../types.ts';
 import { safeRelativeName, type ArtifactStore, type TreeEntry } from './artifact-store.ts';
 import { ObjectSizeMismatch, readText, type ObjectBackend } from './object-backend.ts';
 import { downloadObject } from './object-download.ts';
+import { KEY_PREFIXES } from './key-layout.ts';
 
 const STEP_DIR = /^step-(\d+)$/;
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -37,6 +44,29 @@ interface Pointer {
   files?: TreeEntry[];
   /** Before 5 Dec 2026 a checkpoint was a tree artifact; such pointers still resume. */
   tree?: ArtifactRef;
+  /** This write's own id (the pointer's version tag differs from every other write's); `claimed` names the writer that claimed it. */
+  write?: string;
+  claimed?: string;
+}
+
+/**
+ * A writer's hold on a pointer: the version it last read or wrote, which its next write must find. Taken by
+ * claimSharedCheckpoint, carried through pushCheckpoint and finishSharedCheckpoint.
+ */
+export interface PointerHold {
+  /** The pointer's version tag (ObjectBackend.readTagged); undefined while there is no pointer. */
+  etag: string | undefined;
+  /** The pointer as it was before the claim: what pullCheckpoint resumes from. */
+  readonly before: string | undefined;
+}
+
+/**
+ * The pointer was moved by another writer since this one last wrote it: this writer's lease was taken over (it was
+ * presumed dead) and the training is another attempt's now. Transient: the attempt fails, writing and deleting
+ * nothing; its retry waits for the lease and resumes from the pointer.
+ */
+export class PointerMovedError extends Error {
+  override name = 'PointerMovedError';
 }
 
 /** Reports what a shared checkpoint could not do: it never fails the training it serves. */
@@ -61,12 +91,12 @@ export function checkpointLeaseOf(segment: string): string {
 }
 
 function pointerKey(name: string): string {
-  return `checkpoints/${safeName(name)}.json`;
+  return `${KEY_PREFIXES.checkpointPointers}${safeName(name)}.json`;
 }
 
 /** Where a checkpoint's files go; ends with `/`. */
 function filesPrefix(name: string): string {
-  return `checkpoint-files/${safeName(name)}/`;
+  return `${KEY_PREFIXES.checkpointFiles}${safeName(name)}/`;
 }
 
 function stepOf(name: string): number | undefined {
@@ -98,7 +128,9 @@ export async function pushCheckpoint(
   dir: string,
   log: CheckpointLog = () => {},
   /** Called after the files are up, just before the pointer moves: throws when this writer may no longer move it (a lost lease). */
-  beforePointer: () => void = () => {},
+  beforePointer: () => void | Promise<void> = () => {},
+  /** This writer's claim (claimSharedCheckpoint); without one, the pointer as it is just before the write. */
+  hold?: PointerHold,
 ): Promise<void> {
   const remote = store.remote;
   if (!remote) return;
@@ -112,14 +144,66 @@ export async function pushCheckpoint(
     await remote.putFile(`${filesPrefix(name)}${folder}/${rel}`, path, { sha256, bytes, ifAbsent: false });
     files.push({ name: rel, sha256, bytes });
   }
-  const text = JSON.stringify({ step, name: folder, files } satisfies Pointer) + '\n';
+  const text = JSON.stringify({ step, name: folder, files, write: writeId() } satisfies Pointer) + '\n';
   // Uploading the files can take long (an LLM's adapters and optimizer state): the lease may have
-  // been lost meanwhile, and a lost writer must not move the new holder's pointer.
-  beforePointer();
-  await remote.putBytes(pointerKey(name), Buffer.from(text), { ifAbsent: false });
+  // been lost meanwhile, and a lost writer must not move the new holder's pointer. (Nor may one that
+  // passed this check and then paused: the swap below refuses it.)
+  await beforePointer();
+  await movePointer(remote, name, text, hold);
   await removeFiles(remote, name, (stepDir) => stepDir !== folder && (stepOf(stepDir) ?? -1) < step).catch((e: Error) =>
     log(`could not delete older shared checkpoints of ${name} (left for the next checkpoint): ${e.message}`),
   );
+}
+
+/** A write's own id: the pointer's bytes, and so its version tag, differ from any other write's. */
+function writeId(): string {
+  return randomBytes(8).toString('hex');
+}
+
+/**
+ * Claims `name`'s pointer for the lease holder `writer`: rewrites it as it is (or, where there is none, as a claim
+ * naming no checkpoint) with a write id of its own, by compare-and-swap. From then on a writer that last wrote the
+ * pointer before the claim (its lease lost, its write delayed) fails its swap. A write that lands between this
+ * writer's look and its claim only makes the claim look again. Undefined without a shared store.
+ */
+export async function claimSharedCheckpoint(store: ArtifactStore, name: string, writer: string): Promise<PointerHold | undefined> {
+  const remote = store.remote;
+  if (!remote) return undefined;
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    const current = await remote.readTagged(pointerKey(name));
+    const before = current?.bytes.toString('utf8');
+    let claimed: Record<string, unknown> = { claimed: writer };
+    try {
+      const p = JSON.parse(before ?? 'null') as unknown;
+      if (typeof p === 'object' && p !== null && !Array.isArray(p)) claimed = { ...(p as Record<string, unknown>), claimed: writer };
+    } catch {
+      /* not JSON: pullCheckpoint logs it from `before`; the claim replaces it */
+    }
+    const bytes = Buffer.from(JSON.stringify({ ...claimed, write: writeId() }) + '\n');
+    const r = await swapOrOwn(remote, pointerKey(name), bytes, current?.etag);
+    if (r !== 'conflict') return { etag: r.etag, before };
+  }
+  throw new PointerMovedError(`${remote.url}/${pointerKey(name)} keeps changing under the claim of ${writer}: another writer moves it`);
+}
+
+/** Moves the pointer by compare-and-swap from the version `hold` last saw (without one, the current version). */
+async function movePointer(remote: ObjectBackend, name: string, text: string, hold: PointerHold | undefined): Promise<void> {
+  const key = pointerKey(name);
+  const expect = hold ? hold.etag : (await remote.readTagged(key))?.etag;
+  const r = await swapOrOwn(remote, key, Buffer.from(text), expect);
+  if (r === 'conflict')
+    throw new PointerMovedError(
+      `the shared checkpoint pointer ${remote.url}/${key} was moved by another writer: this attempt's lease was taken over, the training is another attempt's now; this one stops without writing (a retry resumes from the pointer)`,
+    );
+  if (hold) hold.etag = r.etag;
+}
+
+/** swapBytes; a conflict with the pointer holding these very bytes (unique by their write id) is a retried write that landed. */
+async function swapOrOwn(remote: ObjectBackend, key: string, bytes: Buffer, expect: string | undefined) {
+  const r = await remote.swapBytes(key, bytes, expect);
+  if (r !== 'conflict') return r;
+  const now = await remote.readTagged(key).catch(() => undefined);
+  return now?.bytes.equals(bytes) ? { etag: now.etag } : r;
 }
 
 /** Deletes the checkpoint files of `name` whose step folder `doomed` picks. */
@@ -189,11 +273,13 @@ export async function pullCheckpoint(
   name: string,
   checkpointDir: string,
   log: CheckpointLog = () => {},
+  /** The writer's claim: the pointer is read as it was before it (without one, from the store). */
+  hold?: PointerHold,
 ): Promise<number | undefined> {
   const remote = store.remote;
   if (!remote) return undefined;
-  const text = await readText(remote, pointerKey(name));
-  if (text === undefined || finishedOf(text) !== undefined) return undefined;
+  const text = hold ? hold.before : await readText(remote, pointerKey(name));
+  if (text === undefined || finishedOf(text) !== undefined || isBareClaim(text)) return undefined;
   const p = parsePointer(text);
   if (typeof p === 'string') {
     log(`ignoring the shared checkpoint of ${name}: ${p}`);
@@ -285,10 +371,12 @@ export async function finishSharedCheckpoint(
   name: string,
   record: unknown,
   log: CheckpointLog = () => {},
+  /** This writer's claim (claimSharedCheckpoint): a writer that lost it replaces nothing and deletes nothing. */
+  hold?: PointerHold,
 ): Promise<void> {
   const remote = store.remote;
   if (!remote) return;
-  await remote.putBytes(pointerKey(name), Buffer.from(JSON.stringify({ finished: record }) + '\n'), { ifAbsent: false });
+  await movePointer(remote, name, JSON.stringify({ finished: record, write: writeId() }) + '\n', hold);
   await deleteAllFiles(remote, name, log);
 }
 
@@ -305,6 +393,16 @@ export async function readSharedFinished(store: ArtifactStore, name: string): Pr
   if (!remote) return undefined;
   const text = await readText(remote, pointerKey(name));
   return text === undefined ? undefined : finishedOf(text);
+}
+
+/** A claim of a pointer that named nothing yet: no checkpoint, nothing to report. */
+function isBareClaim(text: string): boolean {
+  try {
+    const p = JSON.parse(text) as Record<string, unknown> | null;
+    return typeof p === 'object' && p !== null && typeof p.claimed === 'string' && p.step === undefined && p.finished === undefined;
+  } catch {
+    return false;
+  }
 }
 
 function finishedOf(text: string): unknown {

@@ -25,6 +25,7 @@ import { Worker } from 'node:worker_threads';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { holderGone, LockBusyError, newOwner, parseOwner, type LockOwner } from '../util/dir-lock.ts';
 import { readText, type ObjectBackend } from './object-backend.ts';
+import { KEY_PREFIXES } from './key-layout.ts';
 
 export interface SharedLease {
   /**
@@ -78,7 +79,7 @@ const RELEASE_TIMEOUT_MS = 20_000;
 export function leasePrefix(name: string): string {
   const segment =
     /^[A-Za-z0-9._-]{1,128}$/.test(name) && name !== '.' && name !== '..' ? name : createHash('sha256').update(name).digest('hex');
-  return `leases/${segment}/`;
+  return `${KEY_PREFIXES.leases}${segment}/`;
 }
 
 function generationKey(prefix: string, gen: number): string {

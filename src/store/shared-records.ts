@@ -13,6 +13,7 @@ import { insertRows, keyedRecordsSchema, type Database, type Queryable, type Sch
 import type { KeptOpen } from '../db/kept-open.ts';
 import { readText, type ObjectBackend } from './object-backend.ts';
 import { mapReadAhead } from '../util/in-flight.ts';
+import { KEY_PREFIXES } from './key-layout.ts';
 
 export interface SharedRecords {
   /** The record's JSON text, or undefined when there is none. */
@@ -37,7 +38,7 @@ export class ObjectStoreRecords implements SharedRecords {
   constructor(private readonly backend: ObjectBackend) {}
 
   private objectKey(key: string): string {
-    return `cache/${key.slice(0, 2)}/${key}.json`;
+    return `${KEY_PREFIXES.cacheRecords}${key.slice(0, 2)}/${key}.json`;
   }
 
   get(key: string): Promise<string | undefined> {
@@ -70,7 +71,7 @@ export class ObjectStoreRecords implements SharedRecords {
   }
 
   private async *keys(): AsyncIterable<{ key: string; objectKey: string }> {
-    for await (const k of this.backend.list('cache/')) {
+    for await (const k of this.backend.list(KEY_PREFIXES.cacheRecords)) {
       const key = /([0-9a-f]{64})\.json$/.exec(k)?.[1];
       if (key) yield { key, objectKey: k };
     }

@@ -1,0 +1,111 @@
+/**
+ * Compare-and-swap of a small file that processes on several hosts replace through one shared folder (NFS): what S3's
+ * `If-Match` does for a checkpoint pointer. POSIX has no conditional rename, so each swap holds a lock, a folder
+ * `<file>.tempered-swap` made with mkdir (atomic and exclusive, NFS included): under it the swapper reads the file,
+ * compares its version (the bytes' sha256) with the one expected, and renames its new bytes in.
+ *
+ * A lock left by a crash is taken over (its holder's process gone on this machine, or the lock older than `staleMs`),
+ * and so is one whose holder is only paused (SIGSTOP, a long GC, a host cut off): the old holder must then never write.
+ * It cannot be trusted to check first (it may pause between the check and the write), so the write checks itself:
+ * the new bytes are written inside the lock folder and renamed from there, and a takeover renames the lock folder
+ * aside and deletes it before the taker goes on. The old holder's rename then names a file that no longer exists (its
+ * path is resolved when the rename runs; on NFS its folder's handle is stale) and fails; it starts over, and finds
+ * the version changed.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { holderGone, newOwner, parseOwner } from '../util/dir-lock.ts';
+
+/** The lock folder's suffix, and its aside folders' (`<file>.tempered-swap.<hex>.stale`): listings skip them. */
+export const SWAP_LOCK = /\.tempered-swap(\.[0-9a-f]+\.stale)?$/;
+/** A swap holds its lock for a read and a rename (milliseconds, a little more on NFS). */
+const STALE_MS = 10_000;
+const ATTEMPTS = 200;
+
+export function fileTag(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+export interface SwapOptions {
+  /** How old a lock must be before it is taken over (default 10 s). */
+  staleMs?: number;
+  /** Runs under the lock, after the version check and before the rename: where a test pauses a swapper. */
+  beforeRename?: () => Promise<void>;
+}
+
+/** Replaces `file` with `bytes` if its version is `expect` (undefined: if it does not exist); the new tag, or 'conflict'. */
+export async function swapFile(
+  file: string,
+  bytes: Uint8Array,
+  expect: string | undefined,
+  opts: SwapOptions = {},
+): Promise<{ etag: string } | 'conflict'> {
+  const lock = `${file}.tempered-swap`;
+  const staleMs = opts.staleMs ?? STALE_MS;
+  const owner = newOwner(`swap of ${file}`, Date.now());
+  const mine = `${lock}/${owner.token}.new`;
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+    try {
+      await fsp.mkdir(lock);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      if (!(await takeOverIfStale(lock, staleMs))) await sleep(Math.min(200, 5 * attempt));
+      continue;
+    }
+    try {
+      await fsp.writeFile(`${lock}/owner`, JSON.stringify(owner));
+      const current = await fsp.readFile(file).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') return undefined;
+        throw e;
+      });
+      if ((current === undefined ? undefined : fileTag(current)) !== expect) return 'conflict';
+      const fh = await fsp.open(mine, 'wx');
+      try {
+        await fh.writeFile(bytes);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await opts.beforeRename?.();
+      // The fence: from inside the lock folder, so a swapper whose lock was taken over writes nothing.
+      await fsp.rename(mine, file);
+      return { etag: fileTag(bytes) };
+    } catch (e) {
+      // The lock was taken over under this swapper (its folder or its files gone): start over, and look again.
+      if (!['ENOENT', 'ESTALE'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+    } finally {
+      await release(lock, owner.token);
+    }
+  }
+  throw new Error(`could not take the lock ${lock} in ${ATTEMPTS} tries: another writer keeps swapping ${file}`);
+}
+
+/** Releases the lock if it is still this swapper's (not one that took it over meanwhile). */
+async function release(lock: string, token: string): Promise<void> {
+  // (A lock without its owner may be a new swapper's, between its mkdir and its owner: it is left to go stale.)
+  const held = parseOwner(await fsp.readFile(`${lock}/owner`, 'utf8').catch(() => undefined));
+  if (held?.token === token) await removeLock(lock);
+}
+
+/** Moves the lock folder aside, then deletes it with what it holds: after this, no rename from inside it can land. */
+async function removeLock(lock: string): Promise<boolean> {
+  const aside = `${lock}.${randomBytes(6).toString('hex')}.stale`;
+  try {
+    await fsp.rename(lock, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+  await fsp.rm(aside, { recursive: true, force: true });
+  return true;
+}
+
+/** Takes over a lock whose holder is gone or that is older than `staleMs`; whether it did. */
+async function takeOverIfStale(lock: string, staleMs: number): Promise<boolean> {
+  const st = await fsp.stat(lock).catch(() => undefined);
+  if (!st) return true;
+  const owner = parseOwner(await fsp.readFile(`${lock}/owner`, 'utf8').catch(() => undefined));
+  if (!holderGone(owner) && Date.now() - st.mtimeMs < staleMs) return false;
+  return removeLock(lock);
+}

@@ -1,0 +1,221 @@
+/**
+ * The shared checkpoint pointer is moved by compare-and-swap (src/store/shared-checkpoints.ts, ObjectBackend.swapBytes),
+ * on a shared folder and on a real SeaweedFS bucket: a writer whose lease was taken over while it was paused between
+ * its lease check and its pointer write (GC, SIGSTOP) writes nothing and deletes nothing once it runs again, and the
+ * new holder's pointer stays. The two writers are interleaved by a gate in that very gap, not by timing.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { FolderBackend } from '../src/store/folder-backend.ts';
+import { fileTag, swapFile } from '../src/store/folder-swap.ts';
+import type { ObjectBackend } from '../src/store/object-backend.ts';
+import { S3Backend } from '../src/store/s3-backend.ts';
+import { newOwner } from '../src/util/dir-lock.ts';
+import {
+  claimSharedCheckpoint,
+  finishSharedCheckpoint,
+  PointerMovedError,
+  pullCheckpoint,
+  pushCheckpoint,
+  readSharedFinished,
+} from '../src/store/shared-checkpoints.ts';
+import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
+
+type T = { after: (fn: () => void | Promise<void>) => void };
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+let s3: TestS3 | undefined;
+const NAME = 'c'.repeat(64);
+
+function checkpoint(parent: string, step: number): string {
+  const dir = join(parent, `step-${String(step).padStart(8, '0')}`);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'manifest.json'), JSON.stringify({ step }));
+  writeFileSync(join(dir, 'params.bin'), Buffer.alloc(2048 + step, step));
+  return dir;
+}
+
+async function keys(remote: ObjectBackend, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const k of remote.list(prefix)) out.push(k);
+  return out.sort();
+}
+
+/** A promise that waits for `open()`, and one that says it is being waited on. */
+function gate() {
+  let open!: () => void;
+  let reached!: () => void;
+  const opened = new Promise<void>((r) => (open = r));
+  const waiting = new Promise<void>((r) => (reached = r));
+  return {
+    open,
+    waiting,
+    pass: async () => {
+      reached();
+      await opened;
+    },
+  };
+}
+
+const backends: { name: string; make: (dir: string) => ObjectBackend }[] = [
+  { name: 'shared folder', make: (dir) => new FolderBackend(join(dir, 'shared')) },
+  { name: 'S3 (SeaweedFS)', make: () => s3!.backend() },
+];
+
+useTestS3((h) => (s3 = h));
+
+for (const b of backends) {
+  describe(`the checkpoint pointer's compare-and-swap on a ${b.name}`, () => {
+    function setup(t: T) {
+      const dir = mkdtempSync(join(tmpdir(), 'tempered-race-'));
+      t.after(() => rmSync(dir, { recursive: true, force: true }));
+      const remote = b.make(dir);
+      const home = (n: string) => new ArtifactStore(join(dir, n, 'store'), { remote });
+      return { dir, remote, home };
+    }
+
+    test('swapBytes: create-only, then only from the version last seen; a stale or missing version is a conflict', async (t) => {
+      const { remote } = setup(t);
+      const first = await remote.swapBytes('checkpoints/k.json', Buffer.from('{"v":1}'), undefined);
+      assert.notEqual(first, 'conflict');
+      assert.equal(await remote.swapBytes('checkpoints/k.json', Buffer.from('{"v":9}'), undefined), 'conflict', 'exists already');
+      const read = await remote.readTagged('checkpoints/k.json');
+      assert.equal(read?.bytes.toString(), '{"v":1}');
+      assert.equal(read?.etag, (first as { etag: string }).etag, "a read's tag is the put's");
+      const second = await remote.swapBytes('checkpoints/k.json', Buffer.from('{"v":2}'), read!.etag);
+      assert.notEqual(second, 'conflict');
+      // The writer that still holds version 1's tag: refused, and the object is the second writer's.
+      assert.equal(await remote.swapBytes('checkpoints/k.json', Buffer.from('{"v":3}'), read!.etag), 'conflict');
+      assert.equal((await remote.readTagged('checkpoints/k.json'))?.bytes.toString(), '{"v":2}');
+      assert.equal(await remote.swapBytes('checkpoints/gone.json', Buffer.from('x'), read!.etag), 'conflict', 'no such key');
+      assert.equal(await remote.readTagged('checkpoints/gone.json'), undefined);
+      assert.deepEqual(await keys(remote, 'checkpoints/'), ['checkpoints/k.json'], 'no lock or temp file listed');
+    });
+
+    test('a writer paused between its lease check and its pointer write moves nothing once the new holder claimed the pointer', async (t) => {
+      const { dir, remote, home } = setup(t);
+      const stale = home('stale');
+      const holder = home('holder');
+      const staleHold = await claimSharedCheckpoint(stale, NAME, 'attempt 1');
+      await pushCheckpoint(stale, NAME, checkpoint(join(dir, 'stale', 'ck'), 1), undefined, undefined, staleHold);
+      // Attempt 1 uploads step 2's files, passes its lease check, and pauses right there (its lease is lost meanwhile).
+      const paused = gate();
+      const logs: string[] = [];
+      const late = pushCheckpoint(stale, NAME, checkpoint(join(dir, 'stale', 'ck'), 2), (m) => logs.push(m), paused.pass, staleHold);
+      late.catch(() => {});
+      await paused.waiting;
+      // Attempt 2 takes the training over: it claims the pointer, resumes from step 1 and shares step 3.
+      const hold = await claimSharedCheckpoint(holder, NAME, 'attempt 2');
+      const there = join(dir, 'holder', 'ck');
+      assert.equal(await pullCheckpoint(holder, NAME, there, undefined, hold), 1);
+      await pushCheckpoint(holder, NAME, checkpoint(there, 3), undefined, undefined, hold);
+      paused.open();
+      await assert.rejects(late, (e: Error) => e instanceof PointerMovedError && /moved by another writer/.test(e.message));
+      // The pointer is the holder's, and every file it names is there: another host resumes from step 3.
+      assert.equal(await pullCheckpoint(home('next'), NAME, join(dir, 'next', 'ck')), 3);
+      assert.deepEqual(
+        (await keys(remote, `checkpoint-files/${NAME}/`)).filter((k) => k.includes('step-00000003')),
+        [`checkpoint-files/${NAME}/step-00000003/manifest.json`, `checkpoint-files/${NAME}/step-00000003/params.bin`],
+      );
+      // The holder goes on writing; the stale writer's finish is refused too and deletes nothing.
+      await pushCheckpoint(holder, NAME, checkpoint(there, 4), undefined, undefined, hold);
+      await assert.rejects(finishSharedCheckpoint(stale, NAME, { steps: 2 }, undefined, staleHold), PointerMovedError);
+      assert.equal(await readSharedFinished(home('next2'), NAME), undefined);
+      assert.equal(await pullCheckpoint(home('next2'), NAME, join(dir, 'next2', 'ck')), 4);
+      await finishSharedCheckpoint(holder, NAME, { steps: 4 }, undefined, hold);
+      assert.deepEqual(await readSharedFinished(home('next3'), NAME), { steps: 4 });
+      assert.deepEqual(await keys(remote, `checkpoint-files/${NAME}/`), []);
+    });
+
+    test('a claim keeps the pointer as it was (a finished record, a checkpoint) and a pointer that was none names no checkpoint', async (t) => {
+      const { dir, home } = setup(t);
+      const empty = await claimSharedCheckpoint(home('a'), NAME, 'attempt 1');
+      assert.equal(empty?.before, undefined);
+      const logs: string[] = [];
+      assert.equal(await pullCheckpoint(home('b'), NAME, join(dir, 'b', 'ck'), (m) => logs.push(m)), undefined);
+      assert.deepEqual(logs, [], 'a bare claim is no damaged pointer');
+      await finishSharedCheckpoint(home('a'), NAME, { steps: 7 }, undefined, empty);
+      const again = await claimSharedCheckpoint(home('c'), NAME, 'run 2');
+      assert.deepEqual(await readSharedFinished(home('d'), NAME), { steps: 7 }, 'still the finished record');
+      await pushCheckpoint(home('c'), NAME, checkpoint(join(dir, 'c', 'ck'), 1), undefined, undefined, again);
+      assert.equal(await pullCheckpoint(home('e'), NAME, join(dir, 'e', 'ck')), 1);
+      await claimSharedCheckpoint(home('f'), NAME, 'run 3');
+      assert.equal(await pullCheckpoint(home('g'), NAME, join(dir, 'g', 'ck')), 1, 'a claimed checkpoint resumes');
+    });
+  });
+}
+
+test('SeaweedFS itself refuses a PutObject whose If-Match is not the object’s ETag (412)', async () => {
+  const backend = s3!.backend();
+  await backend.swapBytes('checkpoints/raw.json', Buffer.from('one'), undefined);
+  const { client, sdk } = await backend.connect();
+  const { bucket, prefix } = (backend as S3Backend).location;
+  const put = (IfMatch: string) =>
+    client.send(new sdk.PutObjectCommand({ Bucket: bucket, Key: `${prefix}/checkpoints/raw.json`, Body: 'two', IfMatch }));
+  await assert.rejects(put('"0123456789abcdef0123456789abcdef"'), (e: { $metadata?: { httpStatusCode?: number } }) => {
+    assert.equal(e.$metadata?.httpStatusCode, 412);
+    return true;
+  });
+  assert.equal((await backend.readTagged('checkpoints/raw.json'))?.bytes.toString(), 'one');
+  await put((await backend.readTagged('checkpoints/raw.json'))!.etag);
+  assert.equal((await backend.readTagged('checkpoints/raw.json'))?.bytes.toString(), 'two');
+});
+
+describe('the shared folder’s swap lock', () => {
+  function folder(t: T) {
+    const dir = mkdtempSync(join(tmpdir(), 'tempered-swap-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    return join(dir, 'pointer.json');
+  }
+
+  test('a swapper paused under its lock, which another swapper takes over, writes nothing when it runs again', async (t) => {
+    const file = folder(t);
+    writeFileSync(file, 'v1');
+    const paused = gate();
+    const stale = swapFile(file, Buffer.from('stale'), fileTag(Buffer.from('v1')), { beforeRename: paused.pass });
+    await paused.waiting;
+    // It checked the version and holds the lock; a swapper that finds the lock stale (here: at once) takes it over.
+    assert.notEqual(await swapFile(file, Buffer.from('new'), fileTag(Buffer.from('v1')), { staleMs: 0 }), 'conflict');
+    paused.open();
+    assert.equal(await stale, 'conflict', 'its rename from the lock folder it lost finds nothing; it looks again');
+    assert.equal(readFileSync(file, 'utf8'), 'new');
+    assert.deepEqual(readdirSync(dirname(file)), ['pointer.json'], 'no lock or temp left');
+  });
+
+  test('a lock left by a dead process is taken over at once; swaps of several processes lose no update', async (t) => {
+    const file = folder(t);
+    // A lock whose holder's pid is gone (a crash between mkdir and rename).
+    const dead = spawn(process.execPath, ['-e', '']);
+    await new Promise((r) => dead.once('exit', r));
+    mkdirSync(`${file}.tempered-swap`);
+    writeFileSync(`${file}.tempered-swap/owner`, JSON.stringify({ ...newOwner('swap', Date.now()), pid: dead.pid, pidStart: undefined }));
+    assert.notEqual(await swapFile(file, Buffer.from('0'), undefined), 'conflict');
+    // Four processes each add 1, 15 times, by read and compare-and-swap: every increment lands.
+    const script = `
+      import { readFileSync } from 'node:fs';
+      import { fileTag, swapFile } from ${JSON.stringify(join(ROOT, 'src/store/folder-swap.ts'))};
+      const file = ${JSON.stringify(file)};
+      for (let i = 0; i < 15; i++)
+        for (;;) {
+          const now = readFileSync(file);
+          if ((await swapFile(file, Buffer.from(String(Number(now) + 1)), fileTag(now))) !== 'conflict') break;
+        }
+    `;
+    const runs = Array.from({ length: 4 }, () => {
+      const child = spawn('nice', [process.execPath, '--import', 'tsx', '--input-type=module', '-e', script], {
+        cwd: ROOT,
+        stdio: ['ignore', 'inherit', 'inherit'],
+      });
+      return new Promise<number | null>((r) => child.once('exit', r));
+    });
+    assert.deepEqual(await Promise.all(runs), [0, 0, 0, 0]);
+    assert.equal(readFileSync(file, 'utf8'), '60');
+    assert.deepEqual(readdirSync(dirname(file)), ['pointer.json']);
+  });
+});
