@@ -353,6 +353,25 @@ test('inferred labels that differ only in case or spaces, or mix numbers and wor
   writeFileSync(join(dir, 'd.jsonl'), ['ok ', ' ok', ' ok'].map((label, i) => j({ text: `t${i}`, label })).join('\n'));
   assert.match((await run(dir, { task: 'classification', path: 'd.jsonl' })).warnings?.[0] ?? '', /labelMap: \{" ok": "ok", "ok ": "ok"\}/);
 });
+test('inferred labels that are nearly all one row each are a warning (the label field holds text), and the report lists 30 at most', async () => {
+  const dir = tmp();
+  // fields.label pointed at the text by mistake: a class per row.
+  writeFileSync(join(dir, 'a.jsonl'), Array.from({ length: 40 }, (_, i) => j({ text: `t${i}`, label: `message number ${i}` })).join('\n'));
+  const r = await run(dir, { task: 'classification', path: 'a.jsonl' });
+  assert.deepEqual(r.warnings, [
+    '40 distinct labels among 40 rows, 40 of them on one row only: each label is a class, so field "label" (fields.label) probably holds text, not a class; point fields.label at the class column, or declare labels: [...] to make the others bad rows',
+  ]);
+  const labelsLine = formatDataReport(r)
+    .split('\n')
+    .find((l) => l.startsWith('labels: '))!;
+  assert.match(labelsLine, /, and 10 more labels \(10 rows\)$/);
+  assert.equal(labelsLine.split(', ').length, 31);
+  // Many classes of several rows each (an intent set) are no such warning, and 30 labels are all listed.
+  writeFileSync(join(dir, 'b.jsonl'), Array.from({ length: 90 }, (_, i) => j({ text: `t${i}`, label: `intent${i % 30}` })).join('\n'));
+  const b = await run(dir, { task: 'classification', path: 'b.jsonl', fields: { label: 'label' } });
+  assert.equal(b.warnings, undefined);
+  assert.doesNotMatch(formatDataReport(b), /more labels/);
+});
 test('labelMap merges label spellings before labels are checked; a target not among labels is refused at its key', async () => {
   const dir = tmp();
   writeMixedLabels(dir);

@@ -198,8 +198,18 @@ const LABELS_LISTED = 8;
  * surrounding spaces ("ham", "ham ", "Ham"), and numbers beside words (0/1 from one export, ham/spam from another).
  * Declared labels make the others bad rows instead, so these are warnings of the inferred set only.
  */
-function labelWarnings(labels: ReadonlyMap<string, number>): string[] {
+/** Inferred labels past which, when most are on one row only, the label field is taken to hold text. */
+const LABELS_FOR_TEXT_WARNING = 20;
+
+function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string): string[] {
   const out: string[] = [];
+  // A class per row: fields.label names the text (or an id), and training would fit a head of as many classes.
+  const rows = [...labels.values()].reduce((a, b) => a + b, 0);
+  const once = [...labels.values()].filter((n) => n === 1).length;
+  if (labels.size > LABELS_FOR_TEXT_WARNING && once > rows / 2)
+    out.push(
+      `${labels.size} distinct labels among ${rows} rows, ${once} of them on one row only: each label is a class, so field ${JSON.stringify(cap(labelField, NAME_CHARS))} (fields.label) probably holds text, not a class; point fields.label at the class column, or declare labels: [...] to make the others bad rows`,
+    );
   const shown = (ls: readonly string[]) =>
     ls
       .slice(0, LABELS_LISTED)
@@ -557,7 +567,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       ...(leftOutDuplicates.length > DUPLICATE_FILES ? ['more files have such headers'] : []),
       ...readWarnings.slice(0, DUPLICATE_FILES),
       ...(readWarnings.length > DUPLICATE_FILES ? [`${readWarnings.length - DUPLICATE_FILES} more such warnings`] : []),
-      ...(cfg.labels === undefined ? labelWarnings(labels) : []),
+      ...(cfg.labels === undefined ? labelWarnings(labels, cfg.fields?.label ?? 'label') : []),
     ];
     const labelSet = cfg.labels ?? [...labels.keys()].sort();
     const labelCounts: Record<string, number> = {};

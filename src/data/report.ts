@@ -136,9 +136,16 @@ function table(rows: string[][]): string {
     .join('\n');
 }
 
+/** Most labels a counts line lists: a label field that holds text (a class per row) made one line of every row. */
+const COUNTS_LISTED = 30;
+
 function countsLine(m: Record<string, number>): string {
   const keys = Object.keys(m).sort();
-  return keys.length === 0 ? '-' : keys.map((k) => `${k} ${m[k]}`).join(', ');
+  if (keys.length <= COUNTS_LISTED) return keys.length === 0 ? '-' : keys.map((k) => `${k} ${m[k]}`).join(', ');
+  const listed = keys.sort((a, b) => m[b] - m[a] || (a < b ? -1 : 1)).slice(0, COUNTS_LISTED);
+  const rest = keys.slice(COUNTS_LISTED);
+  const restRows = rest.reduce((n, k) => n + m[k], 0);
+  return `${listed.map((k) => `${k} ${m[k]}`).join(', ')}, and ${rest.length} more labels (${restRows} rows)`;
 }
 
 export function formatDataReport(r: DataReport): string {
