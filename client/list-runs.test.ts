@@ -7,6 +7,11 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Client } from '@temporalio/client';
+import proto from '@temporalio/proto';
+import { temporalDataConverter } from '../infra/payload-codec.ts';
+import { PIPELINE_ATTRIBUTE } from './pipeline-attribute.ts';
 import { listRuns, submitRun } from './runs.ts';
 import { plannedPipeline } from '../tests/helpers/plans.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
@@ -46,7 +51,7 @@ describe('listRuns reads a bounded page', () => {
 
   it('a pipeline filter (matched in the memo) reads pages of 200 until it has enough', async () => {
     calls.length = 0;
-    const runs = await listRuns(env.client, 3, { pipeline: 'SPAM' });
+    const runs = await listRuns(env.client, 3, { pipeline: 'NIGHTLY' });
     assert.equal(runs.length, 3);
     assert.ok(runs.every((r) => r.pipeline === 'nightly-spam'));
     assert.deepEqual(
@@ -59,5 +64,63 @@ describe('listRuns reads a bounded page', () => {
     calls.length = 0;
     assert.equal((await listRuns(env.client, 500)).length, RUNS);
     assert.deepEqual(calls, [{ pageSize: 600, executions: RUNS }]);
+  });
+});
+
+// Last: it registers the attribute on the namespace, and its runs are listed beside the ones above.
+describe('a namespace with the TemperedPipeline search attribute', () => {
+  const KEY = randomBytes(32).toString('base64');
+  /** Clients made after the attribute is registered (a client knows whether its namespace has it for a minute). */
+  let plain: Client;
+  let keyed: Client;
+  let secretRun: string;
+
+  before(async () => {
+    const namespace = 'default';
+    await env.client.connection.operatorService.addSearchAttributes({
+      namespace,
+      searchAttributes: { [PIPELINE_ATTRIBUTE]: proto.temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD },
+    });
+    plain = new Client({ connection: env.client.connection, dataConverter: temporalDataConverter({}) });
+    keyed = new Client({ connection: env.client.connection, dataConverter: temporalDataConverter({ TEMPERED_PAYLOAD_KEY: KEY }) });
+    for (let i = 0; i < 12; i++) {
+      const plan = plannedPipeline(i % 4 === 0 ? 'nightly-spam' : 'other', [
+        { id: 'a', uses: 'probe', needs: [], with: { value: String(i) } },
+      ]);
+      await submitRun(plain, { plan, options: { baseDir: env.dir, actor: 'ann' } }, { taskQueue: TEST_QUEUE, runId: `sa-${i}` });
+    }
+    // Submitted with the payload key: its memo (pipeline, submitter, params) is encrypted, the attribute is not.
+    const plan = plannedPipeline('nightly-spam', [{ id: 'a', uses: 'probe', needs: [], with: { value: 'secret' } }]);
+    secretRun = (
+      await submitRun(keyed, { plan, options: { baseDir: env.dir, actor: 'ann' } }, { taskQueue: TEST_QUEUE, runId: 'sa-secret' })
+    ).workflowId;
+    for (let listed = 0; listed < 13; await new Promise((r) => setTimeout(r, 200)))
+      listed = (await listRuns(plain, 100, { id: 'sa-' })).length;
+  });
+
+  it("is asked of Temporal's list query: one page of the list's length, only matching runs in it, no memo read to match", async () => {
+    calls.length = 0;
+    const runs = await listRuns(plain, 2, { pipeline: 'Nightly', id: 'sa-' });
+    assert.deepEqual(
+      runs.map((r) => r.runId),
+      [secretRun, 'sa-8'],
+    );
+    assert.deepEqual(calls, [{ pageSize: 12, executions: 4 }]);
+  });
+
+  it('lists, without the key, the runs whose memo is encrypted, naming their pipeline', async () => {
+    const runs = await listRuns(plain, 10, { pipeline: 'nightly-spam', id: 'sa-' });
+    assert.deepEqual(
+      runs.map((r) => r.runId),
+      [secretRun, 'sa-8', 'sa-4', 'sa-0'],
+    );
+    assert.equal(runs[0]!.pipeline, 'nightly-spam');
+    assert.match(runs[0]!.memoEncrypted ?? '', /TEMPERED_PAYLOAD_KEY/);
+  });
+
+  it('still matches, in their memo, the runs submitted before the attribute was registered', async () => {
+    const runs = await listRuns(plain, 100, { pipeline: 'nightly' });
+    assert.equal(runs.length, RUNS / 10 + 4);
+    assert.ok(runs.every((r) => r.pipeline === 'nightly-spam'));
   });
 });

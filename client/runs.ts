@@ -25,6 +25,7 @@ import { InputError } from '../src/errors.ts';
 import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { retryStateName } from './failure-notes.ts';
+import { hasPipelineAttribute, listedPipeline, PIPELINE_ATTRIBUTE, pipelineAttributes } from './pipeline-attribute.ts';
 import {
   decodePayloadsIn,
   ENCRYPTED_FIELD,
@@ -59,6 +60,8 @@ export async function submitRun(
     workflowId,
     taskQueue: opts.taskQueue,
     args: [{ ...input, options }],
+    // What the Runs page's pipeline filter asks Temporal for, where the namespace has it (client/pipeline-attribute.ts).
+    ...(await pipelineAttributes(client, input.plan.name)),
     // The keys a schedule's runs carry too (client/schedules.ts), scheduleId where a schedule's run is resumed.
     memo: {
       pipeline: input.plan.name,
@@ -784,7 +787,8 @@ export interface RunSummary {
   /**
    * Why pipeline, actor, params, resumeOf (and scheduleId, unless a schedule started it) are not there: the run's memo
    * is encrypted (TEMPERED_PAYLOAD_KEY) with a key this process lacks; the codec's error, naming the key id and the
-   * variable. `pipeline` then reads ENCRYPTED_FIELD.
+   * variable. `pipeline` then reads ENCRYPTED_FIELD, unless the run carries it in the TemperedPipeline search attribute
+   * (client/pipeline-attribute.ts), which is in clear.
    */
   memoEncrypted?: string;
 }
@@ -794,7 +798,10 @@ export { ENCRYPTED_FIELD };
 export interface RunFilters {
   /** Temporal execution status: Running, Completed, Failed, Canceled, Terminated, TimedOut. */
   status?: string;
-  /** A part of the pipeline's name, in any case: people type what they remember of it. */
+  /**
+   * The pipeline's name or its beginning, in any case (names are lowercase). Matched by Temporal's list query where the
+   * namespace has TemperedPipeline (client/pipeline-attribute.ts), in the memo of runs without it.
+   */
   pipeline?: string;
   schedule?: string;
   /** Runs started at or after this instant. */
@@ -844,21 +851,27 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
     clauses.push(
       `WorkflowId STARTS_WITH ${queryString(id, { what: 'run id', where: 'id', hint: 'give the id up to the backslash, or open the run by its whole id' })}`,
     );
+  const pipeline = filters.pipeline?.trim().toLowerCase() || undefined;
+  const named = pipeline && queryString(pipeline, { what: 'pipeline name', where: 'pipeline' });
+  // Runs that carry the attribute are matched by Temporal; those without it (submitted before it was registered, or by
+  // a schedule made before) come too and are matched in their memo. Without it every run's memo is read.
+  const byAttribute = !!named && (await hasPipelineAttribute(client));
+  if (byAttribute) clauses.push(`(${PIPELINE_ATTRIBUTE} STARTS_WITH ${named} OR ${PIPELINE_ATTRIBUTE} IS NULL)`);
   const schedule = filters.schedule?.trim() || undefined;
   const asSchedule = { what: 'schedule name', where: 'schedule' };
-  const named = schedule && queryString(schedule, asSchedule);
+  const scheduleNamed = schedule && queryString(schedule, asSchedule);
   // A resumed run of a schedule was not started by it: it is named after the schedule and says so in
   // its memo. A server whose visibility store has no STARTS_WITH lists the schedule's own runs only.
-  const byName = named
-    ? [...clauses, `(TemporalScheduledById = ${named} OR WorkflowId STARTS_WITH ${queryString(`${schedule}-`, asSchedule)})`]
+  const byName = scheduleNamed
+    ? [...clauses, `(TemporalScheduledById = ${scheduleNamed} OR WorkflowId STARTS_WITH ${queryString(`${schedule}-`, asSchedule)})`]
     : clauses;
-  if (named) clauses.push(`TemporalScheduledById = ${named}`);
+  if (scheduleNamed) clauses.push(`TemporalScheduledById = ${scheduleNamed}`);
   try {
-    return await listed(client, byName.join(' AND '), limit, filters.pipeline, schedule);
+    return await listed(client, byName.join(' AND '), limit, { pipeline, byAttribute, schedule });
   } catch (e) {
     const err = e as { code?: number; cause?: { code?: number } };
     if (!schedule || (err.code ?? err.cause?.code) !== 3) throw e; // gRPC INVALID_ARGUMENT
-    return listed(client, clauses.join(' AND '), limit, filters.pipeline, schedule);
+    return listed(client, clauses.join(' AND '), limit, { pipeline, byAttribute, schedule });
   }
 }
 
@@ -869,10 +882,10 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
  * settle the start order (listedBy) in the same request: the run after the newest `limit` started, when they ran one
  * after another, or overlapping ones (a sweep's trials).
  */
-function runsPageSize(limit: number, pipeline?: string): number {
-  // The pipeline is matched here, in the memo, so more runs are read than shown; pages stay bounded.
+function runsPageSize(limit: number, m: Matching): number {
+  // A pipeline Temporal cannot match is matched here, in the memo, so more runs are read than shown; pages stay bounded.
   const ordered = Math.min(1000, Math.max(1, limit) + Math.max(10, Math.ceil(limit / 5)));
-  return pipeline ? Math.max(ordered, FILTERED_PAGE) : ordered;
+  return m.pipeline && !m.byAttribute ? Math.max(ordered, FILTERED_PAGE) : ordered;
 }
 const FILTERED_PAGE = 200;
 
@@ -882,8 +895,15 @@ const FILTERED_PAGE = 200;
  * cannot decrypt shows with what Temporal keeps in clear instead of failing the listing. One list request either way:
  * listing first through the client and again on a PayloadKeyError sent two for a one-shot `tempered runs` without the key.
  */
-function listed(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {
-  return listedBy(listingClient(client), query, limit, pipeline, schedule);
+function listed(client: Client, query: string, limit: number, m: Matching): Promise<RunSummary[]> {
+  return listedBy(listingClient(client), query, limit, m);
+}
+
+/** What a listed run is matched against beside the query: the pipeline (lowercase), unless the query matched it by attribute, and the schedule. */
+interface Matching {
+  pipeline?: string;
+  byAttribute?: boolean;
+  schedule?: string;
 }
 
 /** Newest started first; between runs started in the same millisecond, by run id. */
@@ -898,21 +918,25 @@ const byStart = (a: RunSummary, b: RunSummary) =>
  * A run not listed yet started no later than the last one listed started (a running one) or ended (an ended one), so
  * reading stops once `limit` runs started at or after that instant.
  */
-async function listedBy(client: Client, query: string, limit: number, pipeline?: string, schedule?: string): Promise<RunSummary[]> {
+async function listedBy(client: Client, query: string, limit: number, m: Matching): Promise<RunSummary[]> {
+  const { pipeline, schedule } = m;
   const out: RunSummary[] = [];
-  for await (const wf of client.workflow.list({ query, pageSize: runsPageSize(limit, pipeline) })) {
+  for await (const wf of client.workflow.list({ query, pageSize: runsPageSize(limit, m) })) {
     const unlistedStartedBy = (wf.closeTime ?? wf.startTime).getTime();
     const memoWhy = memoEncrypted(wf);
     const memo = (memoWhy ? {} : (wf.memo ?? {})) as Record<string, string>;
     const startedBy = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
     const scheduled = typeof startedBy === 'string' ? startedBy : memo.scheduleId || undefined;
-    // An encrypted memo's pipeline cannot be matched: such a run is left out of a filtered list.
+    // One that carries the attribute was matched by the query. An encrypted memo's pipeline cannot be matched: such a
+    // run without the attribute is left out of a filtered list.
     const matches =
-      (!pipeline || (memo.pipeline ?? '').toLowerCase().includes(pipeline.toLowerCase())) && (!schedule || scheduled === schedule);
+      (!pipeline || (listedPipeline(wf) !== undefined && !!m.byAttribute) || (memo.pipeline ?? '').startsWith(pipeline)) &&
+      (!schedule || scheduled === schedule);
     if (matches)
       out.push({
         runId: wf.workflowId,
-        pipeline: memoWhy ? ENCRYPTED_FIELD : (memo.pipeline ?? '?'),
+        // Without the key, the name its search attribute keeps in clear, where it has one.
+        pipeline: memoWhy ? (listedPipeline(wf) ?? ENCRYPTED_FIELD) : (memo.pipeline ?? '?'),
         status: wf.status.name,
         startTime: wf.startTime,
         closeTime: wf.closeTime,

@@ -34,6 +34,7 @@ import type { RunBackends, RunGateResult, RunGateSpec, RunInput, RunStatus } fro
 import { PayloadKeyError } from '../infra/payload-codec.ts';
 import { WORKFLOW_TYPE } from './runs.ts';
 import { ENCRYPTED_FIELD, listingClient, orMarked, unreadableReason } from './payloads.ts';
+import { pipelineAttributes } from './pipeline-attribute.ts';
 import { specCron } from './calendar-text.ts';
 
 /** A schedule's timing where Temporal's spec is not one cron expression or interval (changed outside tempered). */
@@ -342,7 +343,9 @@ function rethrowInvalid(e: unknown, where: string): never {
 
 export async function createSchedule(client: Client, cfg: ScheduleConfig): Promise<void> {
   try {
-    await client.schedule.create(scheduleOptions(cfg));
+    const opts = scheduleOptions(cfg);
+    // Its runs carry the pipeline's name for the Runs page's filter, where the namespace has the attribute.
+    await client.schedule.create({ ...opts, action: { ...opts.action, ...(await pipelineAttributes(client, cfg.spec.pipeline)) } });
   } catch (e) {
     if (e instanceof ScheduleAlreadyRunning) {
       throw new InputError(`a schedule named '${cfg.name}' already exists`, {
@@ -533,10 +536,11 @@ function fromDescription(d: ScheduleDescription, name: string): { view: Schedule
 export async function updateSchedule(client: Client, next: ScheduleConfig): Promise<void> {
   const handle = client.schedule.getHandle(next.name);
   const opts = scheduleOptions(next);
+  const attributes = await pipelineAttributes(client, next.spec.pipeline);
   try {
     await handle.update((prev) => ({
       spec: opts.spec,
-      action: opts.action,
+      action: { ...opts.action, ...attributes },
       policies: { ...prev.policies, ...opts.policies },
       state: {
         paused: next.paused ?? prev.state.paused,

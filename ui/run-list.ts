@@ -1,8 +1,8 @@
 /**
  * The Runs page's listing: client/runs.ts listRuns (its filters: status, pipeline, schedule, start time, run id prefix)
  * as the page's URL asks for it, and whether there are more than the page shows (`more`), so older runs are a click
- * away instead of out of reach. One visibility list request per page; only the pipeline filter, kept in the memo, reads
- * more runs than it shows.
+ * away instead of out of reach. One visibility list request per page, mostly; the pipeline filter reads more runs than
+ * it shows where Temporal cannot match it (runs without the TemperedPipeline search attribute: client/pipeline-attribute.ts).
  */
 import type { Client } from '@temporalio/client';
 import { listRuns, type RunSummary } from '../client/runs.ts';
@@ -44,10 +44,7 @@ function one(q: Record<string, unknown>, k: keyof RunPageQuery): string | undefi
   throw new InputError(`given ${Array.isArray(v) ? v.length : 'several'} times; give it once`, { where: k });
 }
 
-/**
- * Newest first; `limit` runs at most, and whether more match. One more than shown is read, in the same request: the
- * page shows the `limit` newest started of them.
- */
+/** The `limit` newest started runs that match, newest first, and whether more match (one more than shown is asked for). */
 export async function listRunPage(client: Client, limit: number, q: RunPageQuery = {}): Promise<RunPage> {
   const raw = q as Record<string, unknown>;
   const since = one(raw, 'since');

@@ -158,7 +158,7 @@ const RUN_SORTS = {
 function filterText(f) {
   return [
     f.status && `status ${runStateWord(f.status)}`,
-    f.pipeline && `a pipeline name containing '${f.pipeline}'`,
+    f.pipeline && `a pipeline name beginning '${f.pipeline}'`,
     f.since &&
       (SINCE.some(([v]) => v === f.since) ? `started in the ${SINCE.find(([v]) => v === f.since)[1]}` : `started since ${f.since}`),
     f.id && `a run id beginning '${f.id}'`,
@@ -272,7 +272,7 @@ function RunsPage({ query }) {
         'pipeline',
         'pipeline',
         'name or part',
-        'runs whose pipeline name contains this, in any case; applies on Enter or when the field is left',
+        'runs whose pipeline name is this or begins with it, in any case; applies on Enter or when the field is left',
         { list: 'pipelines-seen' },
       )}
       <datalist id="pipelines-seen">${[...seen.current].sort().map((p) => html`<option value=${p} />`)}</datalist>
@@ -350,7 +350,8 @@ function RunsPage({ query }) {
       </p>`}
     ${encrypted &&
     html`<p class="warning" id="runs-encrypted">
-      runs shown as ${encrypted.pipeline} keep their pipeline, submitter and params in an encrypted memo: ${encrypted.memoEncrypted}
+      runs with no submitter or params shown keep them in an encrypted memo (their pipeline too, shown as (encrypted) where Temporal has no
+      TemperedPipeline search attribute for it): ${encrypted.memoEncrypted}
     </p>`}
     ${data &&
     data.runs.length === 0 &&
