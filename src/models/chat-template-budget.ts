@@ -563,7 +563,8 @@ function prepare(program: object): number {
     if (typeof n !== 'object' || n === null || seen.has(n)) continue;
     seen.add(n);
     if (Array.isArray(n)) {
-      stack.push(...n);
+      // Not push(...n): a template of a million tags has a body of a million nodes, more arguments than a call takes.
+      for (const c of n) stack.push(c);
       continue;
     }
     if (typeof (n as Ast).type === 'string' && !added.has(n)) nodes++;

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { BudgetedTemplate, renderLimits, TemplateBudgetError, type RenderLimits } from './chat-template-budget.ts';
 import { turnMarkedTemplate } from './chat-template-prefixes.ts';
+import { checkFileSize, MAX_TOKENIZER_CONFIG_BYTES } from './tokenizer-limits.ts';
 
 export interface ChatMessage {
   role: string;
@@ -48,6 +49,9 @@ function jsonChars(v: unknown): number {
   }
 }
 
+/** Characters of a template: parsing costs with its tags (a 14 MB template of `{{ 1 }}` took 6.5 s and 490 MB). */
+const MAX_TEMPLATE_CHARS = 1 << 20;
+
 export class ChatTemplate {
   private readonly template: BudgetedTemplate;
   /** The template with its turns marked, once asked for; null where it cannot be (chat-template-prefixes.ts). */
@@ -59,6 +63,11 @@ export class ChatTemplate {
     readonly source: string,
     readonly specialTokens: Record<string, string> = {},
   ) {
+    if (text.length > MAX_TEMPLATE_CHARS)
+      throw new InputError(
+        `chat template is ${text.length} characters long, more than the ${MAX_TEMPLATE_CHARS} a real one takes (the longest are tens of thousands)`,
+        { where: source, hint: "render with a template you trust: the pipeline's chat_template field, or --chat-template FILE" },
+      );
     try {
       this.template = new BudgetedTemplate(text);
     } catch (e) {
@@ -121,6 +130,7 @@ export function loadChatTemplate(dir: string, override?: string): ChatTemplate {
   const cfgPath = join(dir, 'tokenizer_config.json');
   let config: Record<string, unknown> = {};
   if (existsSync(cfgPath)) {
+    checkFileSize(cfgPath, MAX_TOKENIZER_CONFIG_BYTES);
     try {
       config = JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>;
     } catch (e) {
@@ -134,7 +144,10 @@ export function loadChatTemplate(dir: string, override?: string): ChatTemplate {
   }
   if (override !== undefined) return new ChatTemplate(override, 'chat_template (given explicitly)', specials);
   const jinjaPath = join(dir, 'chat_template.jinja');
-  if (existsSync(jinjaPath)) return new ChatTemplate(readFileSync(jinjaPath, 'utf8'), jinjaPath, specials);
+  if (existsSync(jinjaPath)) {
+    checkFileSize(jinjaPath, MAX_TOKENIZER_CONFIG_BYTES);
+    return new ChatTemplate(readFileSync(jinjaPath, 'utf8'), jinjaPath, specials);
+  }
   let t = config.chat_template;
   // Some tokenizer configs carry several named templates; 'default' is the chat one.
   if (Array.isArray(t)) t = (t as Array<{ name?: unknown; template?: unknown }>).find((x) => x?.name === 'default')?.template;

@@ -7,6 +7,7 @@
  * tokens, truncate, and add them here.
  */
 import { InputError } from '../errors.ts';
+import { checkTokenId } from './tokenizer-limits.ts';
 
 type Piece = { special: number[]; typeId: number } | { seq: 'A' | 'B'; typeId: number };
 
@@ -95,7 +96,10 @@ export function parseSpecialLayout(pp: unknown, vocabLookup: (t: string) => numb
         return tpl.map((item: Record<string, { id: string; type_id?: number }>) => {
           if (item.SpecialToken) {
             const ids = specials[item.SpecialToken.id]?.ids;
-            if (!ids) throw new InputError(`special token ${item.SpecialToken.id} has no ids in special_tokens`, { where });
+            if (!Array.isArray(ids)) throw new InputError(`special token ${item.SpecialToken.id} has no ids in special_tokens`, { where });
+            ids.forEach((id, i) =>
+              checkTokenId(id, `post_processor.special_tokens[${JSON.stringify(item.SpecialToken.id)}].ids[${i}]`, where),
+            );
             return { special: ids, typeId: item.SpecialToken.type_id ?? 0 };
           }
           if (item.Sequence) return { seq: item.Sequence.id === 'B' ? 'B' : 'A', typeId: item.Sequence.type_id ?? 0 };

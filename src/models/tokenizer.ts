@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { InputError } from '../errors.ts';
 import { applyLayout, longestFirstLengths, parseSpecialLayout, specialCount, type SpecialLayout } from './post-processor.ts';
+import { checkFileSize, checkTokenizerIds, MAX_TOKENIZER_CONFIG_BYTES, MAX_TOKENIZER_JSON_BYTES } from './tokenizer-limits.ts';
 import { checkTokenizerPatterns } from './tokenizer-patterns.ts';
 
 /** Label value of positions that carry no loss (PyTorch's CrossEntropyLoss ignore_index). */
@@ -62,10 +63,12 @@ function tokenString(v: unknown): string | undefined {
   return undefined;
 }
 
-function readJson(path: string): unknown {
+function readJson(path: string, maxBytes: number): unknown {
   try {
+    checkFileSize(path, maxBytes);
     return JSON.parse(readFileSync(path, 'utf8'));
   } catch (e) {
+    if (e instanceof InputError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     throw new InputError(code === 'ENOENT' ? 'file not found' : `not valid JSON (${(e as Error).message})`, { where: path, cause: e });
   }
@@ -97,6 +100,7 @@ export class HfTokenizer {
   constructor(tokenizerJson: Record<string, unknown>, config: Record<string, unknown> = {}, file = 'tokenizer.json') {
     // Before the library compiles them: a pattern that backtracks catastrophically would hang encode().
     checkTokenizerPatterns(tokenizerJson, file);
+    checkTokenizerIds(tokenizerJson, file);
     try {
       this.inner = new Tokenizer(tokenizerJson, config);
     } catch (e) {
@@ -223,8 +227,8 @@ export function loadTokenizer(dir: string): HfTokenizer {
     });
   }
   const cfgPath = join(dir, 'tokenizer_config.json');
-  const config = existsSync(cfgPath) ? (readJson(cfgPath) as Record<string, unknown>) : {};
-  return new HfTokenizer(readJson(path) as Record<string, unknown>, config, path);
+  const config = existsSync(cfgPath) ? (readJson(cfgPath, MAX_TOKENIZER_CONFIG_BYTES) as Record<string, unknown>) : {};
+  return new HfTokenizer(readJson(path, MAX_TOKENIZER_JSON_BYTES) as Record<string, unknown>, config, path);
 }
 
 /** Length a batch is padded to: the fixed length, or the longest row rounded up to a multiple (bucketing keeps few distinct shapes). */
