@@ -123,6 +123,37 @@ export async function orMarked<T>(
   }
 }
 
+/** What a change that cannot be made without the key (KeyNeed) is, whose payloads it needs, and why it needs them. */
+export interface KeyNeed {
+  /** The change, as its command or button names it: `resume run X`, `schedule update 'nightly'`. */
+  what: string;
+  /** Whose payloads: `the run`, `the schedule`. */
+  whose: string;
+  /** Why nothing short of the payloads will do: what it writes back, or keeps, of them. */
+  because: string;
+}
+
+/** The refusal of a change that needs the key, naming it, why it needs the key, and the codec's error `why` (which key id, which variable). */
+export function keyNeededMessage(need: KeyNeed, why: string): string {
+  return `${need.what} needs the key ${need.whose} was encrypted with: ${need.because}; ${why}`;
+}
+
+/**
+ * `read` through the client, for a change that cannot go on without what it reads (resume submits a run's input
+ * again; schedule update writes the definition back): where this process lacks the key, `refuse` of keyNeededMessage
+ * is thrown (the caller's error type: a CLI error, an HTTP answer) before anything is changed, instead of the codec's
+ * bare error, which says what to set but not what it was needed for. orMarked, whose fallback is the refusal: every
+ * change that needs the key says so this way.
+ */
+export function orRefused<T>(
+  client: Client,
+  read: (c: Client) => Promise<T>,
+  need: KeyNeed,
+  refuse: (message: string) => Error,
+): Promise<T> {
+  return orMarked(client, read, (why) => Promise.reject(refuse(keyNeededMessage(need, why))));
+}
+
 /** Why the description's memo is not there: the codec's error, where listingClient marked a field of it; else undefined. */
 export function memoEncrypted(desc: { memo?: Record<string, unknown> }): string | undefined {
   return Object.values(desc.memo ?? {})

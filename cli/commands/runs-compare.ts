@@ -8,6 +8,7 @@ import { getRunStatus } from '../../client/runs.ts';
 import { compareTrialRuns } from '../../src/eval/trial-artifacts.ts';
 import type { TrialComparison } from '../../src/eval/trials.ts';
 import { CliError, type CliContext } from '../context.ts';
+import { readNeedingKey } from './key-needed.ts';
 import { duration, printable } from '../format.ts';
 
 export type { TrialComparison };
@@ -19,7 +20,13 @@ export async function compareTrials(ctx: CliContext, ids: string[]): Promise<Tri
   const client = await ctx.client();
   const statuses = await Promise.all(
     ids.map((id) =>
-      getRunStatus(client, id).catch((e: Error) => {
+      readNeedingKey(client, (c) => getRunStatus(c, id), {
+        what: 'runs --compare',
+        whose: `run ${id}`,
+        because: "what is compared, its params and its stages' outputs, is in its encrypted payloads",
+        hint: `\`tempered status ${id}\` shows how it went without the key`,
+      }).catch((e: Error) => {
+        if (e instanceof CliError) throw e;
         throw new CliError(/not found/i.test(e.message) ? `no run '${id}'; list runs with \`tempered runs\`` : e.message);
       }),
     ),

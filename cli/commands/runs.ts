@@ -26,7 +26,8 @@ import { CliError, type CliContext } from '../context.ts';
 import { commandRun } from '../errors.ts';
 import { busyWithText, formatRunStatus, progressText, runJson, runLine, stageLine } from '../format.ts';
 import { retryStateWords } from '../../client/failure-notes.ts';
-import { decodeOrMark, fetchHistoryOrMarked, listingClient } from '../../client/payloads.ts';
+import { decodeOrMark, fetchHistoryOrMarked, listingClient, orMarked } from '../../client/payloads.ts';
+import { readNeedingKey } from './key-needed.ts';
 import { redactSecrets } from '../../src/util/redact.ts';
 import { startLocalWorker } from './worker.ts';
 import { notOnServerOr, runNotOnServer } from './run-gone.ts';
@@ -542,23 +543,27 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
   const localWorker = localWorkerFlag(values, usage);
   const client = await ctx.client({ startServer: true });
   const old = positionals[0]!;
-  const desc = await client.workflow
-    .getHandle(old)
-    .describe()
-    .catch(async (e: Error) => {
-      throw await notOnServerOr(ctx, client, old, e, { resume: true });
-    });
+  // Whether it is there and still running is in clear: said without the key too, before the key is asked for.
+  const desc = await orMarked(client, (c) => c.workflow.getHandle(old).describe()).catch(async (e: Error) => {
+    throw await notOnServerOr(ctx, client, old, e, { resume: true });
+  });
   if (desc.status.name === 'RUNNING') {
     const { message, hint } = await runningRunRefusal(client, old, desc);
     throw new CliError(`${message}; ${hint}`);
   }
+  // Nothing is submitted nor recorded without it: the new run's input is the old one's, which only the key reads.
+  const input = await readNeedingKey(client, (c) => runInput(c, old), {
+    what: `resume ${old}`,
+    whose: 'the run',
+    because: "resuming submits the run's input (its plan and params) again, which only the key reads",
+    hint: `\`tempered status ${old}\` and \`tempered logs ${old}\` show where it stopped without the key`,
+  }).catch((e: Error) => {
+    throw e instanceof CliError ? e : new CliError(e.message);
+  });
   if (desc.status.name === 'COMPLETED')
     console.error(
       `note: run ${old} succeeded; resuming reruns it from the stage cache: its stages come back as they were, except those whose inputs changed since (an evaluation against a production version that has moved runs again)`,
     );
-  const input = await runInput(client, old).catch((e: Error) => {
-    throw new CliError(e.message);
-  });
   // Same spec and params; finished stages come back from the cache and the failed stage's
   // checkpoints are found by its cache key, so only unfinished work runs again. The options keep the
   // run's scheduleId: a schedule's run resumed stays the schedule's (memo, run id, audit, run gate).

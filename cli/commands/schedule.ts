@@ -30,7 +30,7 @@ import {
   NO_TIMING_TEXT,
 } from '../../client/schedules.ts';
 import { ENCRYPTED_FIELD } from '../../client/payloads.ts';
-import { PayloadKeyError } from '../../infra/payload-codec.ts';
+import { readNeedingKey } from './key-needed.ts';
 import {
   checkCron,
   checkScheduleName,
@@ -221,20 +221,16 @@ function audit(
  * would go to Temporal unencrypted), delete records in the trail what it ran. Without the key that is refused, saying
  * why and what can be done without it: pause, unpause, trigger and backfill change no payload (scheduleView).
  */
-async function readForChange(client: Client, name: string, sub: 'update' | 'delete'): ReturnType<typeof readSchedule> {
-  try {
-    return await asUsage(() => readSchedule(client, name));
-  } catch (e) {
-    if (!(e instanceof PayloadKeyError)) throw e;
-    const needs =
+function readForChange(client: Client, name: string, sub: 'update' | 'delete'): ReturnType<typeof readSchedule> {
+  return readNeedingKey(client, (c) => asUsage(() => readSchedule(c, name)), {
+    what: `schedule ${sub} '${name}'`,
+    whose: 'the schedule',
+    because:
       sub === 'update'
         ? "it writes the schedule's definition back, which without the key would go to Temporal unencrypted"
-        : 'the audit record of a deletion keeps the pipeline and spec the schedule ran, which only its encrypted definition holds';
-    throw new CliError(
-      `schedule ${sub} '${name}' needs the key the schedule was encrypted with: ${needs}; ${e.message}\n` +
-        `  hint: pause, unpause, trigger and backfill work without the key (\`tempered schedule pause ${name}\` stops its runs)`,
-    );
-  }
+        : 'the audit record of a deletion keeps the pipeline and spec the schedule ran, which only its encrypted definition holds',
+    hint: `pause, unpause, trigger and backfill work without the key (\`tempered schedule pause ${name}\` stops its runs)`,
+  });
 }
 
 export async function scheduleCmd(ctx: CliContext, argv: string[]): Promise<number> {

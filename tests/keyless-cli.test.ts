@@ -1,0 +1,112 @@
+/**
+ * Commands that cannot go on without TEMPERED_PAYLOAD_KEY (resume, runs --compare), run by a process without it or
+ * with another key, against a real dev server: each exits 1 saying what it needed the key for, which key id and which
+ * variable, and what works without it, and changes nothing (no run submitted, no audit record). What works without
+ * the key (status, logs, cancel, schedules) is tests/payload-encryption.test.ts.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runCli, startCliServer } from './helpers/cli.ts';
+
+const KEY = randomBytes(32).toString('base64');
+/** Fails at once on its only row (no text field): a run that ended, which resume is for, with no data to copy in. */
+const SPEC = `name: keyless
+stages:
+  ingest:
+    uses: ingest
+    with:
+      path: bad.jsonl
+      task: classification
+`;
+
+let cluster: Awaited<ReturnType<typeof startCliServer>>;
+let env: Record<string, string>;
+let keyed: Record<string, string>;
+let file: string;
+let failed: string;
+
+before(async () => {
+  cluster = await startCliServer('tempered-keyless-');
+  env = { TEMPORAL_ADDRESS: cluster.server.address, TEMPERED_HOME: cluster.home, TEMPERED_TASK_QUEUE: 'keyless-test' };
+  keyed = { ...env, TEMPERED_PAYLOAD_KEY: KEY };
+  file = join(cluster.home, 'keyless.yaml');
+  writeFileSync(file, SPEC);
+  writeFileSync(join(cluster.home, 'bad.jsonl'), '{"label": "x"}\n');
+  const r = await runCli(['submit', file, '--wait', '--local-worker', '--json'], keyed, { timeoutMs: 180_000 });
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  failed = (JSON.parse(r.stdout) as { runId: string }).runId;
+});
+after(async () => {
+  await cluster?.close();
+});
+
+/** The runs the server lists and the audit records, read with the key: what a refused command must leave as it was. */
+async function state(): Promise<{ runs: string[]; audit: unknown[] }> {
+  const runs = await runCli(['runs', '--json', '--limit', '100'], keyed);
+  const audit = await runCli(['audit', '--json'], keyed);
+  assert.equal(runs.code + audit.code, 0, runs.stderr + audit.stderr);
+  return {
+    runs: (JSON.parse(runs.stdout) as { runId: string }[]).map((r) => r.runId).sort(),
+    audit: JSON.parse(audit.stdout) as unknown[],
+  };
+}
+
+test('resume without the key, or with another, says it needs the key to submit the run input again, exits 1 and submits nothing', async () => {
+  const before = await state();
+  const noKey = await runCli(['resume', failed], env);
+  assert.equal(noKey.code, 1, noKey.stdout + noKey.stderr);
+  assert.equal(noKey.stdout, '');
+  assert.match(
+    noKey.stderr,
+    new RegExp(
+      `^tempered: resume ${failed} needs the key the run was encrypted with: resuming submits the run's input \\(its plan and params\\) again, which only the key reads; this Temporal payload is encrypted \\(key id [0-9a-f]{16}\\) and this process has no key: set TEMPERED_PAYLOAD_KEY[^\\n]*\\n  hint: \`tempered status ${failed}\` and \`tempered logs ${failed}\` show where it stopped without the key\\n$`,
+    ),
+  );
+  const otherKey = await runCli(['resume', failed, '--json'], { ...env, TEMPERED_PAYLOAD_KEY: randomBytes(32).toString('hex') });
+  assert.equal(otherKey.code, 1, otherKey.stdout + otherKey.stderr);
+  assert.equal(otherKey.stdout, '');
+  assert.match(
+    otherKey.stderr,
+    new RegExp(`^tempered: resume ${failed} needs the key .*encrypted with key id [0-9a-f]{16}, which is unknown here`),
+  );
+  assert.deepEqual(await state(), before);
+
+  // With the key it resumes, as ever.
+  const resumed = await runCli(['resume', failed, '--json'], keyed);
+  assert.equal(resumed.code, 0, resumed.stdout + resumed.stderr);
+  const { runId } = JSON.parse(resumed.stdout) as { runId: string };
+  assert.deepEqual((await state()).runs, [...before.runs, runId].sort());
+  await runCli(['cancel', runId], keyed);
+});
+
+test('resume without the key of a run still running says it is running, as with the key, not which key it lacks', async () => {
+  // Submitted with the key to a queue no worker serves: it stays running.
+  const r = await runCli(['submit', file, '--json'], { ...keyed, TEMPERED_TASK_QUEUE: 'keyless-nobody' });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const { runId } = JSON.parse(r.stdout) as { runId: string };
+  try {
+    const noKey = await runCli(['resume', runId], env);
+    assert.equal(noKey.code, 1, noKey.stdout + noKey.stderr);
+    assert.match(noKey.stderr, new RegExp(`^tempered: run ${runId} is still running`));
+    assert.doesNotMatch(noKey.stderr, /TEMPERED_PAYLOAD_KEY/);
+  } finally {
+    await runCli(['cancel', runId], env);
+  }
+});
+
+test('runs --compare without the key says it needs the key for the runs params and outputs, and exits 1', async () => {
+  const other = await runCli(['submit', file, '--wait', '--local-worker', '--json'], keyed, { timeoutMs: 180_000 });
+  const second = (JSON.parse(other.stdout) as { runId: string }).runId;
+  const noKey = await runCli(['runs', '--compare', failed, second, '--json'], env);
+  assert.equal(noKey.code, 1, noKey.stdout + noKey.stderr);
+  assert.equal(noKey.stdout, '');
+  assert.match(
+    noKey.stderr,
+    /^tempered: runs --compare needs the key run \S+ was encrypted with: what is compared, its params and its stages' outputs, is in its encrypted payloads; this Temporal payload is encrypted \(key id [0-9a-f]{16}\) and this process has no key: set TEMPERED_PAYLOAD_KEY[^\n]*\n  hint: `tempered status \S+` shows how it went without the key\n$/,
+  );
+  const withKey = await runCli(['runs', '--compare', failed, second, '--json'], keyed);
+  assert.equal(withKey.code, 0, withKey.stdout + withKey.stderr);
+});
