@@ -146,6 +146,10 @@ test('jsonl: CRLF line endings and BOM are accepted', async () => {
     (await readAll(join(dir, 'out.arrow'))).map((x) => x.text),
     ['message 1', 'message 2'],
   );
+  // Files saved with one, concatenated (`cat a.jsonl b.jsonl`): each file's mark begins a line. It was an invalid-json
+  // row whose detail showed the invisible character (Unexpected token followed by an invisible U+FEFF).
+  writeFileSync(join(dir, 'b.jsonl'), `\ufeff${good(1)}\r\n\ufeff${good(2)}\r\n`);
+  assert.equal((await run(dir, { ...cls, path: 'b.jsonl' })).rowsOut, 2);
 });
 
 const csv: Omit<IngestConfig, 'path'> = { task: 'classification' };
@@ -154,6 +158,23 @@ test('csv: unclosed quote is reported at the line it opens; reading resumes afte
   expectBad('a.csv', 'text,label\n"ok, fine",ham\n"never closed,spam\nmore,ham\n', csv, 3, 'csv-syntax', 2));
 test('csv: junk after a closing quote', () =>
   expectBad('a.csv', 'text,label\n"bad"x,ham\n"good ""quoted""",spam\n', csv, 2, 'csv-syntax', 1));
+test('csv: quotes inside a field that is not quoted (an inch mark) are bad rows whose error says how to quote them, or quote: false', async () => {
+  const dir = tmp();
+  writeFileSync(join(dir, 'a.csv'), 'text,label\nhe said "hi",ham\n5" screen,spam\n');
+  for (const onBadRow of ['fail', 'quarantine'] as const)
+    await assert.rejects(run(dir, { ...csv, path: 'a.csv', onBadRow }), (e: unknown) => {
+      assert.ok(e instanceof InputError, String(e));
+      assert.match(e.message, /a\.csv:2: (csv-syntax: )?Invalid Opening Quote/);
+      assert.match(e.hint ?? '', /"5"" screen".*quote: false/);
+      return true;
+    });
+  const r = await run(dir, { ...csv, path: 'a.csv', quote: false });
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((x) => x.text),
+    ['he said "hi"', '5" screen'],
+  );
+  assert.equal(r.rowsOut, 2);
+});
 test('csv: multi-line quoted records keep later line numbers right', async () => {
   await expectBad('a.csv', 'text,label\n"line one\nline two",ham\n"x",\n', csv, 4, 'missing-label', 1);
   const dir = tmp();
@@ -835,6 +856,19 @@ test('parquet: a corrupt file fails as a whole, naming it', async () => {
   writeFileSync(join(dir, 'a.parquet'), 'this is not parquet at all');
   await assert.rejects(run(dir, { ...cls, path: 'a.parquet' }), (e: unknown) => e instanceof InputError && e.where === 'a.parquet');
   assert.deepEqual(readdirSync(dir), ['a.parquet']);
+  // An empty one (a write or copy cut short) says so: it was "Offset is outside the bounds of the DataView".
+  for (const [file, kind] of [
+    ['b.parquet', 'Parquet'],
+    ['b.arrow', 'Arrow IPC'],
+  ]) {
+    writeFileSync(join(dir, file), '');
+    await assert.rejects(run(dir, { ...cls, path: file }), (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === file, String(e));
+      assert.equal(e.message, `${file}: the file is empty (0 bytes), which no ${kind} file is`);
+      assert.match(e.hint ?? '', /cut short/);
+      return true;
+    });
+  }
 });
 test('arrow source: non-string text is reported at its row', async () => {
   const dir = tmp();

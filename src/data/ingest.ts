@@ -198,6 +198,13 @@ const LABELS_LISTED = 8;
  * surrounding spaces ("ham", "ham ", "Ham"), and numbers beside words (0/1 from one export, ham/spam from another).
  * Declared labels make the others bad rows instead, so these are warnings of the inferred set only.
  */
+/**
+ * csv-syntax rows are mostly quotes: RFC 4180 quotes a field that holds one and doubles it, and a file written without
+ * (an inch mark, `he said "hi"`) reads as its text with quote: false when it quotes nothing.
+ */
+const CSV_QUOTE_ADVICE =
+  'a field that holds a quote must be quoted with the quote doubled (5" screen as "5"" screen", RFC 4180): fix how the file was written, or, if it quotes no field, set quote: false to read quotes as text';
+
 /** Inferred labels past which, when most are on one row only, the label field is taken to hold text. */
 const LABELS_FOR_TEXT_WARNING = 20;
 
@@ -524,7 +531,9 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
               ? `a file that is not UTF-8: ${ENCODING_ADVICE}`
               : badRows['unknown-label'] !== undefined
                 ? 'map other spellings of a label to the declared one with labelMap (e.g. labelMap: {"Ham": "ham"}), fix the rows or labels, or set onBadRow: \'quarantine\''
-                : "fix the rows, adjust fields/labels/maxLength, or set onBadRow: 'quarantine'",
+                : badRows['csv-syntax'] !== undefined
+                  ? `${CSV_QUOTE_ADVICE}; or set onBadRow: 'quarantine'`
+                  : "fix the rows, adjust fields/labels/maxLength, or set onBadRow: 'quarantine'",
         },
       );
     }
@@ -545,6 +554,7 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
       let hint =
         'the mapping is probably wrong (fields, columns, header, delimiter); raise maxBadFraction only if the data really is this dirty';
       if (reasons[0][0] === 'invalid-utf8') hint = `the files are probably not UTF-8: ${ENCODING_ADVICE}`;
+      if (reasons[0][0] === 'csv-syntax') hint = CSV_QUOTE_ADVICE;
       const [only] = missingFields.keys();
       if (rowsOut === 0 && missingFields.size === 1 && missingFields.get(only!) === rowsIn) {
         // Every row lacks the same field: the mapping names a field the data does not have.

@@ -5,6 +5,7 @@
  * InputError only when the whole file is unusable (bad header, corrupt Parquet footer).
  */
 import { parse as parseCsv, type Options as CsvOptions } from 'csv-parse/sync';
+import { stat } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
 import { InputError } from '../errors.ts';
 import { BATCH_ROWS } from './arrow-io.ts';
@@ -232,7 +233,8 @@ export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): Asyn
       }
       let v: unknown;
       try {
-        v = JSON.parse(l.text);
+        // A byte-order mark beginning a later line is where a file saved with one was appended (`cat a.jsonl b.jsonl`).
+        v = JSON.parse(l.text.charCodeAt(0) === 0xfeff ? l.text.slice(1) : l.text);
       } catch (e) {
         out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-json', detail: (e as Error).message } });
         continue;
@@ -664,7 +666,20 @@ function decodingThread(file: SourceFile, opts: ReadOptions) {
   return { limits, ask, close, unreadable, repeatedColumn };
 }
 
+/**
+ * An empty Parquet or Arrow file: a write or copy cut short. The decoders' own words for it name no cause ("Offset is
+ * outside the bounds of the DataView").
+ */
+async function refuseEmpty(file: SourceFile, kind: string): Promise<void> {
+  if ((await stat(file.abs)).size === 0)
+    throw new InputError(`the file is empty (0 bytes), which no ${kind} file is`, {
+      where: file.display,
+      hint: 'it was probably cut short while written or copied: write or copy it again, or remove it',
+    });
+}
+
 export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
+  await refuseEmpty(file, 'Parquet');
   const t = decodingThread(file, opts);
   try {
     opts.signal?.throwIfAborted();
@@ -701,6 +716,7 @@ export async function* readParquet(file: SourceFile, opts: ReadOptions = {}): As
 }
 
 export async function* readArrowRecords(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
+  await refuseEmpty(file, 'Arrow IPC');
   const t = decodingThread(file, opts);
   try {
     const meta = await t.ask(undefined, 'the schema', t.limits.baseMs);
