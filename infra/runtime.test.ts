@@ -63,3 +63,31 @@ test("the SDK core's own logs go through the logger to stderr, never to stdout (
   assert.equal(stdout, '', 'core wrote to stdout');
   assert.match(stderr, /\[WARN\] gRPC call poll_\w+ retried \d+ times/);
 });
+
+test("a line forwarded through the runtime's logger just before the process exits reaches stderr", async () => {
+  // The logger the runtime forwards core's lines through, which holds each for 100 ms before writing it: logged, then
+  // process.exit at once, as a command does once its output is written.
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      `import { Runtime } from '@temporalio/worker';
+       import { installRuntime } from './infra/runtime.ts';
+       installRuntime('WARN');
+       Runtime.instance().logger.warn('the last line before exit', { sdkComponent: 'core' });
+       process.exit(3);`,
+    ],
+    { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 3, stderr);
+  assert.equal(stdout, '');
+  assert.match(stderr, /\[WARN\] the last line before exit/);
+});

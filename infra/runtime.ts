@@ -27,8 +27,9 @@ export function installRuntime(defaultLevel: 'ERROR' | 'WARN' = 'WARN', o: { own
   installed = true;
   const level = (process.env.TEMPERED_LOG_LEVEL ?? defaultLevel).toUpperCase() as 'WARN';
   const metrics = metricsAddress();
+  let runtime: Runtime;
   try {
-    Runtime.install({
+    runtime = Runtime.install({
       logger: new WorkerLogger(level),
       // The SDK shuts every worker down on SIGINT/SIGTERM by default, and says nothing to the command
       // that waits on them: `submit --wait` then followed a run no worker served, and Ctrl-C did nothing.
@@ -45,7 +46,14 @@ export function installRuntime(defaultLevel: 'ERROR' | 'WARN' = 'WARN', o: { own
     });
   } catch {
     /* the host process installed one already */
+    return;
   }
+  // The forwarded logs wait in the SDK's collector for 100 ms (to put core's and the worker's lines in time order)
+  // before they reach the logger: a command that exits (process.exit, after its output is written) dropped what core
+  // said last, the retries that explain why it failed. flushLogs hands them to the logger at once, which writes
+  // synchronously; on 'exit', so every way out (a failure, Ctrl-C twice, a worker's own exit) flushes, and none waits.
+  // What core has not passed to the collector yet (its own batches, every 10 ms) is not there to flush.
+  process.once('exit', () => runtime.flushLogs());
 }
 
 /** TEMPERED_METRICS_ADDRESS (`host:port`): where a worker serves Prometheus metrics on /metrics. */

@@ -1098,6 +1098,19 @@ test('a column the header lacks is one error at the setting that names it, with 
     );
     return true;
   });
+  // Names padded with spaces, or led by a second byte-order mark (a file saved twice with one), are named visibly.
+  writeFileSync(join(dir, 'pad.csv'), ' text , label \na,ham\n');
+  writeFileSync(join(dir, 'bom.csv'), '\ufeff\ufefftext,label\na,ham\n');
+  for (const [file, guess, shown] of [
+    ['pad.csv', '" text " (spaces around it)', '" text ", " label "'],
+    ['bom.csv', '"\\ufefftext" (an invisible character in it)', '"\\ufefftext", "label"'],
+  ])
+    await assert.rejects(run(dir, { ...cls, path: file }), (e: unknown) => {
+      assert.ok(e instanceof InputError, String(e));
+      assert.ok(e.message.endsWith(`in ${file}; its columns: ${shown}`), e.message);
+      assert.equal(e.hint, `did you mean ${guess}? set fields.text to the column meant`);
+      return true;
+    });
   // A parquet file's schema is its columns; a column that is there but null in a row is that row's problem only.
   writeFileSync(join(dir, 'p.parquet'), parquetFile([null, 'b', 'c'], [0, 1, 0]));
   await assert.rejects(run(dir, { ...cls, path: 'p.parquet', fields: { text: 'txt' } }), (e: unknown) => {

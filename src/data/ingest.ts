@@ -104,17 +104,33 @@ function requiredFields(cfg: IngestConfig, withOptional = false): string[] {
   return [...new Set(out)];
 }
 
+/** Characters that print as nothing or as a space: a byte-order mark, no-break, zero-width and direction marks. */
+const INVISIBLE = /[\u00a0\u00ad\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]/;
+
+/** A name from the data as JSON, shortened, with its invisible characters escaped (JSON.stringify keeps them). */
+function shownName(n: string): string {
+  return JSON.stringify(cap(n, NAME_CHARS)).replace(
+    new RegExp(INVISIBLE.source, 'g'),
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
 /** `"a", "b" and 3 more`: names from the data, shortened and bounded. */
 function nameList(names: readonly string[]): string {
   const listed = names
     .slice(0, NAME_LIST)
-    .map((n) => JSON.stringify(cap(n, NAME_CHARS)))
+    .map((n) => shownName(n))
     .join(', ');
   return listed + (names.length > NAME_LIST ? ` and ${names.length - NAME_LIST} more` : '');
 }
 
 /** `did you mean "review"?` when one of `names` is a plausible misspelling of `name`. */
 function didYouMean(name: string, names: readonly string[]): string {
+  // A header written with spaces after its commas, or a second byte-order mark: the name is there, hard to see.
+  const bare = (n: string) => n.replace(new RegExp(INVISIBLE.source, 'g'), '').trim();
+  const hidden = names.find((n) => n !== name && bare(n) === name);
+  if (hidden !== undefined)
+    return `did you mean ${shownName(hidden)} (${INVISIBLE.test(hidden) ? 'an invisible character in it' : 'spaces around it'})?`;
   // Bounded: edit distance is quadratic in the names' lengths.
   const guess = closest(
     name,
