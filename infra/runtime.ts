@@ -50,9 +50,10 @@ export function installRuntime(defaultLevel: 'ERROR' | 'WARN' = 'WARN', o: { own
   }
   // The forwarded logs wait in the SDK's collector for 100 ms (to put core's and the worker's lines in time order)
   // before they reach the logger: a command that exits (process.exit, after its output is written) dropped what core
-  // said last, the retries that explain why it failed. flushLogs hands them to the logger at once, which writes
-  // synchronously; on 'exit', so every way out (a failure, Ctrl-C twice, a worker's own exit) flushes, and none waits.
-  // What core has not passed to the collector yet (its own batches, every 10 ms) is not there to flush.
+  // said last, the retries that explain why it failed. flushLogs (the SDK's public flush) hands them to the logger at
+  // once, which writes them to stderr there and then; on 'exit', so every way out (a failure, Ctrl-C twice, a worker's
+  // own exit) flushes, and none waits. What core has not passed on yet (it batches every 10 ms) is not there to flush:
+  // the SDK's Runtime shutdown aborts that batch too.
   process.once('exit', () => runtime.flushLogs());
 }
 
