@@ -110,3 +110,13 @@ test('runs --compare without the key says it needs the key for the runs params a
   const withKey = await runCli(['runs', '--compare', failed, second, '--json'], keyed);
   assert.equal(withKey.code, 0, withKey.stdout + withKey.stderr);
 });
+
+test('status --watch --json prints the JSON alone on stdout, with the key or without', async () => {
+  for (const e of [keyed, env]) {
+    const r = await runCli(['status', failed, '--watch', '--json'], e);
+    // --watch exits as `submit --wait` does: 1 for a run that did not succeed.
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const st = JSON.parse(r.stdout) as { runId: string; state: string };
+    assert.deepEqual([st.runId, st.state], [failed, 'failed']);
+  }
+});

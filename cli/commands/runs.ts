@@ -321,7 +321,8 @@ export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number
   if (positionals.length !== 1) throw new CliError(`status takes one run id\nusage: ${usage}`, 2);
   const runId = (commandRun.id = positionals[0]!);
   const client = await ctx.client();
-  const st = await (values.watch ? followAndPrint(client, runId) : getRunStatus(client, runId, { showClear: true })).catch(
+  // --json: the stage lines a watch prints as they change would come out above the JSON.
+  const st = await (values.watch ? followAndPrint(client, runId, !!values.json) : getRunStatus(client, runId, { showClear: true })).catch(
     async (e: Error) => {
       throw /not found/i.test(e.message) ? await runNotOnServer(ctx, client, runId) : new CliError(e.message);
     },
@@ -351,12 +352,18 @@ function lockedNote(why: string): string {
 }
 
 export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> {
+  const usage = 'tempered runs [--limit N] [--json] | runs --compare RUN RUN [RUN …] [--json]';
   const { values, positionals } = parse(
     argv,
     { json: { type: 'boolean' }, limit: { type: 'string' }, compare: { type: 'boolean' } },
-    'tempered runs [--limit N] [--json] | runs --compare RUN RUN [RUN …] [--json]',
+    usage,
   );
   if (values.compare) return (await import('./runs-compare.ts')).compareTrialsCmd(ctx, positionals, !!values.json);
+  // Number('x') listed nothing and said "no runs yet", exit 0, of a server full of runs.
+  if (values.limit !== undefined && !/^[1-9]\d*$/.test(values.limit))
+    throw new CliError(`--limit takes how many runs to list, a whole number from 1, not '${values.limit}'\nusage: ${usage}`, 2);
+  if (positionals.length)
+    throw new CliError(`runs takes no run id (\`tempered status ${positionals[0]}\` shows one run)\nusage: ${usage}`, 2);
   const client = await ctx.client();
   const runs = await listRuns(client, Number(values.limit ?? 20));
   if (values.json) console.log(runJson(runs));
