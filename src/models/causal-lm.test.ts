@@ -199,6 +199,15 @@ test('unsupported config values fail naming the field', () => {
     // Sizes beyond any model are refused before they allocate (a rotary table of 2^31, a graph input per layer of 10^8).
     ['tiny-llama', { head_dim: 2 ** 31 }, /config\.json: head_dim: is 2147483648, more than any model this size field allows \(4096\)/],
     ['tiny-llama', { num_hidden_layers: 1e8 }, /num_hidden_layers: is 100000000, more than any model/],
+    // A negative or zero epsilon makes RMSNorm divide by zero (or take a root of a negative) on a row of zeros.
+    ['tiny-llama', { rms_norm_eps: -1.5 }, /config\.json: rms_norm_eps: must be a number above 0 and below 1, got -1\.5/],
+    ['tiny-llama', { rms_norm_eps: 0 }, /config\.json: rms_norm_eps: must be a number above 0 and below 1, got 0/],
+    // A config.json derived from a GGUF file's metadata names the file and the key the value came from.
+    [
+      'tiny-llama',
+      { gguf_file: 'model.gguf', num_attention_heads: 0 },
+      /model\.gguf: llama\.attention\.head_count \(config\.json's num_attention_heads\): must be a positive integer, got 0/,
+    ],
   ];
   for (const [src, patch, re] of cases) {
     rmSync(dir, { recursive: true, force: true });

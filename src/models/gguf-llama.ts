@@ -80,6 +80,27 @@ export function llamaConfigFromGguf(g: GgufFile, ggufFile: string): Record<strin
   };
 }
 
+/** The `<arch>.` metadata key each config.json field is derived from (llamaConfigFromGguf), for errors. */
+const METADATA_OF_CONFIG: Record<string, string> = {
+  hidden_size: 'embedding_length',
+  intermediate_size: 'feed_forward_length',
+  num_hidden_layers: 'block_count',
+  num_attention_heads: 'attention.head_count',
+  num_key_value_heads: 'attention.head_count_kv',
+  head_dim: 'attention.key_length (or rope.dimension_count)',
+  rms_norm_eps: 'attention.layer_norm_rms_epsilon',
+  rope_theta: 'rope.freq_base',
+  max_position_embeddings: 'context_length',
+  vocab_size: 'vocab_size',
+};
+
+/** The GGUF metadata key a field of a derived config.json comes from, or undefined for one no key holds. */
+export function ggufMetadataKey(config: Record<string, unknown>, field: string): string | undefined {
+  const key = METADATA_OF_CONFIG[field];
+  const arch = (config.model_type as string | undefined) ?? 'llama';
+  return key === undefined ? undefined : `${arch}.${key}`;
+}
+
 function requireTensor(g: GgufFile, name: string): GgufTensorInfo {
   const t = g.tensors.find((x) => x.name === name);
   if (!t) throw new InputError(`tensor ${name} is missing`, { where: g.path, hint: 'is this a LLaMA-family GGUF?' });

@@ -86,19 +86,19 @@ export function readLlamaConfig(dir: string, opts: { inference?: boolean } = {})
   // rope_scaling as the same field; its other rope types rescale the frequencies.
   const rope = c.raw.rope_parameters;
   if (rope !== undefined && rope !== null && (typeof rope !== 'object' || Array.isArray(rope)))
-    throw new InputError(`must be an object, got ${JSON.stringify(rope)}`, { where: `${c.path}: rope_parameters` });
+    throw new InputError(`must be an object, got ${JSON.stringify(rope)}`, { where: c.where(`rope_parameters`) });
   const ropeParams = (rope ?? {}) as Record<string, unknown>;
   const ropeType = ropeParams.rope_type ?? ropeParams.type ?? 'default';
   if (ropeType !== 'default')
     throw new InputError(`${JSON.stringify(ropeType)} is not supported (rope scaling variants are not implemented); supported: "default"`, {
-      where: `${c.path}: rope_parameters.rope_type`,
+      where: c.where(`rope_parameters.rope_type`),
     });
   // rope_parameters nested by layer type ({full_attention: {rope_theta, ...}}): the flat fields below would miss its
   // rope_theta and use another base without a word.
   for (const [k, v] of Object.entries(ropeParams))
     if (typeof v === 'object' && v !== null && !Array.isArray(v))
       throw new InputError('an object is not supported here (rope parameters per layer type); supported: one flat rope_parameters', {
-        where: `${c.path}: rope_parameters.${k}`,
+        where: c.where(`rope_parameters.${k}`),
       });
   for (const [where, v] of [
     ['partial_rotary_factor', c.raw.partial_rotary_factor],
@@ -106,7 +106,7 @@ export function readLlamaConfig(dir: string, opts: { inference?: boolean } = {})
   ] as const)
     if (v !== undefined && v !== null && v !== 1)
       throw new InputError(`${JSON.stringify(v)} is not supported (rotary embeddings on part of each head); supported: 1`, {
-        where: `${c.path}: ${where}`,
+        where: c.where(`${where}`),
       });
   let ropeTheta = c.num('rope_theta', 10000);
   let thetaField = 'rope_theta';
@@ -114,14 +114,14 @@ export function readLlamaConfig(dir: string, opts: { inference?: boolean } = {})
     const t = ropeParams.rope_theta;
     thetaField = 'rope_parameters.rope_theta';
     if (typeof t !== 'number' || !Number.isFinite(t))
-      throw new InputError(`must be a number, got ${JSON.stringify(t)}`, { where: `${c.path}: ${thetaField}` });
+      throw new InputError(`must be a number, got ${JSON.stringify(t)}`, { where: c.where(`${thetaField}`) });
     ropeTheta = t;
   }
   // The inverse frequencies are theta^(-2i/dh): a base below 1 makes them grow along the head, and a tiny one
   // (1e-300) overflows them to Infinity in float32, so every logit is NaN. Released models use 10^4 to 10^8.
   if (!(ropeTheta >= 1))
     throw new InputError(`must be at least 1, got ${ropeTheta}`, {
-      where: `${c.path}: ${thetaField}`,
+      where: c.where(`${thetaField}`),
       hint: 'the base of the rotary frequencies (10000 in LLaMA)',
     });
   if (type === 'llama') c.unsupportedUnless('pretraining_tp', (v) => v === 1, 'tensor-parallel slicing of the MLP');
@@ -137,7 +137,7 @@ export function readLlamaConfig(dir: string, opts: { inference?: boolean } = {})
     const kinds = c.raw.layer_types;
     if (kinds !== undefined && kinds !== null && (!Array.isArray(kinds) || kinds.some((k) => k !== 'full_attention')))
       throw new InputError(`${JSON.stringify(kinds)} is not supported; supported: every layer "full_attention"`, {
-        where: `${c.path}: layer_types`,
+        where: c.where(`layer_types`),
         hint: 'sliding-window layers of Qwen2 are not implemented',
       });
   }
@@ -151,10 +151,10 @@ export function readLlamaConfig(dir: string, opts: { inference?: boolean } = {})
   const kvHeads = c.int('num_key_value_heads', heads, 1 << 12);
   if (heads % kvHeads !== 0)
     throw new InputError(`num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`, {
-      where: `${c.path}: num_key_value_heads`,
+      where: c.where(`num_key_value_heads`),
     });
   const headDim = c.int('head_dim', Math.floor(hidden / heads), 1 << 12);
-  if (headDim % 2 !== 0) throw new InputError(`head_dim ${headDim} must be even for rotary embeddings`, { where: `${c.path}: head_dim` });
+  if (headDim % 2 !== 0) throw new InputError(`head_dim ${headDim} must be even for rotary embeddings`, { where: c.where(`head_dim`) });
   // attention_bias and mlp_bias are LlamaConfig fields: Mistral has no biases and Qwen2 has them on q/k/v only,
   // whatever those fields say (transformers reads them for llama alone).
   const llamaBias = type === 'llama' && c.bool('attention_bias', false);
@@ -167,7 +167,7 @@ export function readLlamaConfig(dir: string, opts: { inference?: boolean } = {})
     heads,
     kvHeads,
     headDim,
-    eps: c.num('rms_norm_eps', 1e-6),
+    eps: c.numBetween('rms_norm_eps', 1e-6, 0, 1),
     ropeTheta,
     tieEmbeddings: c.bool('tie_word_embeddings', false),
     attentionBias: type === 'qwen2' || llamaBias,

@@ -4,12 +4,12 @@
  * nn.Linear weight [out, in] into the [in, out] layout tempered's MatMul convention uses.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { readModelWeights } from '../formats/safetensors-index.ts';
 import { toFloat32 } from '../formats/safetensors.ts';
 import { readGguf } from '../formats/gguf.ts';
-import { GGUF_FILE_KEY, llamaWeightsFromGguf } from './gguf-llama.ts';
+import { GGUF_FILE_KEY, ggufMetadataKey, llamaWeightsFromGguf } from './gguf-llama.ts';
 
 export class ModelConfig {
   constructor(
@@ -45,8 +45,18 @@ export class ModelConfig {
     return new ModelConfig(raw as Record<string, unknown>, path);
   }
 
+  /**
+   * Where a field is, for errors: `config.json: key`, or, for a config.json derived from a GGUF file's metadata (which
+   * the user never wrote), the GGUF file and the metadata key it came from.
+   */
+  where(key: string): string {
+    const gguf = this.raw[GGUF_FILE_KEY];
+    const from = typeof gguf === 'string' ? ggufMetadataKey(this.raw, key) : undefined;
+    return from === undefined ? `${this.path}: ${key}` : `${join(dirname(this.path), gguf as string)}: ${from} (config.json's ${key})`;
+  }
+
   private fail(key: string, msg: string, hint?: string): never {
-    throw new InputError(msg, { where: `${this.path}: ${key}`, hint });
+    throw new InputError(msg, { where: this.where(key), hint });
   }
 
   /**
@@ -67,6 +77,13 @@ export class ModelConfig {
   num(key: string, dflt: number): number {
     const v = this.raw[key] ?? dflt;
     if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(key, `must be a number, got ${JSON.stringify(v)}`);
+    return v;
+  }
+
+  /** A number strictly between `above` and `below` (an epsilon). */
+  numBetween(key: string, dflt: number, above: number, below: number): number {
+    const v = this.num(key, dflt);
+    if (!(v > above && v < below)) this.fail(key, `must be a number above ${above} and below ${below}, got ${v}`);
     return v;
   }
 
