@@ -73,6 +73,25 @@ const good = (i: number) => j({ text: `message ${i}`, label: i % 2 ? 'spam' : 'h
 
 test('jsonl: malformed JSON', () =>
   expectBad('a.jsonl', [good(1), '{"text": "x", "label": ', good(2)].join('\n') + '\n', cls, 2, 'invalid-json', 2));
+test('jsonl: a last line cut short (no line break after it, and it does not parse) says the file may be unfinished', async () => {
+  const dir = tmp();
+  // An export still being written, or a copy or download stopped mid-line.
+  writeFileSync(join(dir, 'a.jsonl'), [good(1), good(2), '{"text": "mess'].join('\n'));
+  await assert.rejects(run(dir, { ...cls, path: 'a.jsonl' }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'a.jsonl:3', String(e));
+    assert.match(
+      e.message,
+      /a\.jsonl:3: invalid-json: .*; it is the file's last line and no line break follows it: the file may be cut short/,
+    );
+    return true;
+  });
+  // A bad line that is not the last, or a last line that parses without a line break, is no such case.
+  writeFileSync(join(dir, 'b.jsonl'), ['{"text": "mess', good(1)].join('\n'));
+  await assert.rejects(run(dir, { ...cls, path: 'b.jsonl' }), (e: unknown) => {
+    assert.ok(e instanceof InputError && !/cut short/.test(e.message), String(e));
+    return true;
+  });
+});
 test('jsonl: array instead of object', () => expectBad('a.jsonl', [good(1), good(2), '["x","ham"]'].join('\n'), cls, 3, 'not-object', 2));
 test('jsonl: null line', () => expectBad('a.jsonl', ['null', good(1)].join('\n'), cls, 1, 'not-object', 1));
 test('jsonl: invalid UTF-8 bytes', () =>

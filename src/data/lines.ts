@@ -30,6 +30,8 @@ export interface Line {
   /** Set when the line exceeded `maxLineBytes`; `bytes` then holds its full length. */
   tooLong?: boolean;
   bytes?: number;
+  /** Set on the file's last line when no line break follows it (a file still being written, or cut short). */
+  unterminated?: boolean;
 }
 
 export interface LineOptions {
@@ -530,5 +532,5 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
     if (start < chunk.length) keep(new Uint8Array(chunk.subarray(start)));
     if (out.length > 0) yield out;
   }
-  if (pendingBytes > 0 || skipping) yield [finish(new Uint8Array(0))];
+  if (pendingBytes > 0 || skipping) yield [{ ...finish(new Uint8Array(0)), unterminated: true }];
 }

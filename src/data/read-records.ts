@@ -236,7 +236,11 @@ export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): Asyn
         // A byte-order mark beginning a later line is where a file saved with one was appended (`cat a.jsonl b.jsonl`).
         v = JSON.parse(l.text.charCodeAt(0) === 0xfeff ? l.text.slice(1) : l.text);
       } catch (e) {
-        out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-json', detail: (e as Error).message } });
+        // Most files end in a line break; a last line without one that does not parse was most likely cut off.
+        const cut = l.unterminated
+          ? "; it is the file's last line and no line break follows it: the file may be cut short (still being written, or copied or downloaded in part)"
+          : '';
+        out.push({ row: l.line, lines: 1, raw: l.text, bad: { reason: 'invalid-json', detail: `${(e as Error).message}${cut}` } });
         continue;
       }
       if (typeof v !== 'object' || v === null || Array.isArray(v)) {
