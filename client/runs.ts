@@ -906,6 +906,20 @@ interface Matching {
   schedule?: string;
 }
 
+/**
+ * A listed run's params, secret-named ones hidden: a submitted run's memo keeps them as an object (hidden already); a
+ * schedule's run's keeps the schedule's `--param k=v` overrides as given, a list, which the Runs page showed as
+ * `0=lr=0.02 1=api_token=<the token>`.
+ */
+function listedParams(params: unknown): Record<string, unknown> | undefined {
+  const given = Array.isArray(params)
+    ? Object.fromEntries(
+        params.filter((p): p is string => typeof p === 'string').map((p) => [p.split('=', 1)[0]!, p.slice(p.indexOf('=') + 1)]),
+      )
+    : params;
+  return given && typeof given === 'object' ? (redactJson(given, [], { secretKeys: true }) as Record<string, unknown>) : undefined;
+}
+
 /** Newest started first; between runs started in the same millisecond, by run id. */
 const byStart = (a: RunSummary, b: RunSummary) =>
   b.startTime.getTime() - a.startTime.getTime() || (a.runId < b.runId ? -1 : a.runId > b.runId ? 1 : 0);
@@ -927,6 +941,7 @@ async function listedBy(client: Client, query: string, limit: number, m: Matchin
     const memo = (memoWhy ? {} : (wf.memo ?? {})) as Record<string, string>;
     const startedBy = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
     const scheduled = typeof startedBy === 'string' ? startedBy : memo.scheduleId || undefined;
+    const params = memoWhy ? undefined : listedParams(wf.memo?.params);
     // One that carries the attribute was matched by the query. An encrypted memo's pipeline cannot be matched: such a
     // run without the attribute is left out of a filtered list.
     const matches =
@@ -944,7 +959,7 @@ async function listedBy(client: Client, query: string, limit: number, m: Matchin
         execution: wf.runId,
         ...(scheduled ? { scheduleId: scheduled } : {}),
         ...(memo.resumeOf ? { resumeOf: memo.resumeOf } : {}),
-        ...(!memoWhy && typeof wf.memo?.params === 'object' && wf.memo.params ? { params: wf.memo.params as Record<string, unknown> } : {}),
+        ...(params ? { params } : {}),
         ...(memoWhy ? { memoEncrypted: memoWhy } : {}),
       });
     if (out.length >= limit && out.filter((r) => r.startTime.getTime() >= unlistedStartedBy).length >= limit) break;

@@ -7,6 +7,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { listRuns, submitRun, type RunFilters, type RunSummary } from '../client/runs.ts';
+import { createSchedule, triggerSchedule } from '../client/schedules.ts';
 import { InputError } from '../src/errors.ts';
 import { plannedPipeline } from '../tests/helpers/plans.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
@@ -149,5 +150,28 @@ describe('order', () => {
       );
       assert.equal(page.more, limit < 4);
     }
+  });
+});
+
+describe("a schedule's run", () => {
+  it("lists the schedule's --param values by name, a secret one hidden, as a submitted run's", async () => {
+    const plan = plannedPipeline('p', [{ id: 'a', uses: 'probe', needs: [], with: { value: '1' } }]);
+    await createSchedule(env.client, {
+      name: 'with-params',
+      taskQueue: TEST_QUEUE,
+      input: { plan, options: { baseDir: env.dir, actor: 'ann', scheduleId: 'with-params' } },
+      spec: {
+        pipeline: 'p',
+        specHash: plan.specHash,
+        specUri: 'artifact://sha256/none',
+        file: '/p.yaml',
+        params: ['lr=0.02', 'api_token=tok-SECRET-1'],
+      },
+      timing: { cron: '0 3 1 1 *', overlap: 'allow-all' },
+    });
+    await triggerSchedule(env.client, 'with-params');
+    await listed(1, { schedule: 'with-params' });
+    const [run] = await listRuns(env.client, 5, { schedule: 'with-params' });
+    assert.deepEqual(run?.params, { lr: '0.02', api_token: 'REDACTED' });
   });
 });

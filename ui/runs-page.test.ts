@@ -210,6 +210,23 @@ describe('Runs page in chromium', () => {
     await page.context().close();
   });
 
+  it("filters by a row's pipeline in one click, and offers, for a part that begins no name, the names seen holding it", async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs?status=Failed', errors);
+    await rowsBecome(page, failed);
+    await page.locator(`#runs tr[data-run="${failed[0]}"] a.filter-link`).click();
+    await waitFor('pipeline in the hash', async () => /pipeline=beta/.test(await hashOf(page)));
+    assert.match(await hashOf(page), /status=Failed/, 'the other filters stay');
+    await rowsBecome(page, failed);
+    // The filter is a name's beginning (a Temporal list query where the namespace has TemperedPipeline).
+    await page.evaluate(`location.hash = '#/runs?pipeline=eta'`);
+    await page.locator('#runs-none').waitFor();
+    assert.equal(await page.locator('#runs-pipelines-holding').innerText(), "; pipelines seen whose name holds 'eta': beta");
+    await page.locator('#runs-pipelines-holding a').click();
+    await rowsBecome(page, failed);
+    await page.context().close();
+  });
+
   it('sorts by a column header, with the mouse or the keyboard, the order in the URL', async (t) => {
     if (chrome.skip) return t.skip(chrome.skip);
     const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs', errors);

@@ -134,7 +134,7 @@ function usePoll(fn, deps, everyMs) {
 
 // ---- Runs -------------------------------------------------------------------------------------
 const RUN_FILTERS = ['status', 'pipeline', 'since', 'id', 'schedule'];
-const STATUSES = ['', 'Running', 'Completed', 'Failed', 'Canceled', 'Terminated'];
+const STATUSES = ['', 'Running', 'Completed', 'Failed', 'Canceled', 'Terminated', 'TimedOut'];
 /** Start-time windows; any `<n>h`, `<n>d` or date typed into the URL works too (ui/run-list.ts sinceTime). */
 const SINCE = [
   ['', 'any time'],
@@ -233,9 +233,20 @@ function RunsPage({ query }) {
   // Each answer says which filters it is for: another filter's rows are never shown under this one's, while it loads.
   const { data: got, error } = usePoll(() => api(`/api/runs?${qs}`).then((d) => ({ ...d, qs })), [qs], 3000);
   const data = got?.qs === qs ? got : undefined;
-  // The pipelines seen so far, offered as the pipeline field's choices.
+  // The pipelines and schedules seen so far, offered as their fields' choices.
   const seen = useRef(new Set());
-  for (const r of data?.runs ?? []) if (r.pipeline && !r.memoEncrypted) seen.current.add(r.pipeline);
+  const seenSchedules = useRef(new Set());
+  for (const r of data?.runs ?? []) {
+    if (r.pipeline && r.pipeline !== '(encrypted)') seen.current.add(r.pipeline);
+    if (r.scheduleId) seenSchedules.current.add(r.scheduleId);
+  }
+  // The filter matches a name's beginning (a Temporal list query: client/runs.ts): names seen that hold the text
+  // elsewhere are offered when it matches none, as `spam` for sms-spam.
+  const holding = f.pipeline
+    ? [...seen.current].filter((p) => p.includes(f.pipeline.toLowerCase()) && !p.startsWith(f.pipeline.toLowerCase())).sort()
+    : [];
+  /** The Runs page with one more filter, the others kept: a row's pipeline or schedule is one click from its runs. */
+  const withFilter = (k, v) => `#/runs?${new URLSearchParams(Object.entries({ ...f, [k]: v, sort }).filter(([, x]) => x)).toString()}`;
   const toggle = (id) => {
     const r = tickRun(picked, id);
     setPicked(r.picked);
@@ -271,7 +282,7 @@ function RunsPage({ query }) {
       ${field(
         'pipeline',
         'pipeline',
-        'name or part',
+        'name or its start',
         'runs whose pipeline name is this or begins with it, in any case; applies on Enter or when the field is left',
         { list: 'pipelines-seen' },
       )}
@@ -287,7 +298,16 @@ function RunsPage({ query }) {
       ${field('id', 'run id', 'an id or its start (/)', 'runs whose id begins with this (press / to come here); Enter to apply', {
         ref: idField,
       })}
-      ${field('schedule', 'schedule', 'name', 'applies on Enter or when the field is left')}
+      ${field(
+        'schedule',
+        'schedule',
+        'name',
+        'the runs a schedule started (and their resumes); applies on Enter or when the field is left',
+        {
+          list: 'schedules-seen',
+        },
+      )}
+      <datalist id="schedules-seen">${[...seenSchedules.current].sort().map((p) => html`<option value=${p} />`)}</datalist>
       ${anyFilter && html`<button id="runs-clear" onClick=${() => go({}, { sort })}>clear filters</button>`}
       <a
         href=${picked.length >= 2 ? `#/compare?${picked.map((id) => `run=${encodeURIComponent(id)}`).join('&')}` : undefined}
@@ -328,13 +348,24 @@ function RunsPage({ query }) {
                     >resumes <a href=${`#/run/${encodeURIComponent(r.resumeOf)}`}>${r.resumeOf}</a></span
                   >`}
               </td>
-              <td title=${r.memoEncrypted}>${r.pipeline}</td>
+              <td title=${r.memoEncrypted}>
+                ${r.pipeline === '(encrypted)'
+                  ? r.pipeline
+                  : html`<a class="filter-link" href=${withFilter('pipeline', r.pipeline)} title=${`only ${r.pipeline}'s runs`}
+                      >${r.pipeline}</a
+                    >`}
+              </td>
               <td class="params">${paramsText(r.params)}</td>
               <td><${State} s=${runStateWord(r.status)} /></td>
               <td>${r.actor ?? ''}</td>
               <td>${fmtTime(r.startTime)}</td>
               <td class="num">${fmtDur(r.startTime, r.closeTime)}</td>
-              <td>${r.scheduleId ?? ''}</td>
+              <td>
+                ${r.scheduleId &&
+                html`<a class="filter-link" href=${withFilter('schedule', r.scheduleId)} title=${`only ${r.scheduleId}'s runs`}
+                  >${r.scheduleId}</a
+                >`}
+              </td>
             </tr>`,
         )}
       </table>
@@ -357,6 +388,11 @@ function RunsPage({ query }) {
     data.runs.length === 0 &&
     html`<p class="muted" id="runs-none">
       ${asked ? `no runs with ${asked}` : html`no runs yet; submit one with <code>tempered submit pipeline.yaml</code>`}
+      ${holding.length > 0 &&
+      html`<span id="runs-pipelines-holding"
+        >; pipelines seen whose name holds '${f.pipeline}':${' '}
+        ${holding.map((p, i) => html`${i ? ', ' : ''}<a href=${withFilter('pipeline', p)}>${p}</a>`)}</span
+      >`}
     </p>`}`;
 }
 
