@@ -148,10 +148,30 @@ export function loadChatTemplate(dir: string, override?: string): ChatTemplate {
     checkFileSize(jinjaPath, MAX_TOKENIZER_CONFIG_BYTES);
     return new ChatTemplate(readFileSync(jinjaPath, 'utf8'), jinjaPath, specials);
   }
-  let t = config.chat_template;
+  const given = config.chat_template;
+  let t = given;
   // Some tokenizer configs carry several named templates; 'default' is the chat one.
-  if (Array.isArray(t)) t = (t as Array<{ name?: unknown; template?: unknown }>).find((x) => x?.name === 'default')?.template;
+  if (Array.isArray(given)) {
+    const named = given as Array<{ name?: unknown; template?: unknown } | null>;
+    t = named.find((x) => x?.name === 'default')?.template;
+    if (typeof t !== 'string')
+      throw new InputError(
+        `chat_template lists ${named.length} templates but none named "default" with a string template (names: ${named
+          .map((x) => JSON.stringify(x?.name ?? null).slice(0, 40))
+          .slice(0, 8)
+          .join(', ')})`,
+        { where: `${cfgPath}: chat_template`, hint: "give the template to use explicitly (the pipeline's chat_template field)" },
+      );
+  }
   if (typeof t === 'string' && t.length > 0) return new ChatTemplate(t, `${cfgPath}: chat_template`, specials);
+  if (given !== undefined && given !== null && typeof given !== 'string')
+    throw new InputError(
+      `chat_template must be a string, or a list of {"name", "template"} with one named "default"; got ${typeof given}`,
+      {
+        where: `${cfgPath}: chat_template`,
+        hint: "give the template to use explicitly (the pipeline's chat_template field)",
+      },
+    );
   throw new InputError('the model has no chat template', {
     where: dir,
     hint: "give one explicitly (the pipeline's chat_template field, or the call's template option), or use a prompt template for plain prompt/response training",

@@ -96,3 +96,18 @@ test('a chat template of more than 2^20 characters is refused; one just under re
   const many = new ChatTemplate('{{ 1 }}'.repeat(149_000), 'many tags');
   assert.equal(many.render([{ role: 'user', content: 'hi' }]), '1'.repeat(149_000));
 });
+
+test('a tokenizer_config.json chat_template that is neither a string nor a list naming a "default" one is refused naming the field, not called missing', () => {
+  for (const [value, message] of [
+    [42, /chat_template must be a string, or a list of \{"name", "template"\} with one named "default"; got number/],
+    [[{ name: 'default', template: 42 }], /chat_template lists 1 templates but none named "default" with a string template/],
+    [[{ name: 'tool_use', template: 'x' }, null], /chat_template lists 2 templates but none named "default" .*names: "tool_use", null/],
+  ] as const) {
+    const dir = modelDir(base);
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...JSON.parse(config), chat_template: value }));
+    refused(() => loadChatTemplate(dir), `${join(dir, 'tokenizer_config.json')}: chat_template`, message);
+  }
+  // Absent: the model has no template, as before.
+  const dir = modelDir(base);
+  assert.throws(() => loadChatTemplate(dir), /has no chat template/);
+});
