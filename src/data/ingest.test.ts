@@ -172,6 +172,18 @@ test('jsonl: CRLF line endings and BOM are accepted', async () => {
 });
 
 const csv: Omit<IngestConfig, 'path'> = { task: 'classification' };
+test('csv: a record holding lines that end in a carriage return alone (files of both kinds joined) says so', async () => {
+  const dir = tmp();
+  writeFileSync(join(dir, 'a.csv'), 'text,label\r\na,ham\nb,spam\rc,ham\rd,spam\r\ne,ham\n');
+  await assert.rejects(run(dir, { ...csv, path: 'a.csv' }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'a.csv:3', String(e));
+    assert.match(
+      e.message,
+      /a\.csv:3: column-count: expected 2 columns, got 4; the record holds 2 carriage returns not followed by a line break: lines ending in \\r alone \(classic Mac OS\) read as one; convert them, e\.g\. perl -pe/,
+    );
+    return true;
+  });
+});
 test('csv: wrong column count', () => expectBad('a.csv', 'text,label\nhello,ham\nbye,spam,extra\n', csv, 3, 'column-count', 1));
 test('csv: unclosed quote is reported at the line it opens; reading resumes after it', () =>
   expectBad('a.csv', 'text,label\n"ok, fine",ham\n"never closed,spam\nmore,ham\n', csv, 3, 'csv-syntax', 2));

@@ -468,7 +468,19 @@ export async function* readDelimited(file: SourceFile, opts: ReadOptions = {}): 
       opts.onColumns?.(names, null);
     }
     if (fields.length !== names.length) {
-      return { row, lines, raw: text, bad: { reason: 'column-count', detail: `expected ${names.length} columns, got ${fields.length}` } };
+      // A line's own \r\n lost its \r already: any \r left ends no line, and is most likely where a file with classic
+      // Mac OS line ends was joined to this one (crOnly refuses a file that has only those).
+      const crs = text.split('\r').length - 1;
+      const cr =
+        crs === 0
+          ? ''
+          : `; the record holds ${crs} carriage return${crs === 1 ? '' : 's'} not followed by a line break: lines ending in \\r alone (classic Mac OS) read as one; convert them, e.g. perl -pe 's/\\r(?!\\n)/\\n/g' '${file.display}' > converted.csv`;
+      return {
+        row,
+        lines,
+        raw: text,
+        bad: { reason: 'column-count', detail: `expected ${names.length} columns, got ${fields.length}${cr}` },
+      };
     }
     // Prototype-less: a column named __proto__ is a column like any other.
     const values: Record<string, unknown> = Object.create(null);
