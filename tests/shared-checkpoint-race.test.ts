@@ -120,8 +120,8 @@ for (const b of backends) {
       // The pointer is the holder's, and every file it names is there: another host resumes from step 3.
       assert.equal(await pullCheckpoint(home('next'), NAME, join(dir, 'next', 'ck')), 3);
       assert.deepEqual(
-        (await keys(remote, `checkpoint-files/${NAME}/`)).filter((k) => k.includes('step-00000003')),
-        [`checkpoint-files/${NAME}/step-00000003/manifest.json`, `checkpoint-files/${NAME}/step-00000003/params.bin`],
+        (await keys(remote, `checkpoint-files/${NAME}/step-00000003.`)).map((k) => k.split('/').at(-1)),
+        ['manifest.json', 'params.bin'],
       );
       // The holder goes on writing; the stale writer's finish is refused too and deletes nothing.
       await pushCheckpoint(holder, NAME, checkpoint(there, 4), undefined, undefined, hold);
@@ -131,6 +131,29 @@ for (const b of backends) {
       await finishSharedCheckpoint(holder, NAME, { steps: 4 }, undefined, hold);
       assert.deepEqual(await readSharedFinished(home('next3'), NAME), { steps: 4 });
       assert.deepEqual(await keys(remote, `checkpoint-files/${NAME}/`), []);
+    });
+
+    test('a stale writer that uploads the step the new holder shared (other bytes) replaces none of its files', async (t) => {
+      const { dir, remote, home } = setup(t);
+      const stale = home('stale');
+      const holder = home('holder');
+      const staleHold = await claimSharedCheckpoint(stale, NAME, 'attempt 1');
+      await pushCheckpoint(stale, NAME, checkpoint(join(dir, 'stale', 'ck'), 1), undefined, undefined, staleHold);
+      const hold = await claimSharedCheckpoint(holder, NAME, 'attempt 2');
+      await pushCheckpoint(holder, NAME, checkpoint(join(dir, 'holder', 'ck'), 2), undefined, undefined, hold);
+      // Attempt 1, not yet told of the takeover, shares its own step 2: other bytes (another host's threads).
+      const mine = checkpoint(join(dir, 'stale', 'ck'), 2);
+      writeFileSync(join(mine, 'params.bin'), Buffer.alloc(2050, 99));
+      await assert.rejects(pushCheckpoint(stale, NAME, mine, undefined, undefined, staleHold), PointerMovedError);
+      const there = join(dir, 'next', 'ck');
+      assert.equal(await pullCheckpoint(home('next'), NAME, there), 2, "the holder's step 2, whole");
+      assert.deepEqual(readFileSync(join(there, 'step-00000002', 'params.bin')), Buffer.alloc(2050, 2));
+      // The stale upload is litter the holder's next push deletes.
+      await pushCheckpoint(holder, NAME, checkpoint(join(dir, 'holder', 'ck'), 3), undefined, undefined, hold);
+      assert.deepEqual(
+        (await keys(remote, `checkpoint-files/${NAME}/`)).map((k) => k.split('/')[2]!.replace(/\.[0-9a-f]{16}$/, '')),
+        ['step-00000003', 'step-00000003'],
+      );
     });
 
     test('a claim keeps the pointer as it was (a finished record, a checkpoint) and a pointer that was none names no checkpoint', async (t) => {

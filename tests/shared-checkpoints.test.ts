@@ -75,9 +75,9 @@ for (const b of backends) {
       const pointer = JSON.parse((await readText(remote, `checkpoints/${NAME}.json`))!) as { step: number };
       assert.equal(pointer.step, 2);
       assert.deepEqual(
-        await keys(remote, 'checkpoint-files/'),
+        (await keys(remote, 'checkpoint-files/')).map((k) => k.replace(/\/step-00000002\.[0-9a-f]{16}\//, '/step-00000002/')),
         ['manifest.json', 'params.bin', 'state/moments.bin'].map((f) => `checkpoint-files/${NAME}/step-00000002/${f}`),
-        'the files of step 1 are gone once the pointer names step 2',
+        'the files of step 1 are gone once the pointer names step 2 (each push in a folder of its own, step-N.<write id>)',
       );
       assert.deepEqual(await keys(remote, 'sha256/'), [], 'checkpoints are not content-addressed artifacts');
       assert.deepEqual(readdirSync(join(a.root, 'sha256')), [], 'nor copied into the worker cache');
@@ -112,7 +112,7 @@ for (const b of backends) {
       const pointer = JSON.parse((await readText(remote, `checkpoints/${NAME}.json`))!) as { step: number };
       assert.equal(pointer.step, 1, 'the pointer still names the step before');
       assert.ok(
-        (await keys(remote, 'checkpoint-files/')).some((k) => k.includes('step-00000001/')),
+        (await keys(remote, 'checkpoint-files/')).some((k) => k.includes('step-00000001.')),
         'the files the pointer names are kept: nothing was cleaned up after the refusal',
       );
     });
@@ -121,7 +121,7 @@ for (const b of backends) {
       const { dir, remote, home } = setup(t);
       const a = home('a');
       await pushCheckpoint(a, NAME, checkpoint(join(dir, 'a', 'ck'), 3));
-      const params = `checkpoint-files/${NAME}/step-00000003/params.bin`;
+      const params = (await keys(remote, `checkpoint-files/${NAME}/step-00000003.`)).find((k) => k.endsWith('/params.bin'))!;
       const good = (await readText(remote, params))!;
 
       await remote.putBytes(params, Buffer.from('bit rot'), { ifAbsent: false });
@@ -160,6 +160,10 @@ for (const b of backends) {
         [{ step: 1, name: 'step-1', files: [entry('x'), entry('x/y')] }, /as a file and as a folder/],
         [{ step: 1, name: 'step-1', files: [{ name: 'x', sha256: 'nope', bytes: 1 }] }, /no valid sha256/],
         [{ step: 1, name: 'step-1', files: [{ name: 'x', sha256: 'a'.repeat(64), bytes: -1 }] }, /no valid sha256/],
+        // The push's folder of files: inside the checkpoint's folder of files, of its own step.
+        [{ step: 1, name: 'step-1', at: '../../sha256', files: [manifest] }, /no step folder/],
+        [{ step: 1, name: 'step-1', at: 'step-2.0123456789abcdef', files: [manifest] }, /no step folder/],
+        [{ step: 1, name: 'step-1', at: 'step-1./x', files: [manifest] }, /no step folder/],
       ];
       const there = join(dir, 'b', 'ck');
       for (const [p, why] of pointers) {
@@ -218,7 +222,7 @@ for (const b of backends) {
       assert.equal(await pullCheckpoint(home('b'), NAME, join(dir, 'b', 'ck')), 2);
       // The next push (here: of the same folder again) removes what the failed one left.
       await pushCheckpoint(home('c'), NAME, join(local, 'step-00000002'));
-      assert.equal((await keys(remote, `checkpoint-files/${NAME}/step-00000001/`)).length, 0);
+      assert.equal((await keys(remote, `checkpoint-files/${NAME}/step-00000001`)).length, 0);
     });
   });
 }

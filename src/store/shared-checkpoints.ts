@@ -1,7 +1,7 @@
 /**
  * Training checkpoints in the shared store, so that a stage killed on one worker resumes on another.
  * The trainer writes each checkpoint folder locally (atomically, engine/checkpoint.ts); `push` then
- * uploads its files under `checkpoint-files/<name>/<step-N>/…` and moves a small pointer,
+ * uploads its files under `checkpoint-files/<name>/<step-N>.<write id>/…` and moves a small pointer,
  * `checkpoints/<name>.json` (step, folder name, each file's sha256 and size), to them. Before
  * training, `pull` brings the pointed-to checkpoint into the local folder when it is newer than any
  * there, so the trainer's ordinary resume finds it. Without a remote backend (one machine, local
@@ -32,6 +32,8 @@ import { downloadObject } from './object-download.ts';
 import { KEY_PREFIXES } from './key-layout.ts';
 
 const STEP_DIR = /^step-(\d+)$/;
+/** A push's folder of files in the store: `step-N.<write id>` (before 7 Dec 2026, `step-N`). */
+const FILES_DIR = /^step-(\d+)(?:\.[0-9a-f]{16})?$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 /** More files than any checkpoint folder holds (a manifest and a few tensor files): a bound on a hostile pointer. */
 const MAX_FILES = 10_000;
@@ -40,8 +42,10 @@ interface Pointer {
   step: number;
   /** The checkpoint's folder name, e.g. step-00000040. */
   name: string;
-  /** The folder's files, uploaded under `checkpoint-files/<name>/<folder name>/`. */
+  /** The folder's files, uploaded under `checkpoint-files/<name>/<at>/`. */
   files?: TreeEntry[];
+  /** The push's own folder of files, `<name>.<write id>`; before 7 Dec 2026 there was none and the files were under `<name>/`. */
+  at?: string;
   /** Before 5 Dec 2026 a checkpoint was a tree artifact; such pointers still resume. */
   tree?: ArtifactRef;
   /** This write's own id (the pointer's version tag differs from every other write's); `claimed` names the writer that claimed it. */
@@ -104,6 +108,12 @@ function stepOf(name: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
+/** The step of a folder of files in the store, either form. */
+function filesStep(dir: string): number | undefined {
+  const m = FILES_DIR.exec(dir);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** The regular files of a folder, as slash-separated relative names, sorted; symlinks are refused. */
 function filesOf(dir: string, rel = ''): string[] {
   const out: string[] = [];
@@ -119,7 +129,7 @@ function filesOf(dir: string, rel = ''): string[] {
 
 /**
  * Uploads the checkpoint folder `dir`, points `name`'s pointer at it, then deletes the files of
- * older checkpoints of `name`. A failed upload throws (the trainer's checkpoint is not yet shared);
+ * older checkpoints of `name` (and of other pushes of its step). A failed upload throws (the trainer's checkpoint is not yet shared);
  * a failed clean-up is only logged: what it left is removed by the next push or the finish (finishSharedCheckpoint).
  */
 export async function pushCheckpoint(
@@ -137,20 +147,24 @@ export async function pushCheckpoint(
   const folder = basename(dir);
   const step = stepOf(folder);
   if (step === undefined) throw new Error(`${dir} is not a checkpoint folder (step-N)`);
+  // Each push's files go in a folder of their own: a writer that lost its lease and still uploads (maybe the same
+  // step as the new holder, maybe other bytes) never replaces a file the new holder's pointer names.
+  const write = writeId();
+  const at = `${folder}.${write}`;
   const files: TreeEntry[] = [];
   for (const rel of filesOf(dir)) {
     const path = join(dir, rel);
     const { sha256, bytes } = await sha256File(path);
-    await remote.putFile(`${filesPrefix(name)}${folder}/${rel}`, path, { sha256, bytes, ifAbsent: false });
+    await remote.putFile(`${filesPrefix(name)}${at}/${rel}`, path, { sha256, bytes, ifAbsent: false });
     files.push({ name: rel, sha256, bytes });
   }
-  const text = JSON.stringify({ step, name: folder, files, write: writeId() } satisfies Pointer) + '\n';
+  const text = JSON.stringify({ step, name: folder, at, files, write } satisfies Pointer) + '\n';
   // Uploading the files can take long (an LLM's adapters and optimizer state): the lease may have
   // been lost meanwhile, and a lost writer must not move the new holder's pointer. (Nor may one that
   // passed this check and then paused: the swap below refuses it.)
   await beforePointer();
   await movePointer(remote, name, text, hold);
-  await removeFiles(remote, name, (stepDir) => stepDir !== folder && (stepOf(stepDir) ?? -1) < step).catch((e: Error) =>
+  await removeFiles(remote, name, (stepDir) => stepDir !== at && (filesStep(stepDir) ?? Infinity) <= step).catch((e: Error) =>
     log(`could not delete older shared checkpoints of ${name} (left for the next checkpoint): ${e.message}`),
   );
 }
@@ -214,7 +228,7 @@ async function removeFiles(remote: ObjectBackend, name: string, doomed: (stepDir
     // Only what a push could have written: a listing with other keys (a server that ignores the
     // prefix) must not turn a clean-up into deleting artifacts.
     const step = key.startsWith(prefix) ? key.slice(prefix.length).split('/')[0]! : '';
-    if (STEP_DIR.test(step) && doomed(step)) keys.push(key);
+    if (FILES_DIR.test(step) && doomed(step)) keys.push(key);
   }
   for (const key of keys) await remote.delete(key);
 }
@@ -233,7 +247,8 @@ function parsePointer(text: string): Pointer | string {
     !Number.isSafeInteger(p.step) ||
     typeof p.name !== 'string' ||
     p.name.length > 32 ||
-    stepOf(p.name) !== p.step
+    stepOf(p.name) !== p.step ||
+    (p.at !== undefined && (typeof p.at !== 'string' || !p.at.startsWith(`${p.name}.`) || filesStep(p.at) !== p.step))
   )
     return 'its pointer names no step folder';
   if (p.files === undefined) return isArtifactRef(p.tree) ? p : 'its pointer lists no files';
@@ -296,7 +311,7 @@ export async function pullCheckpoint(
   await fsp.rm(tmp, { recursive: true, force: true });
   try {
     let damage: string | undefined;
-    if (p.files) damage = await downloadFiles(remote, `${filesPrefix(name)}${p.name}/`, p.files, tmp);
+    if (p.files) damage = await downloadFiles(remote, `${filesPrefix(name)}${p.at ?? p.name}/`, p.files, tmp);
     else
       damage = await store.materializeTree(p.tree!, tmp).then(
         () => undefined,
