@@ -663,6 +663,37 @@ test('a file of a folder removed after the folder was listed, before it was read
     assert.deepEqual(readdirSync(dir), ['d']);
   }
 });
+test('an archive (zip, tar, .tar.gz, bzip2, xz, zstd, 7z) saved under a data name fails naming what it is and how to unpack it', async () => {
+  const dir = tmp();
+  const inner = `${good(1)}\n`;
+  // A tar member: a 512-byte header ("ustar" at 257), the file's bytes padded to 512, two empty blocks.
+  const header = Buffer.alloc(512);
+  header.write('inner.jsonl', 0);
+  header.write('ustar\u000000', 257, 'latin1');
+  const tar = Buffer.concat([header, Buffer.from(inner), Buffer.alloc(512 - inner.length + 1024)]);
+  const archives: [string, Buffer, RegExp, RegExp][] = [
+    ['a.jsonl', Buffer.concat([Buffer.from('PK\u0003\u0004', 'latin1'), Buffer.alloc(40)]), /a zip archive/, /unzip 'a\.jsonl'/],
+    ['b.jsonl', tar, /a tar archive/, /tar xf 'b\.jsonl'/],
+    ['c.jsonl.gz', gzipSync(tar), /a tar archive/, /tar xf 'c\.jsonl\.gz'/],
+    ['d.csv', Buffer.from('BZh91AY&SY\u0000\u0001', 'latin1'), /a bzip2-compressed file/, /bunzip2 -k 'd\.csv'/],
+    ['e.csv', Buffer.from('\u00fd7zXZ\u0000\u0000\u0004', 'latin1'), /an xz-compressed file/, /unxz -k 'e\.csv'/],
+    ['f.tsv', Buffer.from('\u0028\u00b5\u002f\u00fd\u0020\u0010', 'latin1'), /a zstd-compressed file/, /unzstd 'f\.tsv'/],
+    ['g.jsonl', Buffer.from('7z\u00bc\u00af\u0027\u001c\u0000\u0004', 'latin1'), /a 7z archive/, /7z x 'g\.jsonl'/],
+  ];
+  for (const [file, bytes, what, how] of archives) {
+    writeFileSync(join(dir, file), bytes);
+    await assert.rejects(run(dir, { ...cls, path: file, onBadRow: 'quarantine' }), (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === file, `${file}: ${String(e)}`);
+      assert.match(e.message, what);
+      assert.match(e.hint ?? '', how);
+      return true;
+    });
+  }
+  assert.deepEqual(readdirSync(dir).sort(), archives.map(([f]) => f).sort());
+  // Text that spells "ustar" where a tar header has it is text ("mustard" at byte 256).
+  writeFileSync(join(dir, 'h.csv'), `text,label\n${'x'.repeat(245)}mustard,ham\n`);
+  assert.equal((await run(dir, { ...cls, path: 'h.csv' })).rowsOut, 1);
+});
 test('a folder holding a file and its .gz copy reads the file once, as before .gz was read (same rows, same cache key)', async () => {
   const dir = tmp();
   mkdirSync(join(dir, 'd'));

@@ -113,6 +113,36 @@ export function crOnly(b: Uint8Array): boolean {
   return first !== -1 && (b.indexOf(0x0d, first + 1) !== -1 || first === b.length - 1);
 }
 
+/**
+ * Archives and other compressors by their magic number (a tar by "ustar" at 257), and how to unpack each: one saved
+ * under a data file's name (`data.jsonl` that is a zip, a `.tar.gz` named `.jsonl.gz`) read as a bad row a line, whose
+ * hint blamed the mapping. gzip itself is read (fileText); a tar inside it is seen once inflated.
+ */
+const ARCHIVES: { what: string; at: number; magic: number[]; unpack: string }[] = [
+  { what: 'a zip archive', at: 0, magic: [0x50, 0x4b, 0x03, 0x04], unpack: 'unzip' },
+  // "ustar" and its version with a NUL, which no text holds ("mustard" may well sit at byte 257 of a CSV): POSIX, GNU.
+  { what: 'a tar archive', at: 257, magic: [0x75, 0x73, 0x74, 0x61, 0x72, 0x00, 0x30, 0x30], unpack: 'tar xf' },
+  { what: 'a tar archive', at: 257, magic: [0x75, 0x73, 0x74, 0x61, 0x72, 0x20, 0x20, 0x00], unpack: 'tar xf' },
+  // "BZh" and the block size, then the first block's magic (pi's digits): "BZh9" alone could begin a header.
+  { what: 'a bzip2-compressed file', at: 4, magic: [0x31, 0x41, 0x59, 0x26, 0x53, 0x59], unpack: 'bunzip2 -k' },
+  { what: 'an xz-compressed file', at: 0, magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], unpack: 'unxz -k' },
+  { what: 'a zstd-compressed file', at: 0, magic: [0x28, 0xb5, 0x2f, 0xfd], unpack: 'unzstd' },
+  { what: 'a 7z archive', at: 0, magic: [0x37, 0x7a, 0xbc, 0xaf, 0x27, 0x1c], unpack: '7z x' },
+];
+
+/** The input error for a file whose first bytes are an archive's or another compressor's, or undefined. */
+function archiveError(chunk: Uint8Array, file: string): InputError | undefined {
+  const bzip2 = chunk[0] === 0x42 && chunk[1] === 0x5a && chunk[2] === 0x68;
+  const a = ARCHIVES.find(
+    (x) => (x.unpack !== 'bunzip2 -k' || bzip2) && chunk.length >= x.at + x.magic.length && x.magic.every((b, i) => chunk[x.at + i] === b),
+  );
+  if (!a) return undefined;
+  return new InputError(`the file is ${a.what}, not text`, {
+    where: file,
+    hint: `unpack it first (${a.unpack} '${file}'), then point path at the data file it holds (only gzip is read as it is)`,
+  });
+}
+
 /** The input error for a data file that `sniffUnicode` recognised. */
 export function notUtf8(file: string, s: UnicodeSniff, setting: EncodingSetting = 'encoding: '): InputError {
   const { family, how, iconv } = describeSniff(s);
@@ -504,6 +534,8 @@ export async function* readLineChunks(path: string, opts: LineOptions = {}): Asy
     if (first) {
       // The first read of a file holds min(its size, 1 MiB): enough to tell its encoding.
       first = false;
+      const archive = archiveError(chunk, opts.display ?? path);
+      if (archive) throw archive;
       const s = sniffUnicode(chunk);
       if (s) throw notUtf8(opts.display ?? path, s, setting);
       if (decoder && chunk[0] === 0xef && chunk[1] === 0xbb && chunk[2] === 0xbf)
