@@ -252,6 +252,14 @@ describe('trigger now', () => {
   };
   const started = async (name: string) => (await readSchedule(env.client, name)).view.recentActions.map((a) => a.runId);
 
+  it("says, beside the timing, that a cron is UTC's and what a trigger does while a run is in progress", async () => {
+    const res = await fetch(`${url}/api/schedules`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const s0 = ((await res.json()) as { schedules: { name: string; timing: string; overlap: string }[] }).schedules.find(
+      (s) => s.name === 's0',
+    );
+    assert.deepEqual([s0?.timing, s0?.overlap], ['cron 0 3 1 1 * (UTC)', 'allow-all']);
+  });
+
   it('records the run it started, as `schedule trigger` does', async () => {
     const { runId } = await trigger('s0');
     assert.ok(runId);

@@ -1976,7 +1976,11 @@ function SchedulesPage() {
           html`<tr data-schedule=${s.name} data-paused=${String(s.paused)}>
             <td>${s.name}<br /><a class="muted" href=${`#/runs?schedule=${encodeURIComponent(s.name)}`}>its runs</a></td>
             <td>${s.pipeline}<${ScheduleSpec} name=${s.name} /></td>
-            <td>${s.timing}</td>
+            <td>
+              ${s.timing}<br /><span class="muted" title="what a fire or a trigger does while a run is still in progress"
+                >overlap ${s.overlap}</span
+              >
+            </td>
             <td><${State} s=${s.paused ? 'paused' : 'active'} />${s.note ? html`<br /><span class="muted">${s.note}</span>` : ''}</td>
             <td>
               ${s.nextRuns.length === 0 && html`<span class="muted">${s.paused ? 'none while paused' : 'none'}</span>`}
