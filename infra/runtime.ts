@@ -7,8 +7,28 @@ import { DefaultLogger, Runtime, type LogLevel, type LogMetadata } from '@tempor
  * once per queue, took it for a fault.
  */
 export class WorkerLogger extends DefaultLogger {
+  /** Executions whose workflow task this worker could not decrypt, said once each. */
+  private readonly keyless = new Set<string>();
+
   override log(level: LogLevel, message: string, meta?: LogMetadata): void {
     if (message.startsWith('No workflows registered, not polling for workflow tasks')) return;
+    // Core's own account of the same task (at WARN, a standalone worker's level): the failure's Rust debug text, the
+    // stack trace in it; the line below says it once per run.
+    if (message === 'Failing workflow task' && String(meta?.failure).includes('PayloadKeyError')) return;
+    const error = meta?.error as Error | undefined;
+    if (message === 'Failed to process Workflow Activation' && error?.name === 'PayloadKeyError') {
+      // A worker without the key (a `submit --wait` whose in-process worker shares a queue with encrypted runs) got the
+      // SDK's error with the codec's stack trace, 15 lines, again on every retry of the task, for each such run.
+      const execution = String(meta?.runId ?? '');
+      if (this.keyless.has(execution)) return;
+      if (this.keyless.size > 1000) this.keyless.clear();
+      this.keyless.add(execution);
+      super.log(
+        level,
+        `this worker cannot run a workflow task of run execution ${execution} (task queue '${String(meta?.taskQueue)}'): ${error.message}; Temporal retries it until a worker with the key takes it (said once per run)`,
+      );
+      return;
+    }
     super.log(level, message, meta);
   }
 }

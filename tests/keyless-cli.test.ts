@@ -1,15 +1,18 @@
 /**
  * Commands that cannot go on without TEMPERED_PAYLOAD_KEY (resume, runs --compare), run by a process without it or
  * with another key, against a real dev server: each exits 1 saying what it needed the key for, which key id and which
- * variable, and what works without it, and changes nothing (no run submitted, no audit record). What works without
- * the key (status, logs, cancel, schedules) is tests/payload-encryption.test.ts.
+ * variable, and what works without it, and changes nothing (no run submitted, no audit record); a keyless worker says
+ * in a line that it cannot run an encrypted run; --watch --json is JSON alone with the key or without. What works
+ * without the key (status, logs, cancel, schedules) is tests/payload-encryption.test.ts.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runCli, startCliServer } from './helpers/cli.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Connection } from '@temporalio/client';
+import { runCli, startCliServer, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 
 const KEY = randomBytes(32).toString('base64');
 /** Fails at once on its only row (no text field): a run that ended, which resume is for, with no data to copy in. */
@@ -119,4 +122,40 @@ test('status --watch --json prints the JSON alone on stdout, with the key or wit
     const st = JSON.parse(r.stdout) as { runId: string; state: string };
     assert.deepEqual([st.runId, st.state], [failed, 'failed']);
   }
+});
+
+test('a worker without the key says once per run, in one line, that it cannot run an encrypted run', async () => {
+  // Submitted with the key to a queue that only a keyless worker serves: each of its workflow tasks fails there.
+  const queue = { TEMPERED_TASK_QUEUE: 'keyless-worker' };
+  const r = await runCli(['submit', file, '--json'], { ...keyed, ...queue });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const { runId } = JSON.parse(r.stdout) as { runId: string };
+  const logFile = join(cluster.home, 'keyless-worker.log');
+  const worker = await startCliWorker([], { ...env, ...queue }, { logFile });
+  const connection = await Connection.connect({ address: cluster.server.address });
+  let execution = '';
+  try {
+    // Until the server has given it the run's workflow task three times (Temporal keeps a failed task's retries out of
+    // the history: the description counts them).
+    for (let attempt = 0; attempt < 3; ) {
+      const d = await connection.workflowService.describeWorkflowExecution({ namespace: 'default', execution: { workflowId: runId } });
+      execution = d.workflowExecutionInfo?.execution?.runId ?? '';
+      attempt = d.pendingWorkflowTask?.attempt ?? 0;
+      if (attempt < 3) await sleep(200);
+    }
+  } finally {
+    await connection.close();
+    await stopCliWorker(worker);
+    await runCli(['cancel', runId], keyed);
+  }
+  const log = readFileSync(logFile, 'utf8');
+  const lines = log.split('\n').filter((l) => l.includes(execution));
+  assert.equal(lines.length, 1, log);
+  assert.match(
+    lines[0]!,
+    new RegExp(
+      `\\[ERROR\\] this worker cannot run a workflow task of run execution ${execution} \\(task queue 'keyless-worker'\\): this Temporal payload is encrypted \\(key id [0-9a-f]{16}\\) and this process has no key: set TEMPERED_PAYLOAD_KEY.*; Temporal retries it until a worker with the key takes it \\(said once per run\\)$`,
+    ),
+  );
+  assert.doesNotMatch(log, /at EncryptionCodec|Failed to process Workflow Activation|Failing workflow task/);
 });
