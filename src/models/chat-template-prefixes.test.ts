@@ -3,7 +3,7 @@
 // not render once per reply.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -28,7 +28,12 @@ const TINY_TEMPLATES = [
   '{% set ns = namespace(n=0) %}[{{ messages[0].role }}]{% for m in messages %}{% set ns.n = ns.n + 1 %}{% if not loop.first %}\n{% endif %}<{{ m.role }}>{{ m.content }}({{ ns.n }})<|endoftext|>{% endfor %}{% if add_generation_prompt %}\n<assistant>{% endif %}',
   // Text after the loop that no turn starts with: only the last reply can be located, the others are refused.
   '{% for m in messages %}\n<{{ m.role }}>{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}\n<assistant>{% else %}.{% endif %}',
-].map((t, i) => new ChatTemplate(t, `template ${i}`));
+  // The generation prompt written inside the loop, after the last turn (TinyLlama's and Zephyr's way).
+  '{% for m in messages %}<{{ m.role }}>{{ m.content }}<|endoftext|>\n{% if loop.last and add_generation_prompt %}<assistant>{% endif %}{% endfor %}',
+  JSON.parse(readFileSync(new URL('./fixtures/chat-templates.json', import.meta.url), 'utf8')).templates[
+    'zephyr-style (trim_blocks, lstrip_blocks)'
+  ],
+].map((t, i) => new ChatTemplate(t, `template ${i}`, { eos_token: '<|endoftext|>' }));
 
 /** The same template rendered reply by reply, as encodeConversation did before. */
 function replyByReply(t: ChatTemplate): ChatTemplate {
@@ -111,6 +116,11 @@ test('templates that can tell how many messages follow, or whether a generation 
     '{% for m in messages %}{{ m.content }}{% endfor %}{% for m in messages %}{{ m.role }}{% endfor %}',
     '{% macro turn(m) %}{{ m.content }}{% endmacro %}{% for m in messages %}{{ turn(m) }}{% endfor %}{{ add_generation_prompt }}',
     '{% if true %}{% for m in messages %}{{ m.content }}{% endfor %}{% endif %}',
+    // The generation prompt in the loop, but not at the end of its body, or with an else, or setting what it writes.
+    '{% for m in messages %}{% if loop.last and add_generation_prompt %}<a>{% endif %}{{ m.content }}{% endfor %}',
+    '{% for m in messages %}{{ m.content }}{% if loop.last and add_generation_prompt %}<a>{% else %}.{% endif %}{% endfor %}',
+    '{% set ns = namespace(p=0) %}{% for m in messages %}{{ m.content }}{% if loop.last and add_generation_prompt %}{% set ns.p = 1 %}<a>{% endif %}{% endfor %}',
+    '{% for m in messages %}{{ m.content }}{% if loop.last or add_generation_prompt %}<a>{% endif %}{% endfor %}',
   ];
   for (const t of lookingAhead)
     assert.equal(new ChatTemplate(t, 'ahead').renderMarkingTurns([{ role: 'user', content: 'x' }]), undefined, t);
@@ -146,7 +156,7 @@ test('a conversation of many replies is rendered a few times, not once per reply
     [e.turnsCut, e.lossTokens],
     [0, messages.filter((m) => m.role === 'assistant').reduce((n, m) => n + m.content.length + 1, 0)],
   );
-  // The whole conversation as it is, with placeholders (chat-template-spans.ts) and marked; the first message marked with
-  // the generation prompt. Reply by reply it was 2 + 2 × 200.
-  assert.equal(renders, 4);
+  // The whole conversation as it is, with placeholders (chat-template-spans.ts), and marked with the generation prompt.
+  // Reply by reply it was 2 + 2 × 200.
+  assert.equal(renders, 3);
 });

@@ -3,21 +3,25 @@
  * for reply k, the conversation before it with the generation prompt (`head`) and the conversation up to it (`upTo`).
  * Rendered one by one they cost the square of the conversation's turns (500 one-word exchanges: 9 s). Most templates
  * are one loop over the messages whose turns do not look ahead: then every such rendering is the whole conversation's
- * text up to turn k followed by what the template writes after its loop, and one rendering of the whole conversation with
- * a mark before each turn (and one of its first message with the generation prompt) gives them all.
+ * text up to turn k followed by what the template writes after its loop (and, with the generation prompt, what the loop
+ * writes after its last turn), and one rendering of the whole conversation with marks around each turn gives them all.
  *
  * Which templates: the loop over `messages` is at the top of the template, and nothing in the template can tell how many
  * messages there are (`messages` is read only by that loop and as `messages[0]`; `loop.last`, `loop.length`,
  * `loop.revindex` and `loop.nextitem` are not read), whether the generation prompt is asked before the loop has ended
- * (`add_generation_prompt` is read only after it), or, after the loop, anything the loop wrote. A template is
- * judged on its syntax, so one that merely might look ahead (a macro, a `messages | length`) is rendered reply by reply
- * as before; so is a rendering whose marks are not where the judgement says they must be.
+ * (`add_generation_prompt` is read only after it, or in an `if loop.last and add_generation_prompt` that ends the loop's
+ * body and sets nothing, as Zephyr's and TinyLlama's templates write it), or, after the loop, anything the loop wrote. A
+ * template is judged on its syntax, so one that merely might look ahead (a macro, a `messages | length`, Mistral's
+ * `messages[1:]`) is rendered reply by reply as before; so is a rendering whose marks are not where the judgement says
+ * they must be.
  */
 import type { BudgetedTemplate } from './chat-template-budget.ts';
 import type { ChatMessage, ChatTemplate } from './chat-template.ts';
 
-/** A noncharacter: in no template, and a conversation that holds it is rendered reply by reply. */
+/** Noncharacters: in no template, and a conversation that holds one is rendered reply by reply. */
 export const TURN_MARK = '\uFFFF';
+/** Around what a loop's `{% if loop.last and add_generation_prompt %}` writes (Zephyr's and TinyLlama's templates). */
+export const PROMPT_MARK = '\uFFFE';
 
 interface Node {
   type: string;
@@ -52,7 +56,8 @@ const names = (roots: readonly unknown[]): Set<string> =>
 
 /**
  * Whether the parsed template is one loop over the messages whose prefix renderings can be read off the whole one (see
- * above); if so, marks it: TURN_MARK before each iteration's text and after the loop.
+ * above); if so, marks it: TURN_MARK before each iteration's text and after the loop, PROMPT_MARK around what the loop's
+ * generation prompt writes.
  */
 export function markTurns(program: { body: object[] }): boolean {
   const body = program.body as Node[];
@@ -60,6 +65,30 @@ export function markTurns(program: { body: object[] }): boolean {
   if (at < 0 || body.some((n, i) => i !== at && n.type === 'For' && isIdentifier(n.iterable, 'messages'))) return false;
   const loop = body[at]! as Node & { body: Node[]; defaultBlock?: Node[]; loopvar: Node };
   if (!Array.isArray(loop.body) || (loop.defaultBlock?.length ?? 0) > 0) return false;
+  // The one place a turn may read `loop.last` and `add_generation_prompt`: an `if loop.last and add_generation_prompt`
+  // (no else) that ends the loop's body, writing the generation prompt after the last message's turn. It is rendered as
+  // `if add_generation_prompt`, which writes what it would write after each turn, between PROMPT_MARKs; it may set
+  // nothing, since it runs after every turn then.
+  const promptIf = loop.body.filter((n) => n.type !== 'Comment').at(-1);
+  const isPromptIf =
+    promptIf?.type === 'If' &&
+    isNode(promptIf.test) &&
+    promptIf.test.type === 'BinaryExpression' &&
+    (promptIf.test.operator as { value?: unknown } | undefined)?.value === 'and' &&
+    [promptIf.test.left, promptIf.test.right].some((n) => isIdentifier(n, 'add_generation_prompt')) &&
+    [promptIf.test.left, promptIf.test.right].some(
+      (n) =>
+        isNode(n) &&
+        n.type === 'MemberExpression' &&
+        isIdentifier(n.object, 'loop') &&
+        n.computed === false &&
+        isIdentifier(n.property, 'last'),
+    ) &&
+    (!Array.isArray(promptIf.alternate) || promptIf.alternate.length === 0) &&
+    Array.isArray(promptIf.body) &&
+    !walk(promptIf.body as Node[]).some(({ node }) => node.type === 'Set' || node.type === 'CallExpression' || node.type === 'Macro');
+  const standIn: Node = { type: 'Identifier', value: 'add_generation_prompt' };
+  if (isPromptIf) promptIf.test = standIn;
   const all = walk(body);
   for (const { node, parent } of all) {
     if (!isIdentifier(node, 'messages') || node === loop.iterable) continue;
@@ -75,7 +104,8 @@ export function markTurns(program: { body: object[] }): boolean {
   // Macros can be called from anywhere: what they read or write counts everywhere.
   const macros = all.filter(({ node }) => node.type === 'Macro').map(({ node }) => node.body);
   const inLoop = [loop.body, ...macros];
-  if (names([...body.slice(0, at + 1), ...macros]).has('add_generation_prompt')) return false;
+  if (walk([...body.slice(0, at + 1), ...macros]).some(({ node }) => isIdentifier(node, 'add_generation_prompt') && node !== standIn))
+    return false;
   for (const { node, parent } of walk(inLoop)) {
     if (!isIdentifier(node, 'loop')) continue;
     const field = parent?.type === 'MemberExpression' && parent.object === node && parent.computed === false ? parent.property : undefined;
@@ -91,6 +121,10 @@ export function markTurns(program: { body: object[] }): boolean {
   }
   const readAfter = names([...body.slice(at + 1), ...macros]);
   if ([...written].some((n) => readAfter.has(n))) return false;
+  if (isPromptIf) {
+    (promptIf.body as Node[]).unshift({ type: 'StringLiteral', value: PROMPT_MARK });
+    (promptIf.body as Node[]).push({ type: 'StringLiteral', value: PROMPT_MARK });
+  }
   loop.body.unshift({ type: 'StringLiteral', value: TURN_MARK });
   body.splice(at + 1, 0, { type: 'StringLiteral', value: TURN_MARK });
   return true;
@@ -124,56 +158,52 @@ function renderBoth(template: ChatTemplate, messages: ChatMessage[], whole: stri
   return { head: head.length, upTo: upTo.length, extendsHead: upTo.startsWith(head), inWhole: whole.startsWith(upTo) };
 }
 
-/** The marked rendering cut at its marks, or undefined where it is not `expected` with `marks` marks. */
-function cutAtMarks(marked: string | undefined, marks: number): string[] | undefined {
-  const parts = marked?.split(TURN_MARK);
-  return parts?.length === marks + 1 ? parts : undefined;
-}
-
 /**
  * Reply k's renderings (`whole`: the rendering of all the messages, without the generation prompt), each exactly as
  * rendering `messages.slice(0, k)` with the generation prompt and `messages.slice(0, k + 1)` without would give.
  */
 export function replyRenderings(template: ChatTemplate, messages: ChatMessage[], whole: string): (k: number) => ReplyRenderings {
   const one = (k: number) => renderBoth(template, messages, whole, k);
-  if (
-    messages.length === 0 ||
-    whole.includes(TURN_MARK) ||
-    messages.some((m) => m.content.includes(TURN_MARK) || m.role.includes(TURN_MARK))
-  )
-    return one;
-  let parts: string[] | undefined;
+  const marked = (t: string) => t.includes(TURN_MARK) || t.includes(PROMPT_MARK);
+  if (messages.length === 0 || marked(whole) || messages.some((m) => marked(m.content) || marked(m.role))) return one;
+  let rendering: string | undefined;
   try {
-    parts = cutAtMarks(template.renderMarkingTurns(messages, { addGenerationPrompt: false }), messages.length + 1);
+    // With the generation prompt: the turns as in `whole`, what each would be followed by as the last one, and what
+    // the template writes after its loop.
+    rendering = template.renderMarkingTurns(messages, { addGenerationPrompt: true });
   } catch {
     // Whatever made it fail, rendering reply by reply meets it (or not) as it did before.
   }
-  if (parts === undefined || parts.join('') !== whole) return one;
-  // turnStart[i]: where message i's turn starts in `whole`; turnStart[n]: where the loop ends.
-  const turnStart = [parts[0]!.length];
-  for (let i = 1; i <= messages.length; i++) turnStart.push(turnStart[i - 1]! + parts[i]!.length);
-  const after = parts.at(-1)!;
-  let afterPrompt: string | undefined | null;
-  const withPrompt = (): string | undefined => {
-    if (afterPrompt === undefined) {
-      afterPrompt = null;
-      try {
-        const p = cutAtMarks(template.renderMarkingTurns(messages.slice(0, 1), { addGenerationPrompt: true }), 2);
-        if (p !== undefined && p[0]! + p[1]! === whole.slice(0, turnStart[1])) afterPrompt = p[2]!;
-      } catch {
-        // As above.
-      }
-    }
-    return afterPrompt ?? undefined;
-  };
+  const parts = rendering?.split(TURN_MARK);
+  if (parts?.length !== messages.length + 2) return one;
+  // turnStart[i]: where message i's turn starts in `whole`; turnStart[n]: where the loop ends. promptAfter[i]: what the
+  // loop writes after turn i when it is the last one.
+  const turnStart: number[] = [];
+  const promptAfter: string[] = [];
+  let at = parts[0]!.length;
+  if (!whole.startsWith(parts[0]!)) return one;
+  for (let i = 1; i <= messages.length; i++) {
+    const t = parts[i]!;
+    const open = t.indexOf(PROMPT_MARK);
+    const close = open < 0 ? -1 : t.indexOf(PROMPT_MARK, open + 1);
+    if (open >= 0 && close !== t.length - 1) return one;
+    const turn = open < 0 ? t : t.slice(0, open);
+    if (!whole.startsWith(turn, at)) return one;
+    turnStart.push(at);
+    promptAfter.push(open < 0 ? '' : t.slice(open + 1, close));
+    at += turn.length;
+  }
+  turnStart.push(at);
+  const after = whole.slice(at);
+  const prompt = parts.at(-1)!;
   return (k) => {
-    const prompt = k === 0 ? undefined : withPrompt();
-    if (prompt === undefined) return one(k);
+    if (k === 0) return one(k);
     const end = turnStart[k + 1]!;
+    const head = promptAfter[k - 1]! + prompt;
     return {
-      head: turnStart[k]! + prompt.length,
+      head: turnStart[k]! + head.length,
       upTo: end + after.length,
-      extendsHead: (whole.slice(turnStart[k], end) + after).startsWith(prompt),
+      extendsHead: (whole.slice(turnStart[k], end) + after).startsWith(head),
       inWhole: whole.startsWith(after, end),
     };
   };

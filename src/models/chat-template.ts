@@ -85,7 +85,8 @@ export class ChatTemplate {
   }
 
   /**
-   * `render` with TURN_MARK before each message's turn and after the last (chat-template-prefixes.ts), or undefined for
+   * `render` with TURN_MARK before each message's turn and after the last, PROMPT_MARK around what the loop's generation
+   * prompt writes (chat-template-prefixes.ts), or undefined for
    * a template whose renderings of the conversation's beginnings cannot be read off the whole one that way.
    */
   renderMarkingTurns(messages: ChatMessage[], opts: RenderOptions = {}): string | undefined {
