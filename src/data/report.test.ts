@@ -69,3 +69,39 @@ test('reports survive JSON and render as readable tables', () => {
   assert.match(sp, /^validation\s+1\s+16\.7%\s+1\s+0$/m);
   assert.match(sp, /leakage: 0 group\(s\) across splits \(ok\)/);
 });
+
+test('a report of more than 30 labels lists the 30 most common, in the ingest line and the split table, with the rest summed', () => {
+  const labels = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`l${String(i).padStart(2, '0')}`, i < 5 ? 10 : 1]));
+  const ingest: DataReport = {
+    kind: 'ingest',
+    task: 'classification',
+    rowsIn: 85,
+    rowsOut: 85,
+    linesIn: 85,
+    badLines: 0,
+    badRows: {},
+    labels,
+    sourceFiles: [],
+    dataHash: 'cd'.repeat(32),
+    textLength: { p50: 4, p90: 9, p99: 9, max: 9 },
+    schema: { text: 'Utf8' },
+  };
+  const line = formatDataReport(ingest)
+    .split('\n')
+    .find((l) => l.startsWith('labels: '))!;
+  assert.match(line, /^labels: l00 10, l01 10, l02 10, l03 10, l04 10, l05 1, .*, l29 1, and 10 more labels \(10 rows\)$/);
+  const split: DataReport = {
+    kind: 'split',
+    rowsIn: 85,
+    seed: 1,
+    splits: { train: { rows: 85, labels }, test: { rows: 0, labels: {} } },
+    leakage: 0,
+    groupBy: '_cluster',
+    stratify: 'label',
+    maxStratifyDeviation: 0,
+  };
+  const [header, train] = formatDataReport(split).split('\n').slice(1, 3);
+  assert.match(header, /^split\s+rows\s+share\s+l00\s.*\sl29\s+10 more labels$/);
+  assert.match(train, /^train\s+85\s+100\.0%\s+10\s.*\s1\s+10$/);
+  assert.equal(header.trim().split(/\s+/).length, 3 + 30 + 3);
+});

@@ -205,16 +205,25 @@ export function formatDataReport(r: DataReport): string {
       ].join('\n');
     case 'split': {
       const names = Object.keys(r.splits);
-      const labels = [...new Set(names.flatMap((n) => Object.keys(r.splits[n].labels)))].sort();
+      let labels = [...new Set(names.flatMap((n) => Object.keys(r.splits[n].labels)))].sort();
+      // A column a label: past COUNTS_LISTED the most common, and one column for the rest (a class per row made thousands).
+      const total = (l: string) => names.reduce((s, n) => s + (r.splits[n].labels[l] ?? 0), 0);
+      const rest = labels.length > COUNTS_LISTED ? [...labels] : [];
+      if (rest.length > 0) {
+        labels = [...labels].sort((a, b) => total(b) - total(a) || (a < b ? -1 : 1)).slice(0, COUNTS_LISTED);
+        const listed = new Set(labels);
+        rest.splice(0, rest.length, ...rest.filter((l) => !listed.has(l)));
+      }
       return [
         `split (seed ${r.seed}${r.stratify ? `, stratified by ${r.stratify}` : ''}${r.groupBy ? `, grouped by ${r.groupBy}` : ''}): ${r.rowsIn} rows`,
         table([
-          ['split', 'rows', 'share', ...labels],
+          ['split', 'rows', 'share', ...labels, ...(rest.length > 0 ? [`${rest.length} more labels`] : [])],
           ...names.map((n) => [
             n,
             String(r.splits[n].rows),
             pct(r.splits[n].rows, r.rowsIn),
             ...labels.map((l) => String(r.splits[n].labels[l] ?? 0)),
+            ...(rest.length > 0 ? [String(rest.reduce((s, l) => s + (r.splits[n].labels[l] ?? 0), 0))] : []),
           ]),
         ]),
         `leakage: ${r.leakage} group(s) across splits${r.leakage === 0 ? ' (ok)' : ' (BROKEN)'}; max stratification deviation ${r.maxStratifyDeviation.toFixed(2)} rows`,
