@@ -211,6 +211,31 @@ describe('the shared folder’s swap lock', () => {
     assert.deepEqual(readdirSync(dirname(file)), ['pointer.json'], 'no lock or temp left');
   });
 
+  test('a swapper paused just after it took the lock writes nothing through the lock of the swapper that took it over', async (t) => {
+    const file = folder(t);
+    writeFileSync(file, 'v1');
+    const v1 = fileTag(Buffer.from('v1'));
+    const first = gate();
+    let settled = false;
+    const stale = swapFile(file, Buffer.from('stale'), v1, { locked: first.pass }).finally(() => (settled = true));
+    await first.waiting;
+    // Its lock is taken over (found stale: here at once) by a swapper that has checked v1 too and holds the new lock,
+    // paused before its rename.
+    const second = gate();
+    const taker = swapFile(file, Buffer.from('new'), v1, { staleMs: 0, beforeRename: second.pass });
+    await second.waiting;
+    first.open();
+    // The first goes on while the new lock is held, until it has either swapped or is waiting to take the lock again
+    // (its next try's folder, `<file>.tempered-swap.<token>.new`, is there).
+    while (!settled && !readdirSync(dirname(file)).some((n) => /\.tempered-swap\.[0-9a-f]+\.new$/.test(n)))
+      await new Promise((r) => setImmediate(r));
+    second.open();
+    assert.notEqual(await taker, 'conflict');
+    assert.equal(await stale, 'conflict', 'its version check was under the lock it lost: it looks again and finds "new"');
+    assert.equal(readFileSync(file, 'utf8'), 'new', 'the stale bytes never landed');
+    assert.deepEqual(readdirSync(dirname(file)), ['pointer.json'], 'no lock or temp left');
+  });
+
   test('a lock left by a dead process is taken over at once; swaps of several processes lose no update', async (t) => {
     const file = folder(t);
     // A lock whose holder's pid is gone (a crash between mkdir and rename).

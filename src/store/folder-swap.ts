@@ -1,24 +1,30 @@
 /**
  * Compare-and-swap of a small file that processes on several hosts replace through one shared folder (NFS): what S3's
  * `If-Match` does for a checkpoint pointer. POSIX has no conditional rename, so each swap holds a lock, a folder
- * `<file>.tempered-swap` made with mkdir (atomic and exclusive, NFS included): under it the swapper reads the file,
- * compares its version (the bytes' sha256) with the one expected, and renames its new bytes in.
+ * `<file>.tempered-swap`: under it the swapper reads the file, compares its version (the bytes' sha256) with the one
+ * expected, and renames its new bytes in.
  *
  * A lock left by a crash is taken over (its holder's process gone on this machine, or the lock older than `staleMs`),
  * and so is one whose holder is only paused (SIGSTOP, a long GC, a host cut off): the old holder must then never write.
  * It cannot be trusted to check first (it may pause between the check and the write), so the write checks itself:
- * the new bytes are written inside the lock folder and renamed from there, and a takeover renames the lock folder
- * aside and deletes it before the taker goes on. The old holder's rename then names a file that no longer exists (its
- * path is resolved when the rename runs; on NFS its folder's handle is stale) and fails; it starts over, and finds
- * the version changed.
+ * the swapper builds its lock in a folder of its own (`<file>.tempered-swap.<token>.new`, holding its owner and its new
+ * bytes) and takes the lock by renaming that folder to the lock's name (refused while another, never empty, is there),
+ * and its new bytes are renamed in from inside the lock; a takeover renames the lock folder aside and deletes it before
+ * the taker goes on. The old holder's rename then names a file that no longer exists (its path is resolved when the
+ * rename runs; on NFS its folder's handle is stale) and fails; it starts over, and finds the version changed. (A lock
+ * made by mkdir and then filled would not do: a holder paused between its mkdir and its writes would write them into
+ * the folder of the swapper that took it over, and rename through that one's lock.)
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { holderGone, newOwner, parseOwner } from '../util/dir-lock.ts';
 
-/** The lock folder's suffix, and its aside folders' (`<file>.tempered-swap.<hex>.stale`): listings skip them. */
-export const SWAP_LOCK = /\.tempered-swap(\.[0-9a-f]+\.stale)?$/;
+/**
+ * The lock folder's suffix, its aside folders' (`<file>.tempered-swap.<hex>.stale`) and a swapper's own before it takes
+ * the lock (`….<token>.new`): listings skip them.
+ */
+export const SWAP_LOCK = /\.tempered-swap(\.[0-9a-f]+\.(stale|new))?$/;
 /** A swap holds its lock for a read and a rename (milliseconds, a little more on NFS). */
 const STALE_MS = 10_000;
 const ATTEMPTS = 200;
@@ -30,6 +36,8 @@ export function fileTag(bytes: Uint8Array): string {
 export interface SwapOptions {
   /** How old a lock must be before it is taken over (default 10 s). */
   staleMs?: number;
+  /** Runs under the lock, before the version check: where a test pauses a swapper that has just taken the lock. */
+  locked?: () => Promise<void>;
   /** Runs under the lock, after the version check and before the rename: where a test pauses a swapper. */
   beforeRename?: () => Promise<void>;
 }
@@ -44,39 +52,58 @@ export async function swapFile(
   const lock = `${file}.tempered-swap`;
   const staleMs = opts.staleMs ?? STALE_MS;
   const owner = newOwner(`swap of ${file}`, Date.now());
-  const mine = `${lock}/${owner.token}.new`;
-  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
-    try {
-      await fsp.mkdir(lock);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      if (!(await takeOverIfStale(lock, staleMs))) await sleep(Math.min(200, 5 * attempt));
-      continue;
-    }
-    try {
-      await fsp.writeFile(`${lock}/owner`, JSON.stringify(owner));
-      const current = await fsp.readFile(file).catch((e: NodeJS.ErrnoException) => {
-        if (e.code === 'ENOENT') return undefined;
-        throw e;
-      });
-      if ((current === undefined ? undefined : fileTag(current)) !== expect) return 'conflict';
-      const fh = await fsp.open(mine, 'wx');
-      try {
-        await fh.writeFile(bytes);
-        await fh.sync();
-      } finally {
-        await fh.close();
+  const own = `${lock}.${owner.token}.new`;
+  const mine = `${owner.token}.new`;
+  let built = false;
+  try {
+    for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+      if (!built) {
+        // Its owner and its new bytes are in the folder before it can be the lock: nothing is written through the lock's name.
+        await fsp.rm(own, { recursive: true, force: true });
+        await fsp.mkdir(own);
+        await fsp.writeFile(`${own}/owner`, JSON.stringify(owner));
+        const fh = await fsp.open(`${own}/${mine}`, 'wx');
+        try {
+          await fh.writeFile(bytes);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        built = true;
       }
-      await opts.beforeRename?.();
-      // The fence: from inside the lock folder, so a swapper whose lock was taken over writes nothing.
-      await fsp.rename(mine, file);
-      return { etag: fileTag(bytes) };
-    } catch (e) {
-      // The lock was taken over under this swapper (its folder or its files gone): start over, and look again.
-      if (!['ENOENT', 'ESTALE'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
-    } finally {
-      await release(lock, owner.token);
+      try {
+        await fsp.rename(own, lock);
+      } catch (e) {
+        // A directory renamed onto a non-empty one: ENOTEMPTY on Linux, EEXIST elsewhere (POSIX allows both).
+        if (!['ENOTEMPTY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+        if (!(await takeOverIfStale(lock, staleMs))) await sleep(Math.min(200, 5 * attempt));
+        continue;
+      }
+      built = false;
+      // Its age counts from now, not from when the folder was built (it may have waited for the lock meanwhile).
+      const now = new Date();
+      await fsp.utimes(lock, now, now).catch(() => {});
+      try {
+        await opts.locked?.();
+        const current = await fsp.readFile(file).catch((e: NodeJS.ErrnoException) => {
+          if (e.code === 'ENOENT') return undefined;
+          throw e;
+        });
+        if ((current === undefined ? undefined : fileTag(current)) !== expect) return 'conflict';
+        await opts.beforeRename?.();
+        // The fence: from inside the lock folder, so a swapper whose lock was taken over writes nothing.
+        await fsp.rename(`${lock}/${mine}`, file);
+        return { etag: fileTag(bytes) };
+      } catch (e) {
+        // The lock was taken over under this swapper (its folder gone): start over, and look again.
+        if (!['ENOENT', 'ESTALE'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+      } finally {
+        await release(lock, owner.token);
+      }
     }
+  } finally {
+    // Its own folder when it never became the lock (a failed try, a thrown error).
+    await fsp.rm(own, { recursive: true, force: true });
   }
   throw new Error(`could not take the lock ${lock} in ${ATTEMPTS} tries: another writer keeps swapping ${file}`);
 }
@@ -106,6 +133,6 @@ async function takeOverIfStale(lock: string, staleMs: number): Promise<boolean> 
   const st = await fsp.stat(lock).catch(() => undefined);
   if (!st) return true;
   const owner = parseOwner(await fsp.readFile(`${lock}/owner`, 'utf8').catch(() => undefined));
-  if (!holderGone(owner) && Date.now() - st.mtimeMs < staleMs) return false;
+  if (!holderGone(owner) && Date.now() - Math.max(st.mtimeMs, st.ctimeMs) < staleMs) return false;
   return removeLock(lock);
 }
