@@ -240,6 +240,14 @@ describe('Runs page in chromium', () => {
     await waitFor('sorted by pipeline, descending', async () => /sort=-pipeline/.test(await hashOf(page)));
     await waitFor('beta runs first', async () => (await pipelines()).join() === 'beta,beta,alpha,alpha,alpha,alpha,alpha,alpha');
     assert.equal(await page.getAttribute('button[data-sort=pipeline] >> xpath=..', 'aria-sort'), 'descending');
+    // The page is the newest started runs whatever their order; the count says which order they are in.
+    assert.equal(await page.locator('#runs-count').innerText(), 'all 8 runs, sorted by pipeline here');
+    await page.locator('button[data-sort=started]').click();
+    await rowsBecome(page, all);
+    assert.equal(await page.locator('#runs-count').innerText(), 'all 8 runs');
+    await page.locator('button[data-sort=started]').click();
+    await rowsBecome(page, [...all].reverse());
+    assert.equal(await page.locator('#runs-count').innerText(), 'all 8 runs, oldest first here');
     await page.context().close();
   });
 

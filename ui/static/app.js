@@ -270,7 +270,8 @@ function RunsPage({ query }) {
   // The page is always the newest started runs (client/runs.ts listRuns); a column's order sorts those, and "show more"
   // adds the next newest started to them, wherever they sort.
   const sortCol = sort.replace(/^-/, '');
-  const sortedBy = RUN_SORTS[sortCol] && sortCol !== 'started' ? `, sorted by ${sortCol} here` : '';
+  const sortedBy =
+    !RUN_SORTS[sortCol] || sort === '-started' ? '' : sort === 'started' ? ', oldest first here' : `, sorted by ${sortCol} here`;
   return html`<h1>Runs</h1>
     <div class="bar">
       <label
