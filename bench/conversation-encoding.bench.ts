@@ -5,7 +5,7 @@
  * to each reply (as it did before, which grows with the square of the replies), alternating in one process; both
  * tokenize each reply from its turn's `<|im_start|>` (added-token-anchors.ts). The last shape has every message quote
  * the turn tokens, which are then cut as plain text (tokenizer-spans.ts). Process CPU time is printed beside wall time:
- * on a shared machine wall time measures the neighbours too.
+ * on a shared machine wall time measures the neighbours too. A first round of each shape is not counted (warm-up).
  *
  *   nice node --import tsx bench/conversation-encoding.bench.ts [rounds=3]
  */
@@ -46,7 +46,8 @@ for (const [name, exchanges, words, maxLength, quote] of shapes) {
   ]).flat();
   const t = { m: [] as number[], r: [] as number[], mc: [] as number[], rc: [] as number[] };
   let ids = '';
-  for (let r = 0; r < rounds; r++)
+  // Round -1 warms the JIT for both ways and is not counted: on the first, small shape it was most of the time.
+  for (let r = -1; r < rounds; r++)
     for (const [key, template] of [
       ['m', marked],
       ['r', replyByReply],
@@ -54,8 +55,10 @@ for (const [name, exchanges, words, maxLength, quote] of shapes) {
       const [t0, c0] = [performance.now(), process.cpuUsage()];
       const e = encodeConversation(tok, messages, { template, maxLength });
       const c = process.cpuUsage(c0);
-      t[key].push((performance.now() - t0) / 1000);
-      t[`${key}c`].push((c.user + c.system) / 1e6);
+      if (r >= 0) {
+        t[key].push((performance.now() - t0) / 1000);
+        t[`${key}c`].push((c.user + c.system) / 1e6);
+      }
       const got = JSON.stringify([e.inputIds, e.labels]);
       if (ids && got !== ids) throw new Error(`${name}: the two ways disagree`);
       ids = got;
