@@ -118,6 +118,28 @@ export function checkIngestConfig(cfg: IngestConfig): InputError[] {
         );
     return out;
   }
+  // A line break ends a record before any delimiter or quote is looked at: as either it splits nothing. The quote as
+  // the delimiter too could not be told from it.
+  const lineBreak = (c: unknown) => c === '\n' || c === '\r';
+  if (lineBreak(cfg.delimiter))
+    bad(
+      `delimiter ${JSON.stringify(cfg.delimiter)} is a line break: records end at line breaks, so it would split no line`,
+      'delimiter',
+      'set the character between fields (",", ";", "\\t", "|")',
+    );
+  if (lineBreak(cfg.quote))
+    bad(
+      `quote ${JSON.stringify(cfg.quote)} is a line break, which ends a record`,
+      'quote',
+      'set the quote character ("\'" or \'"\'), or quote: false',
+    );
+  const quote = cfg.quote === undefined ? (format === 'tsv' ? false : '"') : cfg.quote;
+  if (cfg.delimiter !== undefined && cfg.delimiter === quote)
+    bad(
+      `delimiter and quote are both ${JSON.stringify(cfg.delimiter)}: a field's quotes could not be told from the delimiters between fields`,
+      'delimiter',
+      'set another delimiter, or quote: false if the file quotes nothing',
+    );
   if (cfg.columns !== undefined && cfg.header !== false)
     bad(
       "columns names the columns of a file without a header, but header is true (the default): the header's names are used and columns would be ignored",

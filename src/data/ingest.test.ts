@@ -1263,6 +1263,24 @@ test('config errors name the field', async () => {
   );
   writeFileSync(join(dir, 'e.jsonl'), '\n\n');
   await assert.rejects(run(dir, { ...cls, path: 'e.jsonl' }), (e: unknown) => e instanceof InputError && /no rows/.test(e.message));
+  // A delimiter or quote that is a line break splits nothing (every row a column-count bad row); one that is the quote
+  // character cannot be told from it.
+  writeFileSync(join(dir, 'n.csv'), 'a,ham\nb,spam\n');
+  const noHeader = { ...cls, path: 'n.csv', header: false, columns: ['text', 'label'] };
+  for (const [set, where, message] of [
+    [{ delimiter: '\n' }, 'delimiter', /^delimiter: delimiter "\\n" is a line break/],
+    [{ delimiter: '\r' }, 'delimiter', /^delimiter: delimiter "\\r" is a line break/],
+    [{ quote: '\n' }, 'quote', /^quote: quote "\\n" is a line break/],
+    [{ delimiter: '"' }, 'delimiter', /^delimiter: delimiter and quote are both "\\""/],
+    [{ delimiter: "'", quote: "'" }, 'delimiter', /^delimiter: delimiter and quote are both "'"/],
+  ] as const)
+    await assert.rejects(run(dir, { ...noHeader, ...set }), (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === where, String(e));
+      assert.match(e.message, message);
+      return true;
+    });
+  // A TSV's tab delimiter with quote: '"' set, or a ; delimiter, are fine.
+  assert.equal((await run(dir, { ...noHeader, delimiter: ',', quote: "'" })).rowsOut, 2);
 });
 
 test('directory and glob sources are read in sorted order with provenance', async () => {
