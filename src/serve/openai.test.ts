@@ -731,6 +731,63 @@ test("/metrics counts each error by the code its client got, a stream's error ev
   );
 });
 
+test("a stream whose client stopped reading does not hold the server's stop past its grace", { timeout: 60_000 }, async () => {
+  const real = await load(dirA, 'tiny@1');
+  // Large events, so the socket's buffers fill within a few of them; the loop ends when the generation is stopped,
+  // as generate's does between forward passes.
+  const gen: TextGenerator = Object.assign(Object.create(real) as TextGenerator, {
+    generate: async (p: number[][], o: GenerateOptions) => {
+      for (let i = 0; i < 1000 && !o.signal?.aborted; i++) await o.onToken?.({ row: 0, token: 1, text: 'x'.repeat(65_536) });
+      return [{ tokens: [], text: '', finishReason: 'cancelled' as const, promptTokens: p[0]!.length, cachedTokens: 0 }];
+    },
+  });
+  const server = await createModelServer({
+    token: TOKEN,
+    pollMs: 60_000,
+    resolveCurrent: async () => ({ key: gen.id, load: async () => gen }),
+    generation: { stopGraceMs: 0 },
+  });
+  const answers: import('node:http').ServerResponse[] = [];
+  server.app.addHook('onRequest', async (_req, reply) => void answers.push(reply.raw));
+  const { port } = new URL(await server.listen());
+  const body = JSON.stringify({ prompt: 'Hi', max_tokens: 100, stream: true });
+  const sock = connect(Number(port), '127.0.0.1');
+  sock.write(
+    `POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+  );
+  sock.pause(); // and never reads
+  sock.on('error', () => {});
+  // Until the server's write waits for a drain that a client that reads nothing never gives.
+  while (!answers[0]?.writableNeedDrain) await new Promise((r) => setTimeout(r, 10));
+  await server.close();
+  assert.ok(answers[0]!.destroyed, 'its connection was dropped');
+  sock.destroy();
+});
+
+test('a stream whose client reads nothing for streamStallMs is dropped, and its generation slot freed', { timeout: 60_000 }, async (t) => {
+  const real = await load(dirA, 'tiny@1');
+  const gen: TextGenerator = Object.assign(Object.create(real) as TextGenerator, {
+    generate: async (p: number[][], o: GenerateOptions) => {
+      for (let i = 0; i < 1000 && !o.signal?.aborted; i++) await o.onToken?.({ row: 0, token: 1, text: 'x'.repeat(65_536) });
+      return [{ tokens: [], text: '', finishReason: 'cancelled' as const, promptTokens: p[0]!.length, cachedTokens: 0 }];
+    },
+  });
+  const { url, server } = await serve(t, gen, { generation: { streamStallMs: 50 } });
+  const body = JSON.stringify({ prompt: 'Hi', max_tokens: 100, stream: true });
+  const sock = connect(Number(new URL(url).port), '127.0.0.1');
+  sock.on('error', () => {});
+  sock.write(
+    `POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+  );
+  sock.pause(); // and never reads
+  t.after(() => void sock.destroy());
+  while (server.gate.active === 0) await new Promise((r) => setTimeout(r, 10));
+  // The only slot comes free without the client reading a byte, and the next request is answered.
+  while (server.gate.active > 0) await new Promise((r) => setTimeout(r, 10));
+  const next = await post(url, '/v1/completions', { prompt: 'Hi', max_tokens: 2, temperature: 0 });
+  assert.equal(next.status, 200);
+});
+
 test('a request refused for its token is answered at once and its connection closed, whatever body it was still sending', async (t) => {
   // With the error log `tempered serve` runs (fastify takes it as its logger instance).
   const { url } = await serve(t, await load(dirA, 'tiny@1'), { logger: 'errors' });

@@ -40,7 +40,16 @@ export interface GenerationLimits {
    * server.ts): within the 10 s `docker stop` waits before its kill, which would cut answers off unsaid.
    */
   stopGraceMs?: number;
+  /**
+   * Longest a stream's write may wait for its client to read (a slow reader slows its generation): past it the client
+   * is taken as gone and the generation stops, its slot free. Without it, one client that stopped reading held a
+   * generation slot for ever (at the default of one, the whole server). Default 30 s (STREAM_STALL_MS).
+   */
+  streamStallMs?: number;
 }
+
+/** How long a stream's write waits for its client to read before the client is taken as gone. */
+export const STREAM_STALL_MS = 30_000;
 
 /** An error in the OpenAI shape: `{ error: { message, type, param, code } }`. */
 export class ApiError extends Error {
@@ -368,6 +377,9 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
   const grace = o.limits?.stopGraceMs;
   if (grace !== undefined && !(Number.isSafeInteger(grace) && grace >= 0 && grace <= 2 ** 31 - 1))
     throw new InputError(`must be an integer from 0 to ${2 ** 31 - 1} (ms), got ${grace}`, { where: 'serve.stopGraceMs' });
+  const stallMs = o.limits?.streamStallMs ?? STREAM_STALL_MS;
+  if (!(Number.isSafeInteger(stallMs) && stallMs >= 1 && stallMs <= 2 ** 31 - 1))
+    throw new InputError(`must be an integer from 1 to ${2 ** 31 - 1} (ms), got ${stallMs}`, { where: 'serve.streamStallMs' });
   const gate = new GenerationGate(o.limits?.maxConcurrent ?? 1, o.limits?.maxQueue ?? 16);
 
   // `created`: when the model was made (a registry version's registration), else when this server loaded it; 0 read
@@ -589,11 +601,25 @@ export function registerOpenAiRoutes(app: FastifyInstance, o: OpenAiRouteOptions
       const object = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
       const send = async (chunk: unknown) => {
         if (res.destroyed) return;
-        // Awaiting the drain makes a slow reader slow the generation down instead of buffering tokens.
+        // Awaiting the drain makes a slow reader slow the generation down instead of buffering tokens. A client that
+        // stopped reading held this wait for ever, and with it a generation slot and a server's stop (past its grace,
+        // close() never returned): its connection is dropped once the generation is stopped (the stop's grace over),
+        // or when the client has read nothing for `streamStallMs`; its generation then ends as a client's that left.
         if (!res.write(`data: ${JSON.stringify(chunk)}\n\n`))
           await new Promise<void>((r) => {
-            res.once('drain', r);
-            res.once('close', r);
+            const stall = setTimeout(() => drop(), stallMs);
+            const done = () => {
+              clearTimeout(stall);
+              res.off('drain', done);
+              res.off('close', done);
+              stopped.signal.removeEventListener('abort', drop);
+              r();
+            };
+            const drop = () => res.destroy();
+            res.on('drain', done);
+            res.on('close', done);
+            if (stopped.signal.aborted) drop();
+            else stopped.signal.addEventListener('abort', drop, { once: true });
           });
       };
       // A client that left got no event: its request counts as 499, as one that left before its answer.
