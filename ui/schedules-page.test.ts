@@ -214,6 +214,25 @@ describe('GET /api/schedules/:name/spec and the Schedules page', () => {
     assert.deepEqual(r.json().redacted, ['spec text: userinfo']);
   });
 
+  it("says under a schedule's failed run why it failed", async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const failing = join(mkdtempSync(join(tmpdir(), 'tempered-ui-schedules-failing-')), 'failing.yaml');
+    writeFileSync(failing, "name: failing\nstages:\n  only:\n    uses: probe\n    with: { value: 'x', inputError: true }\n");
+    await scheduleOf('failing', failing);
+    await triggerSchedule(env.client, 'failing');
+    await waitFor('its run to fail', async () => {
+      const s = (await poll()).schedules.find((x) => x.name === 'failing');
+      return s?.recent[0]?.state === 'failed';
+    });
+    const errors: string[] = [];
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/schedules', errors);
+    const why = page.locator('tr[data-schedule="failing"] [data-error]');
+    await why.waitFor();
+    assert.match(await why.innerText(), /bad value "x"/);
+    await page.context().close();
+    assert.deepEqual(errors, []);
+  });
+
   it("shows each schedule's spec file folded, its sha256 and download, and the lost one's message", async (t) => {
     if (chrome.skip) return t.skip(chrome.skip);
     const errors: string[] = [];

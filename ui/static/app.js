@@ -1995,6 +1995,10 @@ function SchedulesPage() {
                     <a href=${`#/run/${encodeURIComponent(r.runId)}`}>${r.runId}</a> <${State} s=${r.state} />${r.gate
                       ? html` <span class="muted">gate ${r.gate.outcome}</span>`
                       : ''}
+                    ${r.error &&
+                    html`<div class="muted recent-error" data-error title=${r.error}>
+                      ${r.error.length > 160 ? `${r.error.slice(0, 160)}…` : r.error}
+                    </div>`}
                   </div>`,
               )}
             </td>
