@@ -71,7 +71,12 @@ export class ChatTemplate {
     try {
       this.template = new BudgetedTemplate(text);
     } catch (e) {
-      throw new InputError(`chat template does not parse: ${(e as Error).message}`, { where: source, cause: e });
+      // The parser reads past the last token of a block left open, failing in its own code rather than saying so.
+      const why =
+        e instanceof TypeError
+          ? 'it ends inside a block ({% for %}, {% if %}, {% set %}, {% macro %}…) that is never closed'
+          : (e as Error).message;
+      throw new InputError(`chat template does not parse: ${why}`, { where: source, cause: e });
     }
   }
 

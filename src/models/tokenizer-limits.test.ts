@@ -111,3 +111,9 @@ test('a tokenizer_config.json chat_template that is neither a string nor a list 
   const dir = modelDir(base);
   assert.throws(() => loadChatTemplate(dir), /has no chat template/);
 });
+
+test('a chat template that ends inside an open block says so, not what the parser tripped on', () => {
+  for (const t of ['{% for m in messages %}{{ m.content }}', '{% if x %}a', '{% set x %}a', '{% macro f() %}a'])
+    refused(() => new ChatTemplate(t, 'open block'), 'open block', /does not parse: it ends inside a block .* that is never closed/);
+  refused(() => new ChatTemplate('{% endfor %}', 'stray end'), 'stray end', /does not parse: Unknown statement type: endfor/);
+});
