@@ -80,9 +80,6 @@ export async function swapFile(
         continue;
       }
       built = false;
-      // Its age counts from now, not from when the folder was built (it may have waited for the lock meanwhile).
-      const now = new Date();
-      await fsp.utimes(lock, now, now).catch(() => {});
       try {
         await opts.locked?.();
         const current = await fsp.readFile(file).catch((e: NodeJS.ErrnoException) => {
@@ -110,7 +107,7 @@ export async function swapFile(
 
 /** Releases the lock if it is still this swapper's (not one that took it over meanwhile). */
 async function release(lock: string, token: string): Promise<void> {
-  // (A lock without its owner may be a new swapper's, between its mkdir and its owner: it is left to go stale.)
+  // (Every lock holds its owner from its first moment: it was built before it was renamed in.)
   const held = parseOwner(await fsp.readFile(`${lock}/owner`, 'utf8').catch(() => undefined));
   if (held?.token === token) await removeLock(lock);
 }
@@ -133,6 +130,10 @@ async function takeOverIfStale(lock: string, staleMs: number): Promise<boolean> 
   const st = await fsp.stat(lock).catch(() => undefined);
   if (!st) return true;
   const owner = parseOwner(await fsp.readFile(`${lock}/owner`, 'utf8').catch(() => undefined));
+  // Its age counts from when it was taken, the rename (which sets a folder's ctime: ext4, XFS, btrfs, tmpfs, an NFS
+  // server on them), not from when it was built: its swapper may have waited for the lock meanwhile. Both times are
+  // the file server's clock, as the mkdir's mtime was; a host whose clock is off by more than staleMs misjudges locks
+  // (the fence still holds: only liveness suffers).
   if (!holderGone(owner) && Date.now() - Math.max(st.mtimeMs, st.ctimeMs) < staleMs) return false;
   return removeLock(lock);
 }
