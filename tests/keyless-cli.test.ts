@@ -159,3 +159,20 @@ test('a worker without the key says once per run, in one line, that it cannot ru
   );
   assert.doesNotMatch(log, /at EncryptionCodec|Failed to process Workflow Activation|Failing workflow task/);
 });
+
+test('cancel of a run whose cancellation was requested already says so and records nothing again, with the key or without', async () => {
+  // On a queue no worker serves, the run stays open after the request: it ends once a worker takes it.
+  const r = await runCli(['submit', file, '--json'], { ...keyed, TEMPERED_TASK_QUEUE: 'keyless-nobody' });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const { runId } = JSON.parse(r.stdout) as { runId: string };
+  const first = await runCli(['cancel', runId], env);
+  assert.equal(first.code, 0, first.stdout + first.stderr);
+  assert.match(first.stdout, new RegExp(`^cancellation requested for ${runId}; no worker has picked it up yet`));
+  for (const e of [env, keyed]) {
+    const again = await runCli(['cancel', runId], e);
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.match(again.stdout, new RegExp(`^cancellation was requested already for ${runId}; no worker has picked it up yet`));
+  }
+  const trail = await runCli(['audit', '--run', runId, '--action', 'run.cancel_requested', '--json'], keyed);
+  assert.equal((JSON.parse(trail.stdout) as unknown[]).length, 1, trail.stdout);
+});

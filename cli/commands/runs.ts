@@ -392,17 +392,22 @@ export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number
       throw await notOnServerOr(ctx, client, positionals[0]!, e);
     });
   if (desc.status.name !== 'RUNNING') throw new CliError(`run ${positionals[0]} is already ${desc.status.name.toLowerCase()}`);
-  await handle.cancel();
-  // Who asked goes in the trail (the run's own end is recorded by its workflow as run.cancelled).
-  await (
-    await ctx.auditLog().get()
-  ).append({
-    action: 'run.cancel_requested',
-    subject: positionals[0]!,
-    runId: positionals[0]!,
-    actor: actor(),
-    details: { execution: desc.runId },
-  });
+  // Asked again (the run has not ended yet): said so, and not recorded again, as the dashboard's Cancel does; a second
+  // run.cancel_requested in the trail read as a second operator's decision.
+  const again = !!desc.raw.workflowExtendedInfo?.cancelRequested;
+  if (!again) {
+    await handle.cancel();
+    // Who asked goes in the trail (the run's own end is recorded by its workflow as run.cancelled).
+    await (
+      await ctx.auditLog().get()
+    ).append({
+      action: 'run.cancel_requested',
+      subject: positionals[0]!,
+      runId: positionals[0]!,
+      actor: actor(),
+      details: { execution: desc.runId },
+    });
+  }
   // Cancelling is the workflow's own work: a run no worker has picked up stays open until one does. Whether one took it
   // is in its history's event types, which the listing client reads without the key too; should that read fail (the
   // request is made by then), both outcomes are said.
@@ -415,7 +420,7 @@ export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number
       : first.state === 'queued'
         ? `no worker has picked it up yet, so ${ends}`
         : running;
-  console.log(`cancellation requested for ${positionals[0]}; ${what}`);
+  console.log(`${again ? 'cancellation was requested already' : 'cancellation requested'} for ${positionals[0]}; ${what}`);
   return 0;
 }
 
