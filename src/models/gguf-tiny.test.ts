@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -251,4 +251,26 @@ test('merges rebuilt from scores: a vocabulary of very long tokens is refused at
     () => mergesFromScores(vocab(long), scores(long), 'x.gguf: tokenizer.ggml.tokens'),
     (e: unknown) => e instanceof InputError && e.where === 'x.gguf: tokenizer.ggml.tokens' && /too long to rebuild merges/.test(e.message),
   );
+});
+
+test('a GGUF whose sizes do not match its tensors names the GGUF file, not the cache folder tempered derived config.json in', async () => {
+  const cache = tmp();
+  try {
+    const m = await resolveModelSource(TINY_GGUF, { cacheDir: cache });
+    const gguf = join(m.dir, readdirSync(m.dir).find((f) => f.endsWith('.gguf'))!);
+    const config = JSON.parse(readFileSync(join(m.dir, 'config.json'), 'utf8'));
+    for (const [patch, message] of [
+      [{ num_hidden_layers: 3 }, /weight "model\.layers\.2\.input_layernorm\.weight" is missing/],
+      [{ vocab_size: 10 }, /weight "model\.embed_tokens\.weight" has shape \[64,32\], its metadata implies \[10,32\]/],
+    ] as const) {
+      writeFileSync(join(m.dir, 'config.json'), JSON.stringify({ ...config, ...patch }));
+      assert.throws(
+        () => buildCausalLmGraph(m.dir),
+        (e: unknown) => e instanceof InputError && e.where === gguf && message.test(e.message),
+        JSON.stringify(patch),
+      );
+    }
+  } finally {
+    rmSync(cache, { recursive: true, force: true });
+  }
 });

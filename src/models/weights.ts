@@ -134,6 +134,8 @@ export class Weights {
   constructor(
     map: Map<string, Weight>,
     readonly where: string,
+    /** What the expected shapes come from, for errors. */
+    private readonly sizes = 'config.json',
   ) {
     this.map = map;
   }
@@ -145,7 +147,8 @@ export class Weights {
     if (typeof gguf === 'string') {
       if (gguf.includes('/') || gguf.includes('\\'))
         throw new InputError(`${GGUF_FILE_KEY} must be a file name in the model directory`, { where: `${config!.path}: ${GGUF_FILE_KEY}` });
-      return new Weights(llamaWeightsFromGguf(readGguf(join(dir, gguf)), config!.raw), dir);
+      // Errors name the GGUF file: the config.json its sizes are checked against was derived from its metadata.
+      return new Weights(llamaWeightsFromGguf(readGguf(join(dir, gguf)), config!.raw), join(dir, gguf), 'its metadata');
     }
     const file = readModelWeights(dir);
     const map = new Map<string, Weight>();
@@ -167,10 +170,12 @@ export class Weights {
     if (!w)
       throw new InputError(`weight ${JSON.stringify(name)} is missing`, {
         where: this.where,
-        hint: 'expected a checkpoint with Hugging Face parameter names matching config.json',
+        hint: `expected a checkpoint with Hugging Face parameter names matching ${this.sizes}`,
       });
     if (w.shape.length !== shape.length || w.shape.some((d, i) => d !== shape[i])) {
-      throw new InputError(`weight ${JSON.stringify(name)} has shape [${w.shape}], config.json implies [${shape}]`, { where: this.where });
+      throw new InputError(`weight ${JSON.stringify(name)} has shape [${w.shape}], ${this.sizes} implies [${shape}]`, {
+        where: this.where,
+      });
     }
     this.used.add(name);
     return w.data;
