@@ -4,6 +4,7 @@
  * artifact cache, and none once it finished; a pointer or file that is damaged or hostile is ignored
  * (logged), never trusted, and leaves nothing behind.
  */
+import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,7 +14,13 @@ import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { FolderBackend } from '../src/store/folder-backend.ts';
 import type { ObjectBackend } from '../src/store/object-backend.ts';
 import { readText } from '../src/store/object-backend.ts';
-import { finishSharedCheckpoint, pullCheckpoint, pushCheckpoint, readSharedFinished } from '../src/store/shared-checkpoints.ts';
+import {
+  claimSharedCheckpoint,
+  finishSharedCheckpoint,
+  pullCheckpoint,
+  pushCheckpoint,
+  readSharedFinished,
+} from '../src/store/shared-checkpoints.ts';
 import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 type T = { after: (fn: () => void | Promise<void>) => void };
@@ -205,6 +212,32 @@ for (const b of backends) {
       const logs: string[] = [];
       assert.equal(await pullCheckpoint(home('c'), NAME, join(dir, 'c', 'ck'), (m) => logs.push(m)), undefined);
       assert.match(logs.join('\n'), /ignoring the shared checkpoint .* at step 4: artifact [0-9a-f]{64} is not in the store/);
+    });
+
+    test('a pointer from before each push had a folder of its own (files under step-N/) still resumes, and the next push deletes them', async (t) => {
+      const { dir, remote, home } = setup(t);
+      // What a worker before 7 Dec 2026 shared: its files under checkpoint-files/<name>/step-N/, the pointer without `at`.
+      const folder = checkpoint(join(dir, 'old', 'ck'), 5);
+      const files = [];
+      for (const name of ['manifest.json', 'params.bin', 'state/moments.bin']) {
+        const bytes = readFileSync(join(folder, name));
+        await remote.putBytes(`checkpoint-files/${NAME}/step-00000005/${name}`, bytes, { ifAbsent: false });
+        files.push({ name, sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length });
+      }
+      await remote.putBytes(`checkpoints/${NAME}.json`, Buffer.from(JSON.stringify({ step: 5, name: 'step-00000005', files })), {
+        ifAbsent: false,
+      });
+      const b = home('b');
+      const hold = await claimSharedCheckpoint(b, NAME, 'a new worker');
+      const there = join(dir, 'b', 'ck');
+      assert.equal(await pullCheckpoint(b, NAME, there, undefined, hold), 5);
+      assert.deepEqual(snapshot(join(there, 'step-00000005')), snapshot(folder));
+      await pushCheckpoint(b, NAME, checkpoint(there, 6), undefined, undefined, hold);
+      assert.deepEqual(
+        (await keys(remote, `checkpoint-files/${NAME}/`)).map((k) => k.split('/')[2]!.replace(/\.[0-9a-f]{16}$/, '.<id>')),
+        ['step-00000006.<id>', 'step-00000006.<id>', 'step-00000006.<id>'],
+        "the old step-N/ folder went with the next push's clean-up",
+      );
     });
 
     test('a clean-up that fails is logged, not thrown: the checkpoint is shared all the same', async (t) => {
