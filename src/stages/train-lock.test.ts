@@ -211,7 +211,8 @@ test('a training paused between its lease check and its pointer write, taken ove
   const name = 'k'.repeat(64);
   const training = trainStage.run(cfg(100_000), ctx(1, new AbortController().signal));
   training.catch(() => undefined);
-  await paused;
+  // (A training that fails or ends before its pointer write fails the test here, instead of leaving it waiting for ever.)
+  await Promise.race([paused, training.then(() => assert.fail('the training ended without a checkpoint'))]);
   // Another host (whose clock reads two minutes later) takes the lease, claims the pointer and shares its step 999.
   const taker = await acquireSharedLease(shared, `checkpoint-${name}`, {
     what: 'taker',
