@@ -11,7 +11,9 @@
  * bytes) and takes the lock by renaming that folder to the lock's name (refused while another, never empty, is there),
  * and its new bytes are renamed in from inside the lock; a takeover renames the lock folder aside and deletes it before
  * the taker goes on. The old holder's rename then names a file that no longer exists (its path is resolved when the
- * rename runs; on NFS its folder's handle is stale) and fails; it starts over, and finds the version changed. (A lock
+ * rename runs; on NFS its client may still resolve the lock's name to the folder's cached handle, which the rename
+ * aside keeps, but the file in it is gone once the taker's delete has run, and the handle stale after) and fails; it
+ * starts over, and finds the version changed. (One that lands before that delete lands before the taker reads.) (A lock
  * made by mkdir and then filled would not do: a holder paused between its mkdir and its writes would write them into
  * the folder of the swapper that took it over, and rename through that one's lock.)
  */
