@@ -227,6 +227,22 @@ describe('Runs page in chromium', () => {
     await page.context().close();
   });
 
+  it('offers no "show more" past the longest page, which would show the same runs, and says what shows older ones', async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs', errors);
+    await rowsBecome(page, all);
+    // Eight runs cannot fill the longest page: its answer is told there are more, as it would be with a thousand.
+    await page.route(/\/api\/runs\?.*limit=1000/, async (route) => {
+      const answer = await route.fetch();
+      await route.fulfill({ response: answer, json: { ...((await answer.json()) as object), more: true } });
+    });
+    await page.evaluate(`location.hash = '#/runs?limit=1000'`);
+    await page.locator('#runs-longest').waitFor();
+    assert.equal(await page.locator('#runs-more').count(), 0);
+    assert.match(await page.locator('#runs-count').innerText(), /the longest page: a start time or another filter shows older ones/);
+    await page.context().close();
+  });
+
   it('sorts by a column header, with the mouse or the keyboard, the order in the URL', async (t) => {
     if (chrome.skip) return t.skip(chrome.skip);
     const page = await openDashboard(chrome.browser!, url, TOKEN, '#/runs', errors);

@@ -331,8 +331,8 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
   // ---- runs ---------------------------------------------------------------------------------
   app.get('/api/info', async () => ({ actor: o.actor, readsNeedToken, webUi: o.webUiRunUrl?.('RUN') ?? null }));
 
-  // A page of runs, newest first: ?status, ?pipeline (part of the name), ?schedule, ?since (7d, or a date), ?id (the
-  // beginning of a run id), ?limit; `more` says a longer page shows older ones.
+  // A page of runs, the newest started first: ?status, ?pipeline (the name or its beginning), ?schedule, ?since (7d, or
+  // a date), ?id (the beginning of a run id), ?limit; `more` says a longer page shows older ones.
   app.get<{ Querystring: RunPageQuery & { limit?: string } }>('/api/runs', async (req) => {
     const { limit: raw, ...query } = req.query;
     // Whole runs: `limit=1.5` asked Temporal for a page of 2.5 and showed two.

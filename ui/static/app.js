@@ -145,6 +145,8 @@ const SINCE = [
 ];
 /** Runs a page shows at first, and how many more each "show more" adds. */
 const RUN_PAGE = 50;
+/** The longest page the server gives (ui/server.ts MAX_RUN_PAGE): past it, "show more" would show the same runs. */
+const RUN_PAGE_MAX = 1000;
 /** The sortable columns: a value to compare by, and whether the first click sorts descending. */
 const RUN_SORTS = {
   started: { key: (r) => Date.parse(r.startTime), desc: true },
@@ -184,7 +186,7 @@ function RunsPage({ query }) {
   // page can be shared or bookmarked (the week's failures of one pipeline is one link).
   const f = Object.fromEntries(RUN_FILTERS.map((k) => [k, query.get(k) ?? '']));
   // A link may ask for a shorter or longer page; `show more` adds a page to it.
-  const limit = Math.min(1000, Math.max(1, Math.floor(Number(query.get('limit'))) || RUN_PAGE));
+  const limit = Math.min(RUN_PAGE_MAX, Math.max(1, Math.floor(Number(query.get('limit'))) || RUN_PAGE));
   const sort = query.get('sort') ?? '';
   const go = (next, o = {}) => {
     const qs = new URLSearchParams(
@@ -372,12 +374,10 @@ function RunsPage({ query }) {
       </table>
       <p class="muted" id="runs-count">
         ${data.more
-          ? html`the ${data.runs.length} newest started runs${asked ? ` with ${asked}` : ''}${sortedBy}${' '}<button
-                id="runs-more"
-                onClick=${() => go(f, { limit: limit + RUN_PAGE })}
-              >
-                show ${RUN_PAGE} more
-              </button>`
+          ? html`the ${data.runs.length} newest started
+            runs${asked ? ` with ${asked}` : ''}${sortedBy}${' '}${limit < RUN_PAGE_MAX
+              ? html`<button id="runs-more" onClick=${() => go(f, { limit: limit + RUN_PAGE })}>show ${RUN_PAGE} more</button>`
+              : html`<span id="runs-longest">(the longest page: a start time or another filter shows older ones)</span>`}`
           : `${data.runs.length === 1 ? 'the one run' : `all ${data.runs.length} runs`}${asked ? ` with ${asked}` : ''}${sortedBy}`}
       </p>`}
     ${encrypted &&
