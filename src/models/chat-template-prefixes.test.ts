@@ -135,6 +135,32 @@ test('templates that can tell how many messages follow, or whether a generation 
   assert.throws(() => encodeConversation(tiny, convo, { template: rewriting }, 'row 7'), /rewrites earlier turns/);
 });
 
+test("marks the template writes itself, in its text or in a special token, are not taken for a turn's", () => {
+  // Written only with the generation prompt (never in the whole rendering) and with a loop that breaks before the
+  // messages end, they made up the count of marks: reply 1 was located on the template's own text, where rendering reply
+  // by reply refuses it.
+  const loop =
+    '{% for m in messages %}{% if loop.index0 == 2 %}{% break %}{% endif %}<{{ m.role }}>{{ m.content }}<|endoftext|>{% endfor %}';
+  const convo = [
+    { role: 'user', content: 'a' },
+    { role: 'assistant', content: 'b' },
+    { role: 'user', content: 'c' },
+    { role: 'user', content: 'd' },
+  ];
+  const templates = [
+    new ChatTemplate(`${loop}{% if add_generation_prompt %}{{ '\\uFFFF\\uFFFF' }}<assistant>{% endif %}`, 'escaped marks'),
+    new ChatTemplate(`${loop}{% if add_generation_prompt %}{{ bos_token }}<assistant>{% endif %}`, 'marks in bos_token', {
+      bos_token: '\uFFFF\uFFFF',
+    }),
+  ];
+  for (const t of templates) {
+    const slow = outcome(tiny, convo, replyByReply(t));
+    assert.match((slow as { error: string }).error, /renders the conversation with this reply differently/);
+    assert.deepEqual(outcome(tiny, convo, t), slow, t.source);
+  }
+  assert.equal(templates[0]!.renderMarkingTurns(convo), undefined);
+});
+
 test('a conversation of many replies is rendered a few times, not once per reply', () => {
   let renders = 0;
   const counting = new (class extends ChatTemplate {

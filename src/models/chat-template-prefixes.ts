@@ -10,7 +10,8 @@
  * messages there are (`messages` is read only by that loop and as `messages[0]`; `loop.last`, `loop.length`,
  * `loop.revindex` and `loop.nextitem` are not read), whether the generation prompt is asked before the loop has ended
  * (`add_generation_prompt` is read only after it, or in an `if loop.last and add_generation_prompt` that ends the loop's
- * body and sets nothing, as Zephyr's and TinyLlama's templates write it), or, after the loop, anything the loop wrote. A
+ * body and sets nothing, as Zephyr's and TinyLlama's templates write it), or, after the loop, anything the loop wrote; and
+ * neither the template nor its special tokens hold a mark's character. A
  * template is judged on its syntax, so one that merely might look ahead (a macro, a `messages | length`, Mistral's
  * `messages[1:]`) is rendered reply by reply as before; so is a rendering whose marks are not where the judgement says
  * they must be.
@@ -22,6 +23,8 @@ import type { ChatMessage, ChatTemplate } from './chat-template.ts';
 export const TURN_MARK = '\uFFFF';
 /** Around what a loop's `{% if loop.last and add_generation_prompt %}` writes (Zephyr's and TinyLlama's templates). */
 export const PROMPT_MARK = '\uFFFE';
+
+const hasMark = (t: string): boolean => t.includes(TURN_MARK) || t.includes(PROMPT_MARK);
 
 interface Node {
   type: string;
@@ -61,6 +64,10 @@ const names = (roots: readonly unknown[]): Set<string> =>
  */
 export function markTurns(program: { body: object[] }): boolean {
   const body = program.body as Node[];
+  // A mark the template writes itself (its text, or a '\uFFFF' escape) would be taken for one of ours: where it writes
+  // it only with the generation prompt (never in the whole rendering, which is checked), a loop that breaks early makes
+  // the count come out right and turns land on the template's own text.
+  if (walk(body).some(({ node }) => node.type === 'StringLiteral' && typeof node.value === 'string' && hasMark(node.value))) return false;
   const at = body.findIndex((n) => n.type === 'For' && isIdentifier(n.iterable, 'messages'));
   if (at < 0 || body.some((n, i) => i !== at && n.type === 'For' && isIdentifier(n.iterable, 'messages'))) return false;
   const loop = body[at]! as Node & { body: Node[]; defaultBlock?: Node[]; loopvar: Node };
@@ -164,8 +171,15 @@ function renderBoth(template: ChatTemplate, messages: ChatMessage[], whole: stri
  */
 export function replyRenderings(template: ChatTemplate, messages: ChatMessage[], whole: string): (k: number) => ReplyRenderings {
   const one = (k: number) => renderBoth(template, messages, whole, k);
-  const marked = (t: string) => t.includes(TURN_MARK) || t.includes(PROMPT_MARK);
-  if (messages.length === 0 || marked(whole) || messages.some((m) => marked(m.content) || marked(m.role))) return one;
+  // Every mark in the marked rendering must be one markTurns put there: none may come from what is rendered (the
+  // special tokens the template may write, such as {{ bos_token }}, included).
+  if (
+    messages.length === 0 ||
+    hasMark(whole) ||
+    messages.some((m) => hasMark(m.content) || hasMark(m.role)) ||
+    Object.values(template.specialTokens).some((v) => typeof v === 'string' && hasMark(v))
+  )
+    return one;
   let rendering: string | undefined;
   try {
     // With the generation prompt: the turns as in `whole`, what each would be followed by as the last one, and what
