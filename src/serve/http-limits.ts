@@ -6,8 +6,9 @@ import { openAiError } from './openai.ts';
 
 /**
  * Longest a client may take to send a whole request (Node checks every 30 s, so one that stalls is
- * cut off within a minute or so); fastify's default is no limit, and a body that never ended held
- * its connection for ever. Answers, a stream of tokens say, are not limited by it.
+ * cut off within a minute and a half: 83–84 s measured, src/serve/README.md); fastify's default is no
+ * limit, and a body that never ended held its connection for ever. Answers, a stream of tokens say,
+ * are not limited by it.
  */
 export const REQUEST_TIMEOUT_MS = 30_000;
 
