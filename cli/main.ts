@@ -108,7 +108,8 @@ function help(): string {
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
-    console.log(help());
+    // Asked for, the help is the command's output; for a bare `tempered`, it is the usage error's text (stderr, exit 2).
+    (name ? console.log : console.error)(help());
     return name ? 0 : 2;
   }
   const cmd = COMMANDS[name];

@@ -296,6 +296,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
     'tempered models list | show <name[@v|@alias]> [--card | --spec] | pull <name[@v|@alias]> <dir> | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] [--gate EXPR] | rollback <name> [--alias production] | history <name> [--json] | reproduce <name@v> [--queue Q] [--local-worker|--no-local-worker] [--json]';
   helpAsked(argv, usage);
   const [sub, ...rest] = argv;
+  if (!sub)
+    throw new CliError(`models takes a command: list, show, pull, diff, promote, rollback, history or reproduce\nusage: ${usage}`, 2);
   // Its own flags (a run's queue and worker, as submit --wait has): parsed there.
   if (sub === 'reproduce') return (await import('./models-reproduce.ts')).reproduceCmd(ctx, rest);
   const { values, positionals } = parse(

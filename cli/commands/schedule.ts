@@ -236,7 +236,8 @@ function readForChange(client: Client, name: string, sub: 'update' | 'delete'): 
 export async function scheduleCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
   if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
-    console.log(help());
+    // As a bare `tempered`: the usage is output when asked for, a usage error's text (stderr, exit 2) when not.
+    (sub ? console.log : console.error)(help());
     return sub ? 0 : 2;
   }
   switch (sub) {

@@ -7,6 +7,8 @@ export async function serverCmd(ctx: CliContext, argv: string[]): Promise<number
   const usage = 'tempered server start|stop|status [--port N] [--ui-port N]';
   const { values, positionals } = parse(argv, { port: { type: 'string' }, 'ui-port': { type: 'string' } }, usage);
   const sub = positionals[0];
+  // Before the TEMPORAL_ADDRESS check, which answered a bare `tempered server` as if it had asked to start one.
+  if (!sub) throw new CliError(`server takes a command: start, stop or status\nusage: ${usage}`, 2);
   if (!ctx.settings().embedded && sub !== 'status') {
     throw new CliError(
       `TEMPORAL_ADDRESS is set (${process.env.TEMPORAL_ADDRESS}), so tempered uses that server and manages none; unset it to use the embedded dev server.`,
