@@ -236,6 +236,25 @@ describe('the shared folder’s swap lock', () => {
     assert.deepEqual(readdirSync(dirname(file)), ['pointer.json'], 'no lock or temp left');
   });
 
+  test('what crashed swappers left beside the lock (a folder built for it, an aside not yet deleted) goes with the next swap', async (t) => {
+    const file = folder(t);
+    writeFileSync(file, 'v1');
+    const dead = spawn(process.execPath, ['-e', '']);
+    await new Promise((r) => dead.once('exit', r));
+    // A swapper killed while it waited for the lock: its folder, with its owner and its new bytes.
+    const built = `${file}.tempered-swap.0123456789abcdef.new`;
+    mkdirSync(built);
+    writeFileSync(`${built}/owner`, JSON.stringify({ ...newOwner('swap', Date.now()), pid: dead.pid, pidStart: undefined }));
+    writeFileSync(`${built}/0123456789abcdef.new`, 'lost');
+    // A taker killed between its rename of a lock aside and its delete of it.
+    const aside = `${file}.tempered-swap.0a1b2c3d4e5f.stale`;
+    mkdirSync(aside);
+    writeFileSync(`${aside}/owner`, JSON.stringify(newOwner('swap', Date.now())));
+    // (An aside is judged by its age alone: here any age is old enough.)
+    assert.notEqual(await swapFile(file, Buffer.from('v2'), fileTag(Buffer.from('v1')), { staleMs: 0 }), 'conflict');
+    assert.deepEqual(readdirSync(dirname(file)), ['pointer.json']);
+  });
+
   test('a lock left by a dead process is taken over at once; swaps of several processes lose no update', async (t) => {
     const file = folder(t);
     // A lock whose holder's pid is gone (a crash between mkdir and rename).

@@ -19,6 +19,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { holderGone, newOwner, parseOwner } from '../util/dir-lock.ts';
 
@@ -30,6 +31,8 @@ export const SWAP_LOCK = /\.tempered-swap(\.[0-9a-f]+\.(stale|new))?$/;
 /** A swap holds its lock for a read and a rename (milliseconds, a little more on NFS). */
 const STALE_MS = 10_000;
 const ATTEMPTS = 200;
+/** Older than any swap that is still trying (ATTEMPTS' waits take under a minute): a folder built for the lock and left. */
+const LEFTOVER_MS = 10 * 60_000;
 
 export function fileTag(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
@@ -76,13 +79,21 @@ export async function swapFile(
       try {
         await fsp.rename(own, lock);
       } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code ?? '';
+        // Its folder swept as a leftover (this swapper was paused for LEFTOVER_MS): built again.
+        if (code === 'ENOENT') {
+          built = false;
+          continue;
+        }
         // A directory renamed onto a non-empty one: ENOTEMPTY on Linux, EEXIST elsewhere (POSIX allows both).
-        if (!['ENOTEMPTY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+        if (!['ENOTEMPTY', 'EEXIST'].includes(code)) throw e;
         if (!(await takeOverIfStale(lock, staleMs))) await sleep(Math.min(200, 5 * attempt));
         continue;
       }
       built = false;
       try {
+        // Housekeeping: a failure here is no reason to fail the swap.
+        await sweep(lock, staleMs).catch(() => {});
         await opts.locked?.();
         const current = await fsp.readFile(file).catch((e: NodeJS.ErrnoException) => {
           if (e.code === 'ENOENT') return undefined;
@@ -105,6 +116,28 @@ export async function swapFile(
     await fsp.rm(own, { recursive: true, force: true });
   }
   throw new Error(`could not take the lock ${lock} in ${ATTEMPTS} tries: another writer keeps swapping ${file}`);
+}
+
+/**
+ * Deletes what crashed swappers left beside the lock: a folder built for it whose swapper is gone (this machine) or
+ * that is older than any swap still trying, and an aside older than `staleMs` (its taker deletes it right after its
+ * rename). Never listed (SWAP_LOCK), they would otherwise stay for ever.
+ */
+async function sweep(lock: string, staleMs: number): Promise<void> {
+  const prefix = `${basename(lock)}.`;
+  for (const name of await fsp.readdir(dirname(lock)).catch(() => [] as string[])) {
+    const kind = name.startsWith(prefix) ? /^[0-9a-f]+\.(new|stale)$/.exec(name.slice(prefix.length))?.[1] : undefined;
+    if (!kind) continue;
+    const path = join(dirname(lock), name);
+    const st = await fsp.stat(path).catch(() => undefined);
+    if (!st) continue;
+    const age = Date.now() - Math.max(st.mtimeMs, st.ctimeMs);
+    const left =
+      kind === 'stale'
+        ? age >= staleMs
+        : age >= LEFTOVER_MS || holderGone(parseOwner(await fsp.readFile(join(path, 'owner'), 'utf8').catch(() => undefined)));
+    if (left) await fsp.rm(path, { recursive: true, force: true });
+  }
 }
 
 /** Releases the lock if it is still this swapper's (not one that took it over meanwhile). */
