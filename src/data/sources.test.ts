@@ -198,6 +198,31 @@ test('a walk reads the links to data files it finds (git-annex, DVC, shard folde
   );
 });
 
+test('a link to a file the walk reads already, or a second link to one file, is read once', async () => {
+  const base = mkdtempSync(join(tmpdir(), 'pipeline-'));
+  const roots = dataRoots(base, { env: {} });
+  mkdirSync(join(base, 'store'));
+  mkdirSync(join(base, 'data'));
+  writeFileSync(join(base, 'store', 'x.jsonl'), '{"text":"x","label":"y"}\n');
+  writeFileSync(join(base, 'data', 'v3.jsonl'), '{"text":"v","label":"y"}\n');
+  // The latest version named beside the versions: its rows were read twice.
+  symlinkSync('v3.jsonl', join(base, 'data', 'latest.jsonl'));
+  // Two shard names for one stored file, one through a link to a link.
+  symlinkSync('../store/x.jsonl', join(base, 'data', 'b.jsonl'));
+  symlinkSync('b.jsonl', join(base, 'data', 'a.jsonl'));
+  for (const path of ['data', 'data/*.jsonl', '**/*.jsonl'])
+    assert.deepEqual(
+      (await resolveSources(path, base, { roots })).map((s) => s.display),
+      path === '**/*.jsonl' ? ['data/v3.jsonl', 'store/x.jsonl'] : ['data/a.jsonl', 'data/v3.jsonl'],
+      path,
+    );
+  // Given as the path, a link is read as it is.
+  assert.deepEqual(
+    (await resolveSources('data/latest.jsonl', base, { roots })).map((s) => s.display),
+    ['data/latest.jsonl'],
+  );
+});
+
 test(
   'a named pipe given as the path is refused, not read (it waits for a writer, for ever if none comes)',
   { skip: process.platform === 'win32' && 'no mkfifo' },

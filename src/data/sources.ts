@@ -241,7 +241,7 @@ async function walk(dir: string, maxDepth: number, b: Budget, out: string[], lin
  * file; a link to nothing (git-annex content not fetched) fails naming it. A link to a folder is not walked into
  * (no loops, no second copy of a tree), and one to a named pipe or device is not read: left out, as before.
  */
-async function followedLinks(links: string[], baseDir: string, field: string): Promise<string[]> {
+async function followedLinks(links: string[], baseDir: string, field: string, taken: Set<string>): Promise<string[]> {
   const out: string[] = [];
   for (const l of links) {
     let st;
@@ -255,7 +255,10 @@ async function followedLinks(links: string[], baseDir: string, field: string): P
         code: 'source-missing',
       });
     }
-    if (st.isFile()) out.push(l);
+    if (st.isFile()) {
+      out.push(l);
+      taken.add(l);
+    }
   }
   return out;
 }
@@ -305,6 +308,8 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
   };
 
   let files: string[];
+  /** The files a walk took as links (followedLinks), told apart from those it found as files. */
+  const walkedLinks = new Set<string>();
   if (hasGlob(path)) {
     const absGlob = resolve(baseDir, path).split(sep).join('/');
     // Walk from the deepest folder without glob characters; match the rest of each path.
@@ -322,7 +327,7 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
       await walk(root, maxDepth, budget, all, links);
     }
     const matching = (f: string) => matches(relative(root, f).split(sep).join('/'));
-    files = [...all.filter(matching), ...(await followedLinks(links.filter(matching), baseDir, field))];
+    files = [...all.filter(matching), ...(await followedLinks(links.filter(matching), baseDir, field, walkedLinks))];
     if (files.length === 0)
       throw new InputError(`glob ${JSON.stringify(path)} matches no files (resolved against ${baseDir})`, {
         where: field,
@@ -338,7 +343,12 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
       const links: string[] = [];
       await walk(abs, Infinity, budget, files, links);
       files.push(
-        ...(await followedLinks(format === undefined ? links.filter((f) => formatFromExtension(f) !== undefined) : links, baseDir, field)),
+        ...(await followedLinks(
+          format === undefined ? links.filter((f) => formatFromExtension(f) !== undefined) : links,
+          baseDir,
+          field,
+          walkedLinks,
+        )),
       );
       if (format === undefined) {
         files = files.filter((f) => formatFromExtension(f) !== undefined);
@@ -372,8 +382,19 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
   }
   // A walk follows no symlink, but a folder swapped for one mid-walk would, and a link it took leads where it leads:
   // check every file, naming the walked one.
-  for (const f of files) await confined(f, files.length === 1 && f === resolve(baseDir, path) ? path : display(f, baseDir));
+  const real = new Map<string, string>();
+  for (const f of files) real.set(f, await confined(f, files.length === 1 && f === resolve(baseDir, path) ? path : display(f, baseDir)));
   files.sort(byCodeUnits);
+  // A link to a file the walk reads already (`latest.jsonl` -> `v3.jsonl` beside it), or a second link to one file,
+  // would read its rows twice: each file is read once, under its own name when the walk lists it, else under its
+  // first link's (as before links were read, such a folder lists the same files, so its cache key stays).
+  const readAs = new Map<string, string>();
+  for (const f of files) {
+    const r = real.get(f)!;
+    const had = readAs.get(r);
+    if (had === undefined || (walkedLinks.has(had) && !walkedLinks.has(f))) readAs.set(r, f);
+  }
+  files = files.filter((f) => readAs.get(real.get(f)!) === f);
   return files.map((abs) => {
     const fmt = format ?? formatFromExtension(abs);
     if (!fmt) {
