@@ -14,7 +14,7 @@ export const KEY_PREFIXES = {
   cacheRecords: 'cache/',
   /** Checkpoint pointers: `checkpoints/<name>.json` (shared-checkpoints.ts). */
   checkpointPointers: 'checkpoints/',
-  /** Checkpoint files: `checkpoint-files/<name>/step-N/…` (shared-checkpoints.ts). */
+  /** Checkpoint files: `checkpoint-files/<name>/step-N.<write id>/…`, before 7 Dec 2026 `…/step-N/…` (shared-checkpoints.ts). */
   checkpointFiles: 'checkpoint-files/',
   /** Leases: `leases/<name>/<generation>.json` (shared-lease.ts). */
   leases: 'leases/',

@@ -73,7 +73,7 @@ export class PointerMovedError extends Error {
   override name = 'PointerMovedError';
 }
 
-/** Reports what a shared checkpoint could not do: it never fails the training it serves. */
+/** Reports what a shared checkpoint could not do without failing the training it serves (a clean-up, a damaged pointer). */
 export type CheckpointLog = (message: string) => void;
 
 /** The checkpoint folder's name (a stage cache key) when it is a plain one, else its hash. */
