@@ -191,6 +191,21 @@ test('a walk reads the links to data files it finds (git-annex, DVC, shard folde
       assert.match(e.hint ?? '', /git annex get/);
       return true;
     });
+  // A link to a link to nothing names the missing end; links in a loop say so (both said 'which does not exist').
+  const refused = async (path: string, message: string) =>
+    assert.rejects(resolveSources(path, base, { roots }), (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === 'path', String(e));
+      assert.equal(e.message, message);
+      return true;
+    });
+  symlinkSync('c.jsonl', join(base, 'data', 'd.jsonl'));
+  await refused(
+    'data/d.*',
+    'path: data/d.jsonl is a symbolic link to c.jsonl, which leads to .git/annex/objects/c.jsonl, which does not exist',
+  );
+  symlinkSync('f.jsonl', join(base, 'data', 'e.jsonl'));
+  symlinkSync('e.jsonl', join(base, 'data', 'f.jsonl'));
+  await refused('data/e.*', 'path: data/e.jsonl is a symbolic link to f.jsonl, and the links lead round in a loop');
   // Not a data file's name: left out, as a file of that name is.
   assert.deepEqual(
     (await resolveSources('data/b.*', base, { roots })).map((s) => s.display),

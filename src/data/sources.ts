@@ -8,7 +8,7 @@
  * are asynchronous, never follow symlinks, and stop with an error past an entry, file or time budget.
  */
 import { opendir, readlink, realpath, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { RE2JS } from 're2js';
 import { InputError } from '../errors.ts';
 import { dataRoots, isInside, outsideRootsError, realRoots } from './roots.ts';
@@ -236,6 +236,38 @@ async function walk(dir: string, maxDepth: number, b: Budget, out: string[], lin
 }
 
 /**
+ * Why the link `l` leads to no file, by stat's error: its target (the last of a chain of links, which is the one
+ * missing) does not exist, the links go round in a loop, or the target cannot be reached (permissions).
+ */
+async function unfollowable(l: string, e: NodeJS.ErrnoException, baseDir: string, field: string): Promise<InputError> {
+  const target = await readlink(l).catch(() => '?');
+  const link = `${display(l, baseDir)} is a symbolic link to ${target}`;
+  if (e.code === 'ELOOP')
+    return new InputError(`${link}, and the links lead round in a loop`, {
+      where: field,
+      hint: 'make the links again so that they lead to a file, or remove them',
+    });
+  if (e.code !== 'ENOENT')
+    return new InputError(`${link}, which cannot be followed (${e.code ?? e.message})`, {
+      where: field,
+      hint: 'let the worker read the folders the link leads through, or remove the link',
+    });
+  // A link to a link: name the end of the chain, the name that is missing.
+  let last = resolve(dirname(l), target);
+  for (let hop = 0; hop < 40; hop++) {
+    const next = await readlink(last).catch(() => undefined);
+    if (next === undefined) break;
+    last = resolve(dirname(last), next);
+  }
+  const end = last === resolve(dirname(l), target) ? '' : `, which leads to ${display(last, baseDir)}`;
+  return new InputError(`${link}${end}, which does not exist`, {
+    where: field,
+    hint: 'fetch the data it stands for (git annex get, dvc pull) or make the link again, or remove the link',
+    code: 'source-missing',
+  });
+}
+
+/**
  * The symbolic links a walk found that stand for data files: a link to a file is read like one (git-annex, DVC and
  * hand-made shard folders are links; left out, their rows went missing without a word), once confined like every
  * file; a link to nothing (git-annex content not fetched) fails naming it. A link to a folder is not walked into
@@ -247,13 +279,8 @@ async function followedLinks(links: string[], baseDir: string, field: string, ta
     let st;
     try {
       st = await stat(l);
-    } catch {
-      const target = await readlink(l).catch(() => '?');
-      throw new InputError(`${display(l, baseDir)} is a symbolic link to ${target}, which does not exist`, {
-        where: field,
-        hint: 'fetch the data it stands for (git annex get, dvc pull) or make the link again, or remove the link',
-        code: 'source-missing',
-      });
+    } catch (e) {
+      throw await unfollowable(l, e as NodeJS.ErrnoException, baseDir, field);
     }
     if (st.isFile()) {
       out.push(l);
