@@ -72,20 +72,22 @@ test('an added token longer than 4096 characters is refused (a 20 MB one took 26
 });
 
 test('tokenizer files larger than any real one are refused before they are read', () => {
-  for (const [file, mib] of [
-    ['tokenizer.json', 257],
-    ['tokenizer_config.json', 65],
-    ['chat_template.jinja', 65],
+  for (const [file, bytes] of [
+    ['tokenizer.json', 257 * 2 ** 20],
+    ['tokenizer_config.json', 65 * 2 ** 20],
+    ['chat_template.jinja', 65 * 2 ** 20],
+    // One byte over: the message must not round it down to the bound itself.
+    ['tokenizer_config.json', 64 * 2 ** 20 + 1],
   ] as const) {
     const dir = modelDir(base);
     const path = join(dir, file);
     // Sparse: no disk is written.
     closeSync(openSync(path, 'w'));
-    truncateSync(path, mib * 2 ** 20);
+    truncateSync(path, bytes);
     refused(
       () => (file === 'chat_template.jinja' ? loadChatTemplate(dir) : loadTokenizer(dir)),
       path,
-      new RegExp(`is ${mib} MiB, more than`),
+      new RegExp(`is ${bytes} bytes, more than the ${file === 'tokenizer.json' ? 256 * 2 ** 20 : 64 * 2 ** 20} \\(`),
     );
   }
 });

@@ -25,7 +25,8 @@ export function checkFileSize(path: string, max: number): void {
   const size = statSync(path).size;
   if (size > max)
     throw new InputError(
-      `the file is ${(size / 2 ** 20).toFixed(0)} MiB, more than the ${max / 2 ** 20} MiB a tokenizer file of a real model takes`,
+      // In bytes: rounded to MiB, a file just over the bound read "64 MiB, more than the 64 MiB".
+      `the file is ${size} bytes, more than the ${max} (${max / 2 ** 20} MiB) a tokenizer file of a real model takes`,
       { where: path, hint: HINT },
     );
 }
