@@ -74,7 +74,7 @@ export class ChatTemplate {
       // The parser reads past the last token of a block left open, failing in its own code rather than saying so.
       const why =
         e instanceof TypeError
-          ? 'it ends inside a block ({% for %}, {% if %}, {% set %}, {% macro %}…) that is never closed'
+          ? 'it ends inside a tag ({{ or {% without its }} or %}) or a block ({% for %}, {% if %}, {% set %}, {% macro %}…) that is never closed'
           : (e as Error).message;
       throw new InputError(`chat template does not parse: ${why}`, { where: source, cause: e });
     }

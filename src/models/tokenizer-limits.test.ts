@@ -116,6 +116,14 @@ test('a tokenizer_config.json chat_template that is neither a string nor a list 
 
 test('a chat template that ends inside an open block says so, not what the parser tripped on', () => {
   for (const t of ['{% for m in messages %}{{ m.content }}', '{% if x %}a', '{% set x %}a', '{% macro f() %}a'])
-    refused(() => new ChatTemplate(t, 'open block'), 'open block', /does not parse: it ends inside a block .* that is never closed/);
+    refused(
+      () => new ChatTemplate(t, 'open block'),
+      'open block',
+      /does not parse: it ends inside a tag .* or a block .* that is never closed/,
+    );
+  // A tag left open at the very end trips the parser the same way: the message must not send the reader looking for a
+  // {% for %} without its {% endfor %} only.
+  for (const t of ['{{ m.content }}{{', 'a{%'])
+    refused(() => new ChatTemplate(t, 'open tag'), 'open tag', /does not parse: it ends inside a tag \(\{\{ or \{% without/);
   refused(() => new ChatTemplate('{% endfor %}', 'stray end'), 'stray end', /does not parse: Unknown statement type: endfor/);
 });
