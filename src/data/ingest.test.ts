@@ -690,6 +690,38 @@ test('an archive (zip, tar, .tar.gz, bzip2, xz, zstd, 7z) saved under a data nam
     });
   }
   assert.deepEqual(readdirSync(dir).sort(), archives.map(([f]) => f).sort());
+  // A workbook is a zip too, but unzipping it gives XML, no data file: the hint says to save it as CSV. Its zip's
+  // first local headers, as Excel and LibreOffice write them (name at 30; the .ods's first entry is stored).
+  const entry = (name: string, body: string) => {
+    const h = Buffer.alloc(30);
+    h.write('PK\u0003\u0004', 0, 'latin1');
+    h.writeUInt32LE(body.length, 18);
+    h.writeUInt32LE(body.length, 22);
+    h.writeUInt16LE(name.length, 26);
+    return Buffer.concat([h, Buffer.from(name), Buffer.from(body)]);
+  };
+  const sheets: [string, Buffer, RegExp][] = [
+    [
+      'x.csv',
+      Buffer.concat([entry('[Content_Types].xml', '<Types/>'), entry('_rels/.rels', '<R/>'), entry('xl/workbook.xml', '<w/>')]),
+      /an Excel workbook \(\.xlsx\)/,
+    ],
+    [
+      'o.csv',
+      Buffer.concat([entry('mimetype', 'application/vnd.oasis.opendocument.spreadsheet'), entry('content.xml', '<c/>')]),
+      /an OpenDocument spreadsheet/,
+    ],
+  ];
+  for (const [file, bytes, what] of sheets) {
+    writeFileSync(join(dir, file), bytes);
+    await assert.rejects(run(dir, { ...cls, path: file }), (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === file, `${file}: ${String(e)}`);
+      assert.match(e.message, what);
+      assert.match(e.hint ?? '', new RegExp(`save the sheet as CSV .*pandas\\.read_excel\\('${file}'\\)`));
+      assert.doesNotMatch(e.hint ?? '', /unzip '/);
+      return true;
+    });
+  }
   // Text that spells "ustar" where a tar header has it is text ("mustard" at byte 256).
   writeFileSync(join(dir, 'h.csv'), `text,label\n${'x'.repeat(245)}mustard,ham\n`);
   assert.equal((await run(dir, { ...cls, path: 'h.csv' })).rowsOut, 1);

@@ -130,6 +130,20 @@ const ARCHIVES: { what: string; at: number; magic: number[]; unpack: string }[] 
   { what: 'a 7z archive', at: 0, magic: [0x37, 0x7a, 0xbc, 0xaf, 0x27, 0x1c], unpack: '7z x' },
 ];
 
+/**
+ * A spreadsheet saved as a zip of XML, by its first entries (a zip's local headers: the name at 30): the zip most
+ * often given as data is a workbook saved as `.xlsx` and named, or set, as CSV, and unzipping it gives no data file.
+ */
+function spreadsheet(chunk: Uint8Array): string | undefined {
+  const head = Buffer.from(chunk.buffer, chunk.byteOffset, Math.min(chunk.length, 1 << 16)).toString('latin1');
+  if (head.startsWith('mimetype', 30) && head.startsWith('application/vnd.oasis.opendocument.spreadsheet', 38))
+    return 'an OpenDocument spreadsheet (.ods), a zip of XML';
+  // An entry under xl/ (a .docx has word/): a local header's signature, 26 bytes, the name.
+  if (/^(\[Content_Types\]\.xml|_rels\/|docProps\/|xl\/)/.test(head.slice(30, 60)) && /PK\x03\x04[^]{26}xl\//.test(head))
+    return 'an Excel workbook (.xlsx), a zip of XML';
+  return undefined;
+}
+
 /** The input error for a file whose first bytes are an archive's or another compressor's, or undefined. */
 function archiveError(chunk: Uint8Array, file: string): InputError | undefined {
   const bzip2 = chunk[0] === 0x42 && chunk[1] === 0x5a && chunk[2] === 0x68;
@@ -137,6 +151,12 @@ function archiveError(chunk: Uint8Array, file: string): InputError | undefined {
     (x) => (x.unpack !== 'bunzip2 -k' || bzip2) && chunk.length >= x.at + x.magic.length && x.magic.every((b, i) => chunk[x.at + i] === b),
   );
   if (!a) return undefined;
+  const sheet = a.unpack === 'unzip' ? spreadsheet(chunk) : undefined;
+  if (sheet)
+    return new InputError(`the file is ${sheet}, not text`, {
+      where: file,
+      hint: `unzipped it holds XML, no data file: save the sheet as CSV (Excel, LibreOffice: Save As, CSV UTF-8), or with pandas: pandas.read_excel('${file}').to_csv('data.csv', index=False)`,
+    });
   return new InputError(`the file is ${a.what}, not text`, {
     where: file,
     hint: `unpack it first (${a.unpack} '${file}'), then point path at the data file it holds (only gzip is read as it is)`,
