@@ -156,6 +156,29 @@ for (const b of backends) {
       );
     });
 
+    test('a pointer write whose answer was lost, and that the SDK retried into a conflict, is its writer’s own', async (t) => {
+      const { dir, remote } = setup(t);
+      // Every swap reaches the store, and its answer is lost: the retry finds the version changed (by this very write).
+      const lost: ObjectBackend = Object.assign(Object.create(remote) as ObjectBackend, {
+        async swapBytes(key: string, bytes: Uint8Array, expect: string | undefined) {
+          await remote.swapBytes(key, bytes, expect);
+          return 'conflict' as const;
+        },
+      });
+      const writer = new ArtifactStore(join(dir, 'w', 'store'), { remote: lost });
+      const hold = await claimSharedCheckpoint(writer, NAME, 'attempt 1');
+      await pushCheckpoint(writer, NAME, checkpoint(join(dir, 'w', 'ck'), 1), undefined, undefined, hold);
+      await pushCheckpoint(writer, NAME, checkpoint(join(dir, 'w', 'ck'), 2), undefined, undefined, hold);
+      const reader = new ArtifactStore(join(dir, 'r', 'store'), { remote });
+      assert.equal(await pullCheckpoint(reader, NAME, join(dir, 'r', 'ck')), 2);
+      await finishSharedCheckpoint(writer, NAME, { steps: 2 }, undefined, hold);
+      assert.deepEqual(await readSharedFinished(reader, NAME), { steps: 2 });
+      // Another writer's change is still a conflict: the write was not its own.
+      const other = await claimSharedCheckpoint(new ArtifactStore(join(dir, 'o', 'store'), { remote }), NAME, 'attempt 2');
+      assert.ok(other);
+      await assert.rejects(finishSharedCheckpoint(writer, NAME, { steps: 3 }, undefined, hold), PointerMovedError);
+    });
+
     test('a claim keeps the pointer as it was (a finished record, a checkpoint) and a pointer that was none names no checkpoint', async (t) => {
       const { dir, home } = setup(t);
       const empty = await claimSharedCheckpoint(home('a'), NAME, 'attempt 1');
