@@ -208,6 +208,17 @@ test('unsupported config values fail naming the field', () => {
       { gguf_file: 'model.gguf', num_attention_heads: 0 },
       /model\.gguf: llama\.attention\.head_count \(config\.json's num_attention_heads\): must be a positive integer, got 0/,
     ],
+    // Without llama.vocab_size the vocabulary is token_embd.weight's rows, a key the file need not hold.
+    [
+      'tiny-llama',
+      { gguf_file: 'model.gguf', vocab_size: 2 ** 23 },
+      /model\.gguf: llama\.vocab_size \(or the rows of token_embd\.weight\) \(config\.json's vocab_size\): is 8388608, more than/,
+    ],
+    [
+      'tiny-llama',
+      { gguf_file: 'model.gguf', head_dim: 9 },
+      /model\.gguf: llama\.attention\.key_length \(or rope\.dimension_count, or embedding_length \/ attention\.head_count\) \(config\.json's head_dim\): head_dim 9 must be even/,
+    ],
   ];
   for (const [src, patch, re] of cases) {
     rmSync(dir, { recursive: true, force: true });

@@ -87,11 +87,12 @@ const METADATA_OF_CONFIG: Record<string, string> = {
   num_hidden_layers: 'block_count',
   num_attention_heads: 'attention.head_count',
   num_key_value_heads: 'attention.head_count_kv',
-  head_dim: 'attention.key_length (or rope.dimension_count)',
+  // llamaConfigFromGguf falls back to the others when a key is absent: the error names every place the value came from.
+  head_dim: 'attention.key_length (or rope.dimension_count, or embedding_length / attention.head_count)',
   rms_norm_eps: 'attention.layer_norm_rms_epsilon',
   rope_theta: 'rope.freq_base',
   max_position_embeddings: 'context_length',
-  vocab_size: 'vocab_size',
+  vocab_size: 'vocab_size (or the rows of token_embd.weight)',
 };
 
 /** The GGUF metadata key a field of a derived config.json comes from, or undefined for one no key holds. */
