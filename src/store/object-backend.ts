@@ -49,7 +49,8 @@ export interface ObjectBackend {
    * `expect` (a tag from readTagged or an earlier swap; undefined: only if there is no such key), atomically against
    * every other swap of the key, on any host. The new version's tag, or 'conflict' when the object changed (or
    * appeared, or went) since. S3: `If-Match: <etag>` (`If-None-Match: *`), a 412 (or 404) being the conflict. Tags
-   * follow the bytes (S3's ETag is their MD5): a writer that must tell its writes apart puts something unique in each.
+   * may follow the bytes (S3's ETag of a single PUT is their MD5, but for SSE-KMS or SSE-C): a writer that must tell
+   * its writes apart puts something unique in each.
    */
   swapBytes(key: string, bytes: Uint8Array, expect: string | undefined): Promise<{ etag: string } | 'conflict'>;
   /** A stream of the object's bytes, or undefined when there is no such key. */
