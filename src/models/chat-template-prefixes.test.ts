@@ -30,6 +30,9 @@ const TINY_TEMPLATES = [
   '{% for m in messages %}\n<{{ m.role }}>{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}\n<assistant>{% else %}.{% endif %}',
   // The generation prompt written inside the loop, after the last turn (TinyLlama's and Zephyr's way).
   '{% for m in messages %}<{{ m.role }}>{{ m.content }}<|endoftext|>\n{% if loop.last and add_generation_prompt %}<assistant>{% endif %}{% endfor %}',
+  // A turn skipped, or one that reads the turn before it; a loop that stops before the messages end.
+  "{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}{% if loop.previtem is defined and loop.previtem.role == m.role %}+{% endif %}<{{ m.role }}>{{ m.content }}<|endoftext|>{% if loop.last and add_generation_prompt %}<assistant>{% endif %}{% endfor %}",
+  '{% for m in messages %}{% if loop.index0 == 3 %}{% break %}{% endif %}<{{ m.role }}>{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}',
   JSON.parse(readFileSync(new URL('./fixtures/chat-templates.json', import.meta.url), 'utf8')).templates[
     'zephyr-style (trim_blocks, lstrip_blocks)'
   ],
@@ -59,6 +62,9 @@ const piece = fc.constantFrom(
   '<',
   '|',
   'assistant',
+  // The marks' own characters: such a conversation is rendered reply by reply.
+  '\uFFFF',
+  '\uFFFE',
 );
 const text = fc.array(piece, { minLength: 0, maxLength: 6 }).map((p) => p.join(''));
 const message = fc.tuple(fc.constantFrom('system', 'user', 'assistant', 'assistant'), text, fc.constantFrom(0, 1, 1));
