@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, mkdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parquetWriteBuffer } from 'hyparquet-writer';
@@ -662,6 +662,40 @@ test('a file of a folder removed after the folder was listed, before it was read
     );
     assert.deepEqual(readdirSync(dir), ['d']);
   }
+});
+test('a listed file replaced by a link that leads out before its turn to be read is refused, not read', async () => {
+  const dir = tmp();
+  const outside = tmp();
+  writeFileSync(join(outside, 'secret.jsonl'), `${JSON.stringify({ text: 'secret', label: 'ham' })}\n`);
+  mkdirSync(join(dir, 'd'));
+  // Listed and confined at the start, b.jsonl is opened once a.jsonl is read: the first progress report comes between.
+  writeFileSync(join(dir, 'd/a.jsonl'), Array.from({ length: 9000 }, (_, i) => good(i)).join('\n'));
+  writeFileSync(join(dir, 'd/b.jsonl'), good(1));
+  let swapped = false;
+  await assert.rejects(
+    ingest(
+      { task: 'classification', path: 'd' },
+      {
+        baseDir: dir,
+        roots: [dir],
+        outPath: join(dir, 'out.arrow'),
+        quarantinePath: join(dir, 'quarantine.arrow'),
+        onProgress: () => {
+          if (swapped) return;
+          swapped = true;
+          rmSync(join(dir, 'd/b.jsonl'));
+          symlinkSync(join(outside, 'secret.jsonl'), join(dir, 'd/b.jsonl'));
+        },
+      },
+    ),
+    (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === 'path', String(e));
+      assert.match(e.message, /^path: "d\/b\.jsonl" resolves to .*secret\.jsonl, which is outside the allowed data roots/);
+      return true;
+    },
+  );
+  assert.ok(swapped);
+  assert.deepEqual(readdirSync(dir), ['d']);
 });
 test('an archive (zip, tar, .tar.gz, bzip2, xz, zstd, 7z) saved under a data name fails naming what it is and how to unpack it', async () => {
   const dir = tmp();

@@ -13,12 +13,13 @@ import { sha256Hex } from '../util/canonical-json.ts';
 import { ENCODING_ADVICE, readRecords, type ReadOptions } from './read-records.ts';
 import { lengthStats, type IngestReport, type SourceFileInfo } from './report.ts';
 import { formatFromExtension, resolveSources, type SourceFile } from './sources.ts';
+import { dataRoots, isInside, outsideRootsError, realRoots } from './roots.ts';
 import { downloadVerified, isUrl, type DownloadOptions } from './download.ts';
 import { redactUrl } from '../util/redact.ts';
 import { checkIngestConfig } from './ingest-config.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, rmSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -309,6 +310,7 @@ export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<In
       cfg,
       opts,
       await resolveSources(cfg.path, opts.baseDir, { format: cfg.format, roots: opts.roots, signal: opts.signal }),
+      realRoots(opts.roots ?? dataRoots(opts.baseDir)),
     );
   // The URL as every row's _source, the report, the audit record and messages name it: without its credentials
   // (src/util/redact.ts). The sha256 pin, checked on download, is what identifies the bytes.
@@ -341,7 +343,16 @@ function goneSinceListed(cfg: IngestConfig, f: SourceFile, e: unknown): unknown 
   });
 }
 
-async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: SourceFile[]): Promise<IngestReport> {
+/**
+ * `confineTo`: the real data roots a listed file must still resolve into when its turn to be read comes (a local
+ * source; a download is the stage's own file).
+ */
+async function ingestFiles(
+  cfg: IngestConfig,
+  opts: IngestOptions,
+  files: SourceFile[],
+  confineTo?: readonly string[],
+): Promise<IngestReport> {
   const onBadRow = cfg.onBadRow ?? 'fail';
   const maxBad = cfg.maxBadFraction ?? 0.1;
   // Each file is hashed from the very bytes that are parsed (not read twice), so a file that
@@ -420,6 +431,13 @@ async function ingestFiles(cfg: IngestConfig, opts: IngestOptions, files: Source
           ? join(dirname(opts.outPath), `.source-${randomBytes(6).toString('hex')}.tmp`)
           : undefined;
       try {
+        // Confined when listed, opened after every file before it is read (minutes later, maybe): one replaced meanwhile
+        // by a link that leads out, or a link pointed elsewhere, would be read. Checked again as it is opened, the window
+        // is the time between two calls, not the reading of the files before it.
+        if (confineTo) {
+          const real = await realpath(f.abs);
+          if (!isInside(real, confineTo)) throw outsideRootsError(f.display, real, confineTo, 'path');
+        }
         if (snapshot) {
           const out = await newFileWriteStream(snapshot);
           await pipeline(
