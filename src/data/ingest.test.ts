@@ -1,8 +1,22 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, mkdirSync, symlinkSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+  mkdirSync,
+  symlinkSync,
+  openSync,
+  closeSync,
+  constants,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parquetWriteBuffer } from 'hyparquet-writer';
@@ -697,6 +711,49 @@ test('a listed file replaced by a link that leads out before its turn to be read
   assert.ok(swapped);
   assert.deepEqual(readdirSync(dir), ['d']);
 });
+test(
+  'a listed file replaced by a named pipe before its turn to be read is refused, not opened (which waits for a writer)',
+  { skip: process.platform === 'win32' && 'no mkfifo' },
+  async () => {
+    const dir = tmp();
+    mkdirSync(join(dir, 'd'));
+    writeFileSync(join(dir, 'd/a.jsonl'), Array.from({ length: 9000 }, (_, i) => good(i)).join('\n'));
+    writeFileSync(join(dir, 'd/b.jsonl'), good(1));
+    const pipe = join(dir, 'd/b.jsonl');
+    let swapped = false;
+    // Should the pipe be opened after all, a writer that comes and goes ends the wait: the case then fails, not hangs.
+    const unblock = setTimeout(() => {
+      try {
+        closeSync(openSync(pipe, constants.O_WRONLY | constants.O_NONBLOCK));
+      } catch {
+        /* no reader waiting */
+      }
+    }, 10_000).unref();
+    await assert.rejects(
+      ingest(
+        { task: 'classification', path: 'd' },
+        {
+          baseDir: dir,
+          outPath: join(dir, 'out.arrow'),
+          quarantinePath: join(dir, 'quarantine.arrow'),
+          onProgress: () => {
+            if (swapped) return;
+            swapped = true;
+            rmSync(pipe);
+            execFileSync('mkfifo', [pipe]);
+          },
+        },
+      ),
+      (e: unknown) => {
+        assert.ok(e instanceof InputError && e.where === 'd/b.jsonl', String(e));
+        assert.match(e.message, /^d\/b\.jsonl: the file was replaced by a named pipe, socket or device after "d" was listed/);
+        return true;
+      },
+    );
+    clearTimeout(unblock);
+    assert.ok(swapped);
+  },
+);
 test('an archive (zip, tar, .tar.gz, bzip2, xz, zstd, 7z) saved under a data name fails naming what it is and how to unpack it', async () => {
   const dir = tmp();
   const inner = `${good(1)}\n`;

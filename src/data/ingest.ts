@@ -437,6 +437,12 @@ async function ingestFiles(
         if (confineTo) {
           const real = await realpath(f.abs);
           if (!isInside(real, confineTo)) throw outsideRootsError(f.display, real, confineTo, 'path');
+          // And a regular file still: opening a named pipe put in its place waits for a writer, for ever if none comes.
+          if (!(await stat(real)).isFile())
+            throw new InputError(`the file was replaced by a named pipe, socket or device after ${JSON.stringify(cfg.path)} was listed`, {
+              where: f.display,
+              hint: 'something is changing the data while the stage reads it: let it finish (or point path at a copy), then run again',
+            });
         }
         if (snapshot) {
           const out = await newFileWriteStream(snapshot);
