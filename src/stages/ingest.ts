@@ -2,6 +2,7 @@
 import { join } from 'node:path';
 import type { IngestConfig } from '../data/config.ts';
 import { sha256File } from '../util/hash-file.ts';
+import { forEachInFlight } from '../util/in-flight.ts';
 import { ingestWithSchema } from '../data/schemas.ts';
 import { resolveSources } from '../data/sources.ts';
 import { dataRoots } from '../data/roots.ts';
@@ -19,6 +20,9 @@ import { InputError } from '../errors.ts';
 
 // The library (Arrow, onnxruntime, …) loads when the stage runs, not when `validate` reads the kind's contract.
 const lib = async () => ({ ...(await import('../data/arrow-io.ts')), ...(await import('../data/ingest.ts')) });
+
+/** Source files hashed at once for the cache key. */
+const HASHED_AT_ONCE = 8;
 
 export const ingestStage: StageKind<IngestConfig> = {
   kind: 'ingest',
@@ -51,7 +55,13 @@ export const ingestStage: StageKind<IngestConfig> = {
     // report names what was read (without credentials: inputsRead below), so the key after the run is the looked-up one.
     if (isUrl(cfg.path)) return [`${redactUrl(cfg.path)}:${urlPin(cfg.sha256)}`];
     const files = await resolveSources(cfg.path, baseDir, { format: cfg.format, roots: dataRoots(baseDir, { stateDir }) });
-    return Promise.all(files.map(async (f) => `${f.display}:${(await sha256File(f.abs)).sha256}`));
+    // A few at a time: all at once held a descriptor (and two 1 MiB buffers) per file, so a folder of more files than
+    // the open-file limit (1024 by default) failed every lookup with EMFILE.
+    const inputs: string[] = new Array<string>(files.length);
+    await forEachInFlight(files.keys(), HASHED_AT_ONCE, async (i) => {
+      inputs[i] = `${files[i]!.display}:${(await sha256File(files[i]!.abs)).sha256}`;
+    });
+    return inputs;
   },
   async run(cfg, ctx) {
     const { describeArrowFile, ingest } = await lib();
