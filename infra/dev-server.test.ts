@@ -11,7 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { Connection } from '@temporalio/client';
+import proto from '@temporalio/proto';
 import { startDevServer, stopProcess, TEMPORAL_CLI_MISSING } from './dev-server.ts';
+import { PIPELINE_ATTRIBUTE } from '../client/pipeline-attribute.ts';
 import { findTemporalCli } from './temporal-cli.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tempered-devserver-'));
@@ -57,6 +60,33 @@ describe('dev server start-up', () => {
         assert.match(readFileSync(server.logFile, 'utf8'), /address already in use/, 'the retry kept the failed start in the log');
       } finally {
         await stopProcess(server.pid);
+      }
+    },
+  );
+
+  it(
+    'registers the pipeline search attribute, and starts again on a database that has it',
+    { skip: realCli ? false : 'the Temporal CLI is not installed' },
+    async () => {
+      delete process.env.TEMPORAL_CLI_PATH;
+      const dbFile = join(dir, 'attribute.db');
+      for (const start of [1, 2]) {
+        const server = await startDevServer({ dbFile, logFile: join(dir, 'attribute.log'), headless: true });
+        try {
+          const connection = await Connection.connect({ address: server.address });
+          try {
+            const { customAttributes } = await connection.operatorService.listSearchAttributes({ namespace: 'default' });
+            assert.equal(
+              customAttributes?.[PIPELINE_ATTRIBUTE],
+              proto.temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+              `start ${start}: ${PIPELINE_ATTRIBUTE} is a Keyword attribute`,
+            );
+          } finally {
+            await connection.close();
+          }
+        } finally {
+          await stopProcess(server.pid);
+        }
       }
     },
   );

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
 import { ensureDir, statePaths } from './state.ts';
 import { findTemporalCli } from './temporal-cli.ts';
+import { PIPELINE_ATTRIBUTE } from '../client/pipeline-attribute.ts';
 import { freePort, portFree, PortTaken, retryPortRace, saysPortTaken } from '../src/util/port-race.ts';
 
 export interface DevServerOptions {
@@ -106,6 +107,9 @@ async function launchDevServer(cli: string, opts: DevServerOptions, port: number
     ip,
     '--log-level',
     'warn',
+    // Registered at every start (the CLI keeps an existing one): the Runs page's pipeline filter is then one list query.
+    '--search-attribute',
+    `${PIPELINE_ATTRIBUTE}=Keyword`,
     ...[...DEV_SERVER_TUNING, ...(opts.dynamicConfig ?? [])].flatMap((kv) => ['--dynamic-config-value', kv]),
   ];
   let uiPort: number | undefined;
