@@ -2,7 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { AUDIT_KEY_ENV, auditKey, parseAnchorText, signAnchor } from '../../src/audit/anchor.ts';
 import { databaseExists } from '../../src/db/database.ts';
-import { openAudit, type AuditLog, type AuditRecord, type VerifyResult } from '../../src/audit/log.ts';
+import { AUDIT_ACTIONS, openAudit, type AuditLog, type AuditRecord, type VerifyResult } from '../../src/audit/log.ts';
+import { closest } from '../../src/spec/suggest.ts';
 import { InputError } from '../../src/errors.ts';
 import { isFixedVersion, ModelFilterError, modelRecords, resolveModelFilter } from '../../src/registry/model-filter.ts';
 import { parse } from '../args.ts';
@@ -90,6 +91,21 @@ export async function* pagesOf(audit: AuditLog, q: { run?: string; action?: stri
     if (page.length < PRINT_PAGE) return;
     afterSeq = page[page.length - 1]!.seq;
   }
+}
+
+/**
+ * `--action` names an action tempered records (AUDIT_ACTIONS), or one the trail holds (an extension's): a typo
+ * (`run.cancel`, `bogus`) listed nothing and exited 0, which read as "no such records".
+ */
+async function checkAction(audit: AuditLog, action: string, usage: string): Promise<void> {
+  if ((AUDIT_ACTIONS as readonly string[]).includes(action)) return;
+  if ((await audit.query({ action, limit: 1 })).length > 0) return;
+  const near = closest(action, AUDIT_ACTIONS);
+  throw new CliError(
+    `--action '${printable(action)}' is no action the audit trail records${near ? `; did you mean '${near}'?` : ''}\n` +
+      `  the actions: ${AUDIT_ACTIONS.join(', ')}\nusage: ${usage}`,
+    2,
+  );
 }
 
 export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number> {
@@ -212,6 +228,7 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
         );
       return v.ok ? 0 : 1;
     }
+    if (values.action !== undefined) await checkAction(audit, values.action, usage);
     const filter = values.model === undefined ? undefined : await modelFilter(ctx, values.model);
     // A version's trail includes the serve.swapped records that swapped it out (their model is the version swapped in).
     const pages = filter

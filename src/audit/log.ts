@@ -21,9 +21,17 @@ import { redactJson } from '../util/redact.ts';
 
 export const GENESIS_HASH = '0'.repeat(64);
 
-/** Actions tempered writes. Others of the same dotted shape are accepted for extensions. */
+/**
+ * Every action tempered writes: `tempered audit --action` knows the trail's actions by it (cli/commands/audit-actions.test.ts
+ * checks each action written in the source is here). The log itself accepts others of the same dotted shape, for
+ * extensions.
+ */
 export const AUDIT_ACTIONS = [
   'run.submitted',
+  'run.triggered',
+  'run.gate_passed',
+  'run.skipped_unchanged',
+  'run.skipped_not_triggered',
   'run.completed',
   'run.failed',
   'run.cancelled',
@@ -33,6 +41,7 @@ export const AUDIT_ACTIONS = [
   'stage.reused',
   'model.registered',
   'model.promoted',
+  'model.not_promoted',
   'model.rolled_back',
   'model.pulled',
   'model.predicted',
@@ -43,6 +52,10 @@ export const AUDIT_ACTIONS = [
   'serve.stopped',
   'schedule.created',
   'schedule.updated',
+  'schedule.paused',
+  'schedule.unpaused',
+  'schedule.triggered',
+  'schedule.backfilled',
   'schedule.deleted',
   'store.collected',
   'db.migrated',
