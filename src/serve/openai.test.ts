@@ -674,6 +674,24 @@ test('what the shape of a request refuses is refused before its prompt is tokeni
   ]);
 });
 
+test('a repetition_penalty whose penalized logits would leave float32 is refused naming it; the usual values are taken', async (t) => {
+  const { url } = await serve(t, await load(dirA, 'tiny@1'));
+  const error = async (res: Response) =>
+    [res.status, ((await res.json()) as { error: { code: string; message: string; param: string | null } }).error] as const;
+  // 1e-39 sent a seen token's logit to +Infinity, and sampling then drew the least likely token; 1e39, -Infinity.
+  for (const penalty of [1e-39, 0.001, 1e39, 101]) {
+    const [status, e] = await error(
+      await post(url, '/v1/completions', { prompt: 'Hi', max_tokens: 2, temperature: 1, repetition_penalty: penalty }),
+    );
+    assert.deepEqual([status, e.code, e.param], [400, 'invalid_request', 'repetition_penalty'], String(penalty));
+    assert.match(e.message, /repetition_penalty/);
+  }
+  for (const penalty of [0.01, 1.2, 100]) {
+    const res = await post(url, '/v1/completions', { prompt: 'Hi', max_tokens: 2, temperature: 1, repetition_penalty: penalty });
+    assert.equal(res.status, 200, String(penalty));
+  }
+});
+
 test("/metrics counts each error by the code its client got, a stream's error event included; a refusal of the chat encoding names its field", async (t) => {
   // The template drops '#' from each message (so a message can come out holding a special token's text) and refuses a
   // conversation that opens with the assistant, as Mistral's refuses roles out of turn.

@@ -106,7 +106,10 @@ const samplingProps = {
   logprobs: { type: ['boolean', 'integer', 'null'] },
   // Extensions other OpenAI-compatible servers (vLLM) accept too.
   top_k: { type: ['integer', 'null'], minimum: 0 },
-  repetition_penalty: { type: ['number', 'null'], exclusiveMinimum: 0 },
+  // vLLM and transformers take any value > 0, but a seen token's logit divided by 1e-39 (or multiplied by 1e39) leaves
+  // float32's range, and sampling over an infinite logit drew the least likely token. Past these bounds a seen token is
+  // as good as forced (or banned) already: 1.0 is off, 1.1-1.3 the usual.
+  repetition_penalty: { type: ['number', 'null'], minimum: 0.01, maximum: 100 },
 } as const;
 
 /**
