@@ -28,6 +28,7 @@ import { modelWeightsSha256 } from '../formats/safetensors-index.ts';
 import { KEEP_CHECKPOINTS, type RunSettings } from './run-options.ts';
 import { epochBatches, exportedValidation } from './loop.ts';
 import { runsOnCuda } from '../engine/cuda.ts';
+import { checkTokenIdsFitModel } from './token-ids.ts';
 
 /** `train` (and `validation`) hold prompt and response columns. */
 export interface TrainCausalLmOptions extends RunSettings {
@@ -119,27 +120,6 @@ function chatTask(modelDir: string, chat: ChatOptions | undefined): Omit<ChatEnc
 async function baseWeightsSha256(modelDir: string, cfg: Record<string, unknown>): Promise<string> {
   const gguf = cfg[GGUF_FILE_KEY];
   return typeof gguf === 'string' ? (await sha256File(join(modelDir, gguf))).sha256 : modelWeightsSha256(modelDir);
-}
-
-/**
- * Token ids past config.json's vocab_size (another model's tokenizer.json beside the weights) are refused before the
- * graph is built, naming both files: onnxruntime failed the first step with "indices element out of data bounds" from
- * a Gather node, which the stage retried as if transient. Only the ids the rows hold count: a tokenizer with more
- * entries than the model has rows is fine as long as the text never reaches them.
- */
-function checkTokenIdsFitModel(modelDir: string, cfg: Record<string, unknown>, ids: BigInt64Array, rows = 'training rows'): void {
-  const vocab = cfg.vocab_size;
-  if (typeof vocab !== 'number' || !Number.isInteger(vocab)) return;
-  let max = -1n;
-  for (const id of ids) if (id > max) max = id;
-  if (max < BigInt(vocab)) return;
-  throw new InputError(
-    `the ${rows} hold token id ${max}, but config.json's vocab_size is ${vocab}: this tokenizer is not the model's (ids from ${vocab} on have no embedding row)`,
-    {
-      where: join(modelDir, 'tokenizer.json'),
-      hint: 'use the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json)',
-    },
-  );
 }
 
 /** Token columns of a causal tokenized table as int64 [rows, seqLen] arrays for the trainer. */

@@ -14,6 +14,9 @@ import { compileTrainStep, type TrainableSpec, type TrainProgram } from '../engi
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { checkLoraLayers, checkLoraTargets, modelLayerCount } from '../models/lora-targets.ts';
+import { readBertConfig } from '../models/bert.ts';
+import { ModelConfig } from '../models/weights.ts';
+import { checkTokenIdsFitModel, checkTokenTypesFitModel } from './token-ids.ts';
 import { buildBertClassifier, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, FEATURES, type BertConfig, type Pooling } from './bert.ts';
 import type { DropoutRates } from '../models/bert.ts';
 import { POOLINGS } from '../models/pooling.ts';
@@ -243,10 +246,9 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
   const train = await readTokenTable(trainTok.path);
   const val = valTok ? await readTokenTable(valTok.path) : undefined;
   refuseUnseenLabels(train, o.labels);
+  refuseTablesPastModel(o, train, val);
 
   const { program, config } = compileClassifier(o);
-  if (train.width > config.maxPositions)
-    throw new InputError(`maxLength ${o.maxLength} exceeds the model's ${config.maxPositions} positions`, { where: 'train.maxLength' });
 
   const baseSha = await modelWeightsSha256(o.modelDir);
   const hyper = {
@@ -344,6 +346,29 @@ export async function trainClassifier(o: TrainClassifierOptions): Promise<TrainR
     outDir: o.outDir,
     device: r.device,
   };
+}
+
+/**
+ * Rows the model has no embedding for (an id past vocab_size, a type past type_vocab_size, a position past
+ * max_position_embeddings) are refused before the graph is built: onnxruntime failed the first step (or the first
+ * validation pass, whose rows may be longer) with a Gather's or an Add's shape error, which the stage retried as
+ * transient.
+ */
+function refuseTablesPastModel(o: TrainClassifierOptions, train: TokenTable, val: TokenTable | undefined): void {
+  const cfg = readBertConfig(o.modelDir);
+  for (const [t, rows] of [
+    [train, 'training rows'],
+    [val, 'validation rows'],
+  ] as const) {
+    if (!t) continue;
+    checkTokenIdsFitModel(o.modelDir, ModelConfig.read(o.modelDir).raw, t.inputIds, rows);
+    checkTokenTypesFitModel(o.modelDir, cfg.typeVocabSize, t.tokenTypeIds, rows);
+    if (t.width > cfg.maxPositions)
+      throw new InputError(
+        `maxLength ${o.maxLength} exceeds the model's ${cfg.maxPositions} positions (config.json's max_position_embeddings): the ${rows} are ${t.width} tokens long`,
+        { where: 'train.maxLength', hint: `set maxLength to at most ${cfg.maxPositions}` },
+      );
+  }
 }
 
 /**

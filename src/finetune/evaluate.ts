@@ -11,6 +11,8 @@ import { createSession, type Device } from '../engine/runtime.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { buildBertClassifier, FEATURES, type Pooling } from './bert.ts';
 import { encodeTexts, loadPredictor } from './predictor.ts';
+import { checkTokenIdsFitModel } from './token-ids.ts';
+import { ModelConfig } from '../models/weights.ts';
 
 export interface LabeledTexts {
   texts: string[];
@@ -128,6 +130,7 @@ export async function baseEmbeddings(
   removeDeadNodes(model.graph);
   const session = await createSession(model, { device: o.device ?? 'cpu', threads: o.threads });
   const tok = loadTokenizer(modelDir);
+  const cfg = ModelConfig.read(modelDir).raw;
   const bs = o.batchSize ?? 64;
   try {
     // Sorting by length keeps each batch's padding small; results go back to input order.
@@ -138,16 +141,15 @@ export async function baseEmbeddings(
     const out = new Array<Float32Array>(texts.length);
     for (let s = 0; s < order.length; s += bs) {
       const idx = order.slice(s, s + bs);
-      const f = (
-        await session.run(
-          encodeTexts(
-            tok,
-            idx.map((i) => texts[i]!),
-            o.maxLength,
-            16,
-          ),
-        )
-      )[FEATURES]!;
+      const feeds = encodeTexts(
+        tok,
+        idx.map((i) => texts[i]!),
+        o.maxLength,
+        16,
+      );
+      // The baseline is the base model's own: an id it has no row for is the tokenizer's fault, as in training.
+      checkTokenIdsFitModel(modelDir, cfg, feeds.input_ids!.data as BigInt64Array, 'baseline rows');
+      const f = (await session.run(feeds))[FEATURES]!;
       const dim = f.dims[1]!;
       const data = f.data as Float32Array;
       idx.forEach((i, k) => {

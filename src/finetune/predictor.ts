@@ -12,6 +12,7 @@ import { createSession, toOrt, type Device } from '../engine/runtime.ts';
 import { loadTokenizer, type HfTokenizer } from '../models/tokenizer.ts';
 import { bucketLength } from './batches.ts';
 import { MODEL_MANIFEST, type ModelManifest } from './export.ts';
+import { checkTokenIdsFitModel, checkTokenTypesFitModel } from './token-ids.ts';
 
 export interface Prediction {
   label: string;
@@ -95,6 +96,24 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     threads: opts.threads,
     memArena: opts.memArena,
   });
+  const cfgPath = join(modelFolder, 'config.json');
+  const cfg = existsSync(cfgPath) ? (JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>) : {};
+  const typeRows = typeof cfg.type_vocab_size === 'number' ? cfg.type_vocab_size : 2;
+  const positions = typeof cfg.max_position_embeddings === 'number' ? cfg.max_position_embeddings : 512;
+  // Each batch's ids are checked before onnxruntime sees them: the model answers every text but the ones that reach
+  // ids, types or positions it has no row for, and those get an input error naming the folder, not a Gather's failure.
+  const checkFeeds = (feeds: Record<string, ort.Tensor>) => {
+    const hint =
+      "the tokenizer files in this folder are not the ones it was trained with: put back the ones trainClassifier wrote, or train again with the base model's own tokenizer";
+    checkTokenIdsFitModel(modelFolder, cfg, feeds.input_ids!.data as BigInt64Array, 'texts', hint);
+    checkTokenTypesFitModel(modelFolder, typeRows, feeds.token_type_ids!.data as BigInt64Array, 'texts');
+    const L = feeds.input_ids!.dims[1]!;
+    if (L > positions)
+      throw new InputError(
+        `a text is ${L} tokens long, past the model's ${positions} positions (config.json's max_position_embeddings): ${MODEL_MANIFEST}'s maxLength ${manifest.maxLength} is more than the model has`,
+        { where: modelFolder, hint: `train it again with maxLength at most ${positions}` },
+      );
+  };
   const batchSize = opts.batchSize ?? 32;
   const bucket = opts.bucket ?? 8;
   const labels = manifest.labels;
@@ -118,16 +137,14 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     const order = texts.map((t, i) => i).sort((a, b) => texts[a]!.length - texts[b]!.length || a - b);
     for (let start = 0; start < order.length; start += batchSize) {
       const idx = order.slice(start, start + batchSize);
-      const out = (
-        await run(
-          encodeTexts(
-            tok,
-            idx.map((i) => texts[i]!),
-            manifest.maxLength,
-            bucket,
-          ),
-        )
-      )[output]!;
+      const feeds = encodeTexts(
+        tok,
+        idx.map((i) => texts[i]!),
+        manifest.maxLength,
+        bucket,
+      );
+      checkFeeds(feeds);
+      const out = (await run(feeds))[output]!;
       dim = out.dims[1]!;
       if (start === 0) data = new Float32Array(texts.length * dim);
       const d = out.data as Float32Array;
