@@ -100,3 +100,31 @@ test('gzip input: concatenated members are read whole, zero padding with a warni
     (e) => e instanceof InputError && e.message.endsWith(`and 100 zero bytes of padding, at byte offset ${members.length + 100}`),
   );
 });
+
+test('a JSONL row naming the text or id field twice is a duplicate-field bad row, as ingest has it', async () => {
+  const jsonl = Buffer.from(
+    [
+      '{"id":1,"text":"a"}',
+      '{"id":2,"text":"b","text":"c"}',
+      '{"id":3,"id":4,"text":"d"}',
+      '{"id":5,"note":1,"note":2,"text":"e"}',
+      '',
+    ].join('\n'),
+  );
+  // Before: read as JSON.parse has it, the last value kept without a word ("c", id 4).
+  await assert.rejects(
+    run('dup.jsonl', jsonl),
+    (e) =>
+      e instanceof InputError &&
+      /dup\.jsonl:2$/.test(e.where ?? '') &&
+      /^.*duplicate-field: field "text" is named more than once/.test(e.message),
+  );
+  const skipped = await run('dup.jsonl', jsonl, { onBadRow: 'skip' });
+  // A field not read here may repeat.
+  assert.deepEqual(skipped.texts, ['a', 'e']);
+  assert.deepEqual(skipped.report.badReasons, { 'duplicate-field': 2 });
+  assert.deepEqual(
+    skipped.report.firstBadRows.map((b) => b.line),
+    [2, 3],
+  );
+});

@@ -253,6 +253,8 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
         signal: o.signal,
         encoding: o.encoding,
         encodingSetting: '--encoding ',
+        // As ingest: a JSONL row naming a field read here twice is a duplicate-field bad row (JSON.parse keeps the last).
+        readsColumns: [o.textField, idField, ...(o.scorer.conversations ? [MESSAGES] : [])],
         onWarning: (w) => warnings.push(w),
         onData: (chunk) => {
           inputHash.update(chunk);
