@@ -225,13 +225,17 @@ test('serve checks its number flags before it loads anything, naming the flag', 
     [['--stop-grace', '1.5'], /^--stop-grace must be an integer from 0 to 86400, got "1\.5"$/],
     [['--stop-grace', '86401'], /^--stop-grace must be an integer from 0 to 86400, got "86401"$/],
     [['--drain', '3601'], /^--drain must be an integer from 0 to 3600, got "3601"$/],
+    [['--stream-stall', '0'], /^--stream-stall must be an integer from 1 to 86400, got "0"$/],
   ];
   assert.deepEqual(await refusedBeforeTheModel(cases.map(([flags, said]) => [['serve', none, ...flags], said])), []);
   // What they take still passes: --port 0, --max-queue 0, --threads 256 (the model is then looked for, and is not there).
-  const ok = await runCliInProcess(['serve', none, '--port', '0', '--max-queue', '0', '--threads', '256', '--stop-grace', '0'], {
-    ...env,
-    TEMPERED_SERVE_TOKEN: 'flags-test-token-xxxxxxxxxxxxxxxx',
-  });
+  const ok = await runCliInProcess(
+    ['serve', none, '--port', '0', '--max-queue', '0', '--threads', '256', '--stop-grace', '0', '--stream-stall', '30'],
+    {
+      ...env,
+      TEMPERED_SERVE_TOKEN: 'flags-test-token-xxxxxxxxxxxxxxxx',
+    },
+  );
   assert.equal(ok.code, 1, ok.stderr);
   assert.match(ok.stderr, /cannot serve/);
 });

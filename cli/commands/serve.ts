@@ -291,7 +291,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     'tempered serve <name>[@alias] | <model source> [--port 8080] [--host 127.0.0.1] [--poll-ms 2000] [--max-batch 64] [--threads N] [--drain 0 (seconds)] [--cors-origin ORIGIN]...\n' +
     '  classifiers: [--workers 1] [--max-queue-texts 256]\n' +
     '  language models: [--chat-template FILE] [--max-tokens 1024] [--max-prompt-tokens N] [--max-request-tokens N] [--max-concurrent 1 (generation threads)] [--max-queue 16]\n' +
-    '    [--no-prompt-cache] [--stop-grace 8 (seconds)]   (token from TEMPERED_SERVE_TOKEN)';
+    '    [--no-prompt-cache] [--stop-grace 8 (seconds)] [--stream-stall 30 (seconds)]   (token from TEMPERED_SERVE_TOKEN)';
   const { values, positionals } = parse(
     argv,
     {
@@ -310,6 +310,7 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
       'max-queue': { type: 'string' },
       'no-prompt-cache': { type: 'boolean' },
       'stop-grace': { type: 'string' },
+      'stream-stall': { type: 'string' },
       drain: { type: 'string' },
       'cors-origin': { type: 'string', multiple: true },
     },
@@ -331,6 +332,10 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   // Seconds, up to a day (a timer beyond 2^31 - 1 ms would fire at once).
   const stopGrace = int('stop-grace', 0, 86_400);
   if (stopGrace !== undefined) generation.stopGraceMs = stopGrace * 1000;
+  // How long a stream's client may read nothing before it is taken as gone (its slot freed): a client behind a proxy
+  // that buffers, or one that reads in bursts, may need more than the default 30 s.
+  const streamStall = int('stream-stall', 1, 86_400);
+  if (streamStall !== undefined) generation.streamStallMs = streamStall * 1000;
   const drainS = int('drain', 0, 3_600) ?? 0;
   const port = int('port', 0, 65535) ?? 8080;
   // A timer longer than 2^31 - 1 ms fires at once (Node's setTimeout), so poll-ms stops there.
