@@ -124,7 +124,7 @@ export class EncryptionCodec implements PayloadCodec {
       const known = [...this.byId.keys()];
       throw new PayloadKeyError(
         known.length === 0
-          ? `this Temporal payload is encrypted (key id ${id}) and this process has no key: set TEMPERED_PAYLOAD_KEY to the key the run was submitted with (or list it in TEMPERED_PAYLOAD_KEYS_OLD)`
+          ? `this Temporal payload is encrypted (key id ${id}) and this process has no key: set TEMPERED_PAYLOAD_KEY to the key it was encrypted with, the one tempered's workers and clients share (or list it in TEMPERED_PAYLOAD_KEYS_OLD)`
           : `this Temporal payload is encrypted with key id ${id}, which is unknown here (this process has ${known.join(', ')}): set TEMPERED_PAYLOAD_KEY, or add to TEMPERED_PAYLOAD_KEYS_OLD, the key it was encrypted with`,
       );
     }

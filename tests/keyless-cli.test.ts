@@ -176,3 +176,21 @@ test('cancel of a run whose cancellation was requested already says so and recor
   const trail = await runCli(['audit', '--run', runId, '--action', 'run.cancel_requested', '--json'], keyed);
   assert.equal((JSON.parse(trail.stdout) as unknown[]).length, 1, trail.stdout);
 });
+
+test('submit --wait without the key, of a run a keyed worker took, says which key to set without calling it the one the run was submitted with', async () => {
+  // The run goes to Temporal in clear (no key here); the worker encrypts what it writes: its stage's failure.
+  const queue = { TEMPERED_TASK_QUEUE: 'keyless-keyed-worker' };
+  const worker = await startCliWorker([], { ...keyed, ...queue });
+  try {
+    const r = await runCli(['submit', file, '--wait', '--no-local-worker'], { ...env, ...queue }, { timeoutMs: 180_000 });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(
+      r.stderr,
+      /this Temporal payload is encrypted \(key id [0-9a-f]{16}\) and this process has no key: set TEMPERED_PAYLOAD_KEY to the key it was encrypted with, the one tempered's workers and clients share/,
+    );
+    // This process submitted it, without a key: "the key the run was submitted with" sent its reader to look for none.
+    assert.doesNotMatch(r.stderr, /submitted with/);
+  } finally {
+    await stopCliWorker(worker);
+  }
+});
