@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startDevServer, stopProcess } from './dev-server.ts';
+import { PayloadKeyError } from './payload-codec.ts';
 import { WorkerLogger } from './runtime.ts';
 
 test("the worker logger drops only the SDK's warning about a worker that runs no workflows (an --activities-only worker)", () => {
@@ -16,6 +17,34 @@ test("the worker logger drops only the SDK's warning about a worker that runs no
   log.info('below the level');
   log.error('No workflows here, but an error');
   assert.deepEqual(seen, ['WARN Worker failed to heartbeat', 'ERROR No workflows here, but an error']);
+});
+
+test('a worker without the key says once per run that it cannot decrypt a workflow task; every other failure is logged in full, each time', () => {
+  const seen: string[] = [];
+  const log = new WorkerLogger(
+    'WARN',
+    (e) => void seen.push(`${e.level} ${e.message}${e.meta?.error ? ` [${(e.meta.error as Error).message}]` : ''}`),
+  );
+  const keyless = new PayloadKeyError('no key here');
+  for (const runId of ['r1', 'r1', 'r2', 'r1']) {
+    log.error('Failed to process Workflow Activation', { runId, taskQueue: 'q', error: keyless });
+    log.warn('Failing workflow task', { runId, failure: 'Failure { message: "PayloadKeyError: no key here" }' });
+  }
+  // The same run's workflow task failing otherwise (a bug, a nondeterminism) is not taken for the missing key.
+  for (let i = 0; i < 2; i++) {
+    log.error('Failed to process Workflow Activation', { runId: 'r1', taskQueue: 'q', error: new Error('boom') });
+    log.warn('Failing workflow task', { runId: 'r1', failure: 'Failure { message: "boom" }' });
+  }
+  const once = (r: string) =>
+    `ERROR this worker cannot run a workflow task of run execution ${r} (task queue 'q'): no key here; Temporal retries it until a worker with the key takes it (said once per run)`;
+  assert.deepEqual(seen, [
+    once('r1'),
+    once('r2'),
+    'ERROR Failed to process Workflow Activation [boom]',
+    'WARN Failing workflow task',
+    'ERROR Failed to process Workflow Activation [boom]',
+    'WARN Failing workflow task',
+  ]);
 });
 
 test("the SDK core's own logs go through the logger to stderr, never to stdout (where a command's --json goes)", async () => {
