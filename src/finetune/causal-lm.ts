@@ -317,6 +317,7 @@ export async function trainCausalLm(o: TrainCausalLmOptions): Promise<CausalTrai
         ),
       )
     : undefined;
+  if (val) checkTokenIdsFitModel(o.modelDir, baseConfig, val.data.input_ids!.data as BigInt64Array, 'validation rows');
 
   const quantize = o.method === 'qlora' ? ('q4' as const) : undefined;
   o.onStatus?.(`building the training graph (${train.rows} ${o.pack ? 'packed ' : ''}rows of ${train.seq} tokens)`);

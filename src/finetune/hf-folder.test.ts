@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { InputError } from '../errors.ts';
 import { readSafetensors, writeSafetensors } from '../formats/safetensors.ts';
 import { INDEX_FILE, readSafetensorsIndex, writeShardedSafetensors } from '../formats/safetensors-index.ts';
@@ -73,6 +74,20 @@ test("training rows with token ids past config.json's vocab_size are refused by 
       e instanceof InputError &&
       e.message.startsWith(`${join(dir, 'tokenizer.json')}: the training rows hold token id `) &&
       /but config\.json's vocab_size is 40: this tokenizer is not the model's/.test(e.message),
+  );
+  // Training rows within the 64 rows the fixture has, validation rows past them (lower-case bytes): before, the first
+  // validation pass failed with the Gather's out-of-bounds error.
+  writeFileSync(cfgPath, JSON.stringify(cfg));
+  const validation = join(root, 'vocab-val.arrow');
+  const wr = new ArrowTableWriter(validation, { prompt: 'utf8', response: 'utf8' });
+  wr.writeBatch({ prompt: ['abc', 'xyz'], response: ['cba', 'zyx'] });
+  wr.close();
+  await assert.rejects(
+    trainCausalLm({ ...run(dir, 'vocab-val'), validation, evalEvery: 1 }),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === join(dir, 'tokenizer.json') &&
+      /the validation rows hold token id \d+, but config\.json's vocab_size is 64/.test(e.message),
   );
 });
 
