@@ -1,6 +1,6 @@
 /**
  * listRuns reads as many runs from Temporal's listing as it shows, and a few more (a fifth, at least 10) that settle
- * their start order. A real dev server holds 60 runs (no worker: they
+ * their start order, from the running runs and from the ended ones apart. A real dev server holds 60 runs (no worker: they
  * wait, listed as running); the client's ListWorkflowExecutions calls are counted on their way to the server: the
  * page size each asks for and the executions each answer carries, every one of which the SDK decodes. Unset, the
  * server answers with its largest page (1,000 on the dev server).
@@ -45,11 +45,14 @@ before(async () => {
 after(async () => env?.close());
 
 describe('listRuns reads a bounded page', () => {
-  it(`5 runs of ${RUNS} read one page of 15 (the 10 more settle the start order), not the server's largest`, async () => {
+  it(`5 runs of ${RUNS} read one page of 15 running (the 10 more settle the start order) and one of ended, not the server's largest`, async () => {
     calls.length = 0;
     const runs = await listRuns(env.client, 5);
     assert.equal(runs.length, 5);
-    assert.deepEqual(calls, [{ pageSize: 15, executions: 15 }]);
+    assert.deepEqual(calls, [
+      { pageSize: 15, executions: 15 },
+      { pageSize: 15, executions: 0 },
+    ]);
   });
 
   it('a pipeline filter (matched in the memo) reads pages of 200 until it has enough', async () => {
@@ -59,14 +62,40 @@ describe('listRuns reads a bounded page', () => {
     assert.ok(runs.every((r) => r.pipeline === 'nightly-spam'));
     assert.deepEqual(
       calls.map((c) => c.pageSize),
-      [200],
+      [200, 200],
     );
   });
 
-  it("the dashboard's limit of 500 asks for one page of 600", async () => {
+  it("the dashboard's limit of 500 asks for one page of 600 running and one of ended", async () => {
     calls.length = 0;
     assert.equal((await listRuns(env.client, 500)).length, RUNS);
-    assert.deepEqual(calls, [{ pageSize: 600, executions: RUNS }]);
+    assert.deepEqual(calls, [
+      { pageSize: 600, executions: RUNS },
+      { pageSize: 600, executions: 0 },
+    ]);
+  });
+});
+
+// Temporal lists running runs first, then ended ones by when they ended: a run still running that started long ago
+// comes before one that started after it and has ended, which is the newer of the two.
+describe('the newest started runs, running or ended', () => {
+  before(async () => {
+    const plan = plannedPipeline('other', [{ id: 'a', uses: 'probe', needs: [], with: { value: 'order' } }]);
+    for (const runId of ['order-old', 'order-new'])
+      await submitRun(env.client, { plan, options: { baseDir: env.dir, actor: 'ann' } }, { taskQueue: TEST_QUEUE, runId });
+    await env.client.workflow.getHandle('order-new').terminate('ended for the test');
+    for (let ended = false; !ended; await new Promise((r) => setTimeout(r, 200)))
+      ended = (await listRuns(env.client, 10, { id: 'order-' })).some((r) => r.runId === 'order-new' && r.status === 'TERMINATED');
+  });
+
+  it('a page of one is the run started last, though it ended before the one listed first', async () => {
+    const runs = await listRuns(env.client, 2, { id: 'order-' });
+    assert.ok(runs[0]!.startTime.getTime() >= runs[1]!.startTime.getTime());
+    assert.deepEqual(
+      (await listRuns(env.client, 1, { id: 'order-' })).map((r) => r.runId),
+      [runs[0]!.runId],
+    );
+    assert.equal(runs[0]!.runId, 'order-new');
   });
 });
 
@@ -108,7 +137,10 @@ describe('a namespace with the TemperedPipeline search attribute', () => {
       runs.map((r) => r.runId),
       [secretRun, 'sa-8'],
     );
-    assert.deepEqual(calls, [{ pageSize: 12, executions: 4 }]);
+    assert.deepEqual(calls, [
+      { pageSize: 12, executions: 4 },
+      { pageSize: 12, executions: 0 },
+    ]);
   });
 
   it('lists, without the key, the runs whose memo is encrypted, naming their pipeline', async () => {

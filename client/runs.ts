@@ -867,11 +867,11 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
     : clauses;
   if (scheduleNamed) clauses.push(`TemporalScheduledById = ${scheduleNamed}`);
   try {
-    return await listed(client, byName.join(' AND '), limit, { pipeline, byAttribute, schedule });
+    return await listed(client, byName.join(' AND '), limit, { oneStatus: !!filters.status, pipeline, byAttribute, schedule });
   } catch (e) {
     const err = e as { code?: number; cause?: { code?: number } };
     if (!schedule || (err.code ?? err.cause?.code) !== 3) throw e; // gRPC INVALID_ARGUMENT
-    return listed(client, clauses.join(' AND '), limit, { pipeline, byAttribute, schedule });
+    return listed(client, clauses.join(' AND '), limit, { oneStatus: !!filters.status, pipeline, byAttribute, schedule });
   }
 }
 
@@ -901,6 +901,8 @@ function listed(client: Client, query: string, limit: number, m: Matching): Prom
 
 /** What a listed run is matched against beside the query: the pipeline (lowercase), unless the query matched it by attribute, and the schedule. */
 interface Matching {
+  /** The query asks for one execution status: its runs come in one order (listedBy). */
+  oneStatus?: boolean;
   pipeline?: string;
   byAttribute?: boolean;
   schedule?: string;
@@ -929,12 +931,21 @@ const byStart = (a: RunSummary, b: RunSummary) =>
  * then ended ones by when they ended, latest first (the only order SQL visibility has; Elasticsearch's is the same
  * unless asked): taking the first `limit` it lists showed, on one page, a run that ended last but started a week ago
  * and not the one started after it that ended before it, which the next page then put above the first page's rows.
- * A run not listed yet started no later than the last one listed started (a running one) or ended (an ended one), so
- * reading stops once `limit` runs started at or after that instant.
+ * Running and ended runs are listed apart (one list where the query asks for one status): in one list, a run running
+ * since last week comes before every ended one, one that started yesterday included, so no run read there bounds when
+ * the unread ones started. In each list a run not read yet started no later than the last one read started (running)
+ * or ended (ended), so reading it stops once `limit` runs read started at or after that instant.
  */
 async function listedBy(client: Client, query: string, limit: number, m: Matching): Promise<RunSummary[]> {
-  const { pipeline, schedule } = m;
   const out: RunSummary[] = [];
+  const lists = m.oneStatus ? [query] : [`${query} AND ExecutionStatus = 'Running'`, `${query} AND ExecutionStatus != 'Running'`];
+  for (const q of lists) await readListed(client, q, limit, m, out);
+  return out.sort(byStart).slice(0, limit);
+}
+
+/** Adds to `out` the runs of one list (all running, or all ended) that match, until no unread one can be among the newest `limit`. */
+async function readListed(client: Client, query: string, limit: number, m: Matching, out: RunSummary[]): Promise<void> {
+  const { pipeline, schedule } = m;
   for await (const wf of client.workflow.list({ query, pageSize: runsPageSize(limit, m) })) {
     const unlistedStartedBy = (wf.closeTime ?? wf.startTime).getTime();
     const memoWhy = memoEncrypted(wf);
@@ -964,7 +975,6 @@ async function listedBy(client: Client, query: string, limit: number, m: Matchin
       });
     if (out.length >= limit && out.filter((r) => r.startTime.getTime() >= unlistedStartedBy).length >= limit) break;
   }
-  return out.sort(byStart).slice(0, limit);
 }
 
 /** Waits for the run; resolves with the final status whether it succeeded or failed. */

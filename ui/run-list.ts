@@ -1,8 +1,9 @@
 /**
  * The Runs page's listing: client/runs.ts listRuns (its filters: status, pipeline, schedule, start time, run id prefix)
  * as the page's URL asks for it, and whether there are more than the page shows (`more`), so older runs are a click
- * away instead of out of reach. One visibility list request per page, mostly; the pipeline filter reads more runs than
- * it shows where Temporal cannot match it (runs without the TemperedPipeline search attribute: client/pipeline-attribute.ts).
+ * away instead of out of reach. Two visibility list requests per page (running runs, ended ones: listRuns), mostly; the
+ * pipeline filter reads more runs than it shows where Temporal cannot match it (runs without the TemperedPipeline search
+ * attribute: client/pipeline-attribute.ts).
  */
 import type { Client } from '@temporalio/client';
 import { listRuns, type RunSummary } from '../client/runs.ts';
