@@ -3,7 +3,7 @@
 // which a stage retried as transient. A tokenizer with more entries than rows is fine while the text never reaches them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
@@ -98,5 +98,22 @@ test('validation rows longer than the positions the model has are refused naming
       /maxLength 32 exceeds the model's 16 positions \(config\.json's max_position_embeddings\): the validation rows are \d+ tokens long/.test(
         e.message,
       ),
+  );
+});
+
+test('rows whose token type ids the model has no row for are refused naming the tokenizer', async () => {
+  // A post-processor that gives a single text type id 2 (as another model's template may), against type_vocab_size 2.
+  const dir = tinyBertDir(join(root, 'types'), 7, TINY_MINILM);
+  const tokPath = join(dir, 'tokenizer.json');
+  const tok = JSON.parse(readFileSync(tokPath, 'utf8')) as { post_processor: { single: Record<string, { type_id: number }>[] } };
+  for (const piece of tok.post_processor.single) for (const v of Object.values(piece)) v.type_id = 2;
+  writeFileSync(tokPath, JSON.stringify(tok));
+  // Before: the token-type Gather's "indices element out of data bounds, idx=2".
+  await assert.rejects(
+    trainClassifier(options('types', { modelDir: dir, validation: undefined })),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === tokPath &&
+      /the training rows hold token type id 2, but config\.json's type_vocab_size is 2/.test(e.message),
   );
 });
