@@ -147,6 +147,24 @@ test("what Node's parser refuses in a request's body carries the CORS headers of
   assert.doesNotMatch(second, /access-control-allow-origin/i);
 });
 
+test("a refusal of a request pipelined behind one still waiting for its answer is not written: the client would read it as that request's answer", async (t) => {
+  // The first request's answer comes after 300 ms; the second's chunked framing is not HTTP, in the same packet.
+  const url = await start(t, new FakePredictor('spam@1', 300), { corsOrigins: [APP] });
+  const body = JSON.stringify({ inputs: ['a'] });
+  const good = `POST /predict HTTP/1.1\r\nHost: x\r\nOrigin: ${APP}\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  const bad = `POST /predict HTTP/1.1\r\nHost: x\r\nOrigin: ${APP}\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n`;
+  const got = await new Promise<string>((resolve, reject) => {
+    const sock = connect(Number(new URL(url).port), '127.0.0.1', () => sock.write(good + bad));
+    let text = '';
+    sock.on('data', (d) => (text += d.toString()));
+    sock.on('close', () => resolve(text));
+    sock.on('error', reject);
+  });
+  // It was: 'HTTP/1.1 400 Bad Request', the second request's malformed_request, as the first request's answer.
+  assert.doesNotMatch(got, /^HTTP\/1\.1 400 /);
+  assert.doesNotMatch(got, /malformed_request/);
+});
+
 test("a stream's answer carries the CORS headers too (it is written outside fastify's reply)", async (t) => {
   const dir = tinyLlamaDir(join(root, 'lm'), 1, { hidden: 32, layers: 2, maxPositions: 64 });
   const gen = await loadTextGenerator(dir, { id: 'tiny@1', threads: 1 });

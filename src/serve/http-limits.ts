@@ -66,7 +66,8 @@ function answerClientError(
   more: { headers: Record<string, string>; answered: boolean },
 ): void {
   // A connection reset has nobody left to answer; a request already answered (a 401 sent while its body still came)
-  // gets no second answer on its connection, which the client would read as the next response's bytes.
+  // gets no second answer on its connection, which the client would read as the next response's bytes, nor does one
+  // pipelined behind a request still waiting for its answer, which the client would read as that request's.
   if (err.code === 'ECONNRESET' || socket.destroyed || more.answered) {
     socket.destroy();
     return;

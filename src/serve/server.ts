@@ -213,9 +213,12 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       // Origin was read, and none of an earlier request on the connection is taken for it.
       const last = reading.get(socket);
       const current = last !== undefined && !last.req.complete ? last : undefined;
+      // Answers go out in the order of their requests: while an earlier request's answer is not written whole (requests
+      // pipelined on one connection), a refusal written now is read as that request's answer, so none is written.
+      const earlier = [...(unanswered.get(socket) ?? [])].some((res) => res !== current?.res);
       return {
         headers: current ? corsAnswerHeaders(corsOrigins, current.req.headers.origin) : {},
-        answered: current?.res.headersSent ?? false,
+        answered: (current?.res.headersSent ?? false) || earlier,
       };
     }),
     // OpenAI's shape of request id; every answer carries it in `x-request-id` (the openai SDK's `_request_id`,
@@ -245,7 +248,17 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
 
   // Each connection's latest request, for what Node's parser refuses in its body (clientErrorHandler above).
   const reading = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
-  app.server.on('request', (req: IncomingMessage, res: ServerResponse) => reading.set(req.socket, { req, res }));
+  // and the answers on it not yet written whole.
+  const unanswered = new WeakMap<Socket, Set<ServerResponse>>();
+  app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    reading.set(req.socket, { req, res });
+    let open = unanswered.get(req.socket);
+    if (!open) unanswered.set(req.socket, (open = new Set()));
+    open.add(res);
+    const done = () => open.delete(res);
+    res.once('finish', done);
+    res.once('close', done);
+  });
   const startTimes = new WeakMap<object, bigint>();
   // A client that went away before its answer (a generation it gave up on, streamed or not) reached no onResponse and
   // was not counted at all; it is counted as 499, nginx's "client closed request", so abandoned requests show.
