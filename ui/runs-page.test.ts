@@ -101,10 +101,10 @@ after(async () => {
 });
 
 describe('GET /api/runs', () => {
-  it('pages with one list request each and says whether older runs are past the page', async () => {
+  it('pages with two list requests each (running runs, ended ones) and says whether older runs are past the page', async () => {
     listRequests = 0;
     const first = await list('limit=3');
-    assert.equal(listRequests, 1);
+    assert.equal(listRequests, 2);
     assert.deepEqual(
       first.runs.map((r) => r.runId),
       all.slice(0, 3),
@@ -113,7 +113,7 @@ describe('GET /api/runs', () => {
     const whole = await list('limit=8');
     assert.equal(whole.runs.length, 8);
     assert.equal(whole.more, false, 'eight runs, eight shown: nothing past the page');
-    assert.equal(listRequests, 2);
+    assert.equal(listRequests, 4);
     assert.equal((await list('limit=1.5')).runs.length, 1, 'whole runs');
     assert.equal((await list('limit=-3')).runs.length, 1);
     assert.equal((await list('limit=1e9')).runs.length, 8);
