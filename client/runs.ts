@@ -934,7 +934,8 @@ const byStart = (a: RunSummary, b: RunSummary) =>
  * Running and ended runs are listed apart (one list where the query asks for one status): in one list, a run running
  * since last week comes before every ended one, one that started yesterday included, so no run read there bounds when
  * the unread ones started. In each list a run not read yet started no later than the last one read started (running)
- * or ended (ended), so reading it stops once `limit` runs read started at or after that instant.
+ * or ended (ended), so reading it stops once `limit` runs read started after that instant: strictly, since one started
+ * in the same millisecond is ordered by its run id here and by its execution's there.
  */
 async function listedBy(client: Client, query: string, limit: number, m: Matching): Promise<RunSummary[]> {
   const out: RunSummary[] = [];
@@ -973,7 +974,7 @@ async function readListed(client: Client, query: string, limit: number, m: Match
         ...(params ? { params } : {}),
         ...(memoWhy ? { memoEncrypted: memoWhy } : {}),
       });
-    if (out.length >= limit && out.filter((r) => r.startTime.getTime() >= unlistedStartedBy).length >= limit) break;
+    if (out.length >= limit && out.filter((r) => r.startTime.getTime() > unlistedStartedBy).length >= limit) break;
   }
 }
 
