@@ -153,6 +153,16 @@ describe('a namespace with the TemperedPipeline search attribute', () => {
     assert.match(runs[0]!.memoEncrypted ?? '', /TEMPERED_PAYLOAD_KEY/);
   });
 
+  it('matches a quote that begins or ends the text, and case, as typed, not every run the query lists', async () => {
+    // Temporal's STARTS_WITH drops such a quote (`nightly'` listed every nightly run) and SQLite's ignores case.
+    assert.deepEqual(await listRuns(plain, 20, { pipeline: "nightly'", id: 'sa-' }), []);
+    assert.deepEqual(await listRuns(plain, 20, { pipeline: "'nightly", id: 'sa-' }), []);
+    assert.deepEqual(await listRuns(plain, 20, { id: "sa-1'" }), []);
+    assert.deepEqual(await listRuns(plain, 20, { id: "'sa-1" }), []);
+    assert.deepEqual(await listRuns(plain, 20, { id: 'SA-1' }), []);
+    assert.deepEqual((await listRuns(plain, 20, { id: 'sa-1' })).map((r) => r.runId).sort(), ['sa-1', 'sa-10', 'sa-11']);
+  });
+
   it('still matches, in their memo, the runs submitted before the attribute was registered', async () => {
     const runs = await listRuns(plain, 100, { pipeline: 'nightly' });
     assert.equal(runs.length, RUNS / 10 + 4);

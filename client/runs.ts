@@ -867,11 +867,11 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
     : clauses;
   if (scheduleNamed) clauses.push(`TemporalScheduledById = ${scheduleNamed}`);
   try {
-    return await listed(client, byName.join(' AND '), limit, { oneStatus: !!filters.status, pipeline, byAttribute, schedule });
+    return await listed(client, byName.join(' AND '), limit, { oneStatus: !!filters.status, id, pipeline, byAttribute, schedule });
   } catch (e) {
     const err = e as { code?: number; cause?: { code?: number } };
     if (!schedule || (err.code ?? err.cause?.code) !== 3) throw e; // gRPC INVALID_ARGUMENT
-    return listed(client, clauses.join(' AND '), limit, { oneStatus: !!filters.status, pipeline, byAttribute, schedule });
+    return listed(client, clauses.join(' AND '), limit, { oneStatus: !!filters.status, id, pipeline, byAttribute, schedule });
   }
 }
 
@@ -903,6 +903,8 @@ function listed(client: Client, query: string, limit: number, m: Matching): Prom
 interface Matching {
   /** The query asks for one execution status: its runs come in one order (listedBy). */
   oneStatus?: boolean;
+  /** The beginning of the run id, as typed. */
+  id?: string;
   pipeline?: string;
   byAttribute?: boolean;
   schedule?: string;
@@ -954,10 +956,13 @@ async function readListed(client: Client, query: string, limit: number, m: Match
     const startedBy = (wf.searchAttributes as Record<string, unknown[]> | undefined)?.TemporalScheduledById?.[0];
     const scheduled = typeof startedBy === 'string' ? startedBy : memo.scheduleId || undefined;
     const params = memoWhy ? undefined : listedParams(wf.memo?.params);
-    // One that carries the attribute was matched by the query. An encrypted memo's pipeline cannot be matched: such a
-    // run without the attribute is left out of a filtered list.
+    // The pipeline in the attribute where the query asked for it, else in the memo; an encrypted memo's cannot be
+    // matched: such a run without the attribute is left out of a filtered list. What the query matched is checked again:
+    // Temporal's STARTS_WITH drops a quote that begins or ends its value (`a'` listed every run beginning `a`), and
+    // SQLite's ignores case where PostgreSQL's does not.
     const matches =
-      (!pipeline || (listedPipeline(wf) !== undefined && !!m.byAttribute) || (memo.pipeline ?? '').startsWith(pipeline)) &&
+      (!m.id || wf.workflowId.startsWith(m.id)) &&
+      (!pipeline || ((m.byAttribute ? listedPipeline(wf) : undefined) ?? memo.pipeline ?? '').startsWith(pipeline)) &&
       (!schedule || scheduled === schedule);
     if (matches)
       out.push({
