@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { Client } from '@temporalio/client';
 import { temporalDataConverter } from '../infra/payload-codec.ts';
 import { openAudit } from '../src/audit/log.ts';
-import { createSchedule, planScheduledRun, readSchedule, triggerSchedule } from '../client/schedules.ts';
+import { createSchedule, deleteSchedule, planScheduledRun, readSchedule, triggerOutcome, triggerSchedule } from '../client/schedules.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { kindRegistry } from '../src/stages/stage-kinds.ts';
 import { probeKind } from '../tests/helpers/test-stages.ts';
@@ -286,6 +286,27 @@ describe('trigger now', () => {
     const [rec, ...more] = await recorded('s0');
     assert.equal(more.length, 0);
     assert.deepEqual([rec?.runId, rec?.via, rec?.overlap], [runId, 'ui', 'allow-all']);
+  });
+
+  it('has no outcome, rather than an error that would keep the trigger out of the trail, for a schedule deleted after it', async () => {
+    const { input, spec } = await planScheduledRun({
+      file,
+      params: [],
+      registry: kindRegistry(env.kinds),
+      store: env.store,
+      actor: 'ann',
+      name: 'gone',
+    });
+    await createSchedule(env.client, {
+      name: 'gone',
+      taskQueue: 'no-worker',
+      input,
+      spec,
+      timing: { cron: '0 3 1 1 *', overlap: 'allow-all' },
+    });
+    const { view } = await readSchedule(env.client, 'gone');
+    await deleteSchedule(env.client, 'gone');
+    assert.deepEqual(await triggerOutcome(env.client, 'gone', view), {});
   });
 
   it('records the run it started without the key the schedule was encrypted with', async () => {
