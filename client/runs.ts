@@ -1050,12 +1050,20 @@ export async function hasWorkers(client: Client, namespace: string, queue: strin
   return (await pollerCount(client, queue, activities ? 'stages' : 'workflows', namespace)) > 0;
 }
 
-/** The input a run was started with, read back from its history. */
+/**
+ * The input a run was started with, read back from its history. Only the input is decoded: a run submitted without the
+ * key whose worker had one (its stages' results encrypted) was refused a keyless resume as if its input needed the key.
+ */
 export async function runInput(client: Client, runId: string): Promise<RunInput> {
-  return inputOf(client, runId, (await fetchDecodedHistory(client, runId)).events ?? []);
+  const events = (await client.workflow.getHandle(runId).fetchHistory()).events ?? [];
+  await decodePayloadsIn(
+    client,
+    events.find((e) => e.workflowExecutionStartedEventAttributes)?.workflowExecutionStartedEventAttributes?.input,
+  );
+  return inputOf(client, runId, events);
 }
 
-/** The input in a run's history that has been read (and decoded: fetchDecodedHistory) already. */
+/** The input in a run's history that has been read, with its input decoded already. */
 function inputOf(client: Client, runId: string, events: HistoryEvent[]): RunInput {
   const started = events.find((e) => e.workflowExecutionStartedEventAttributes)?.workflowExecutionStartedEventAttributes;
   const payload = started?.input?.payloads?.[0];

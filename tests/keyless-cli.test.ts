@@ -177,7 +177,7 @@ test('cancel of a run whose cancellation was requested already says so and recor
   assert.equal((JSON.parse(trail.stdout) as unknown[]).length, 1, trail.stdout);
 });
 
-test('submit --wait without the key, of a run a keyed worker took, says which key to set without calling it the one the run was submitted with', async () => {
+test('submit --wait without the key, of a run a keyed worker took, says which key to set without calling it the one the run was submitted with, and resume without the key resubmits its clear input', async () => {
   // The run goes to Temporal in clear (no key here); the worker encrypts what it writes: its stage's failure.
   const queue = { TEMPERED_TASK_QUEUE: 'keyless-keyed-worker' };
   const worker = await startCliWorker([], { ...keyed, ...queue });
@@ -190,6 +190,12 @@ test('submit --wait without the key, of a run a keyed worker took, says which ke
     );
     // This process submitted it, without a key: "the key the run was submitted with" sent its reader to look for none.
     assert.doesNotMatch(r.stderr, /submitted with/);
+    // Its input is in clear, as this process wrote it: resumed without the key (only the worker's results are not).
+    const runId = /^submitted run (\S+)/.exec(r.stdout)?.[1];
+    assert.ok(runId, r.stdout);
+    const resumed = await runCli(['resume', runId, '--json'], { ...env, ...queue });
+    assert.equal(resumed.code, 0, resumed.stdout + resumed.stderr);
+    await runCli(['cancel', (JSON.parse(resumed.stdout) as { runId: string }).runId], env);
   } finally {
     await stopCliWorker(worker);
   }
