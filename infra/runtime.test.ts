@@ -120,3 +120,29 @@ test("a line forwarded through the runtime's logger just before the process exit
   assert.equal(stdout, '');
   assert.match(stderr, /\[WARN\] the last line before exit/);
 });
+
+test('a line forwarded through a runtime the SDK built after the installed one shut down reaches stderr at the exit too', async () => {
+  // The SDK shuts the installed runtime down when its last worker and connection close, and builds another, with the
+  // same logger, for the next worker: the flush at the exit is of that one.
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      `import { Runtime } from '@temporalio/worker';
+       import { installRuntime } from './infra/runtime.ts';
+       installRuntime('WARN');
+       await Runtime.instance().shutdown();
+       Runtime.instance().logger.warn('the last line of the second runtime', { sdkComponent: 'core' });
+       process.exit(3);`,
+    ],
+    { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 3, stderr);
+  assert.match(stderr, /\[WARN\] the last line of the second runtime/);
+});

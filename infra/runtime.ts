@@ -47,9 +47,8 @@ export function installRuntime(defaultLevel: 'ERROR' | 'WARN' = 'WARN', o: { own
   installed = true;
   const level = (process.env.TEMPERED_LOG_LEVEL ?? defaultLevel).toUpperCase() as 'WARN';
   const metrics = metricsAddress();
-  let runtime: Runtime;
   try {
-    runtime = Runtime.install({
+    Runtime.install({
       logger: new WorkerLogger(level),
       // The SDK shuts every worker down on SIGINT/SIGTERM by default, and says nothing to the command
       // that waits on them: `submit --wait` then followed a run no worker served, and Ctrl-C did nothing.
@@ -73,8 +72,10 @@ export function installRuntime(defaultLevel: 'ERROR' | 'WARN' = 'WARN', o: { own
   // said last, the retries that explain why it failed. flushLogs (the SDK's public flush) hands them to the logger at
   // once, which writes them to stderr there and then; on 'exit', so every way out (a failure, Ctrl-C twice, a worker's
   // own exit) flushes, and none waits. What core has not passed on yet (it batches every 10 ms) is not there to flush:
-  // the SDK's Runtime shutdown aborts that batch too.
-  process.once('exit', () => runtime.flushLogs());
+  // the SDK's Runtime shutdown aborts that batch too. The runtime there at the exit: once its last worker and connection
+  // close the SDK shuts the installed one down (flushing it) and builds another, with the same logger, for the next
+  // (a command that ran a local worker, then another); none there, nothing to flush.
+  process.once('exit', () => Runtime._instance?.flushLogs());
 }
 
 /** TEMPERED_METRICS_ADDRESS (`host:port`): where a worker serves Prometheus metrics on /metrics. */
