@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { TokenSampler, applyRepetitionPenalty, argmax } from './sampling.ts';
+import { InputError } from '../errors.ts';
+import { TokenSampler, applyRepetitionPenalty, argmax, checkSampling } from './sampling.ts';
 import { TextStream } from './text-stream.ts';
 
 const logits = () => Float32Array.from([1, 3, 2, 0.5, 2.5]);
@@ -99,4 +100,15 @@ test('text stream: output cut inside a character (a token limit) ends before it,
   assert.equal(deltas.join(''), 'né ');
   assert.equal(s.final(ids), 'né ');
   assert.equal(new TextStream(dec, []).final(bytes.map((_, i) => i)), 'né 😀');
+});
+
+test("a repetition penalty outside [0.01, 100] is refused naming the field: past float32's range it drew the least likely token", () => {
+  for (const repetitionPenalty of [1e-39, 0.001, 101, 1e39, 0, Number.NaN])
+    assert.throws(
+      () => checkSampling({ repetitionPenalty }, 'chat'),
+      (e) => e instanceof InputError && /chat\.repetitionPenalty/.test(String(e.where)) && /from 0\.01 to 100/.test(e.message),
+      String(repetitionPenalty),
+    );
+  for (const repetitionPenalty of [0.01, 1, 1.2, 100]) checkSampling({ repetitionPenalty });
+  assert.throws(() => new TokenSampler({ temperature: 1, repetitionPenalty: 1e-39, seed: 0 }), InputError);
 });

@@ -19,6 +19,13 @@ export interface SamplingOptions {
   seed?: number;
 }
 
+/**
+ * transformers and vLLM take any penalty > 0, but a seen token's logit divided by 1e-39 (or multiplied by 1e39) leaves
+ * float32's range, and sampling over an infinite logit drew the least likely token. Past these bounds a seen token is
+ * as good as forced (or banned) already: 1 is off, 1.1-1.3 the usual.
+ */
+export const REPETITION_PENALTY = { min: 0.01, max: 100 } as const;
+
 export function checkSampling(o: SamplingOptions, where = 'generate'): void {
   const bad = (field: string, msg: string) => new InputError(msg, { where: `${where}.${field}` });
   if (o.temperature !== undefined && !(Number.isFinite(o.temperature) && o.temperature >= 0))
@@ -26,8 +33,9 @@ export function checkSampling(o: SamplingOptions, where = 'generate'): void {
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) throw bad('topK', `must be an integer >= 0, got ${o.topK}`);
   if (o.topP !== undefined && !(Number.isFinite(o.topP) && o.topP > 0 && o.topP <= 1))
     throw bad('topP', `must be in (0, 1], got ${o.topP}`);
-  if (o.repetitionPenalty !== undefined && !(Number.isFinite(o.repetitionPenalty) && o.repetitionPenalty > 0))
-    throw bad('repetitionPenalty', `must be a number > 0, got ${o.repetitionPenalty}`);
+  const rp = o.repetitionPenalty;
+  if (rp !== undefined && !(Number.isFinite(rp) && rp >= REPETITION_PENALTY.min && rp <= REPETITION_PENALTY.max))
+    throw bad('repetitionPenalty', `must be a number from ${REPETITION_PENALTY.min} to ${REPETITION_PENALTY.max} (1 is off), got ${rp}`);
   if (o.seed !== undefined && !Number.isSafeInteger(o.seed)) throw bad('seed', `must be an integer, got ${o.seed}`);
 }
 

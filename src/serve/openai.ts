@@ -10,6 +10,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { GenerateOptions, GenerateResult, TokenEvent } from '../generate/generate.ts';
 import { InputError } from '../errors.ts';
 import { MAX_CHARS_PER_TOKEN } from '../generate/text-generator.ts';
+import { REPETITION_PENALTY } from '../generate/sampling.ts';
 import { GenerationGate } from './gate.ts';
 import type { HotSwapModel } from './hot-swap.ts';
 import type { Counter } from './prometheus.ts';
@@ -106,10 +107,8 @@ const samplingProps = {
   logprobs: { type: ['boolean', 'integer', 'null'] },
   // Extensions other OpenAI-compatible servers (vLLM) accept too.
   top_k: { type: ['integer', 'null'], minimum: 0 },
-  // vLLM and transformers take any value > 0, but a seen token's logit divided by 1e-39 (or multiplied by 1e39) leaves
-  // float32's range, and sampling over an infinite logit drew the least likely token. Past these bounds a seen token is
-  // as good as forced (or banned) already: 1.0 is off, 1.1-1.3 the usual.
-  repetition_penalty: { type: ['number', 'null'], minimum: 0.01, maximum: 100 },
+  // The library's bounds (see REPETITION_PENALTY), refused here naming the API's field.
+  repetition_penalty: { type: ['number', 'null'], minimum: REPETITION_PENALTY.min, maximum: REPETITION_PENALTY.max },
 } as const;
 
 /**
