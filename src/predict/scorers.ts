@@ -21,7 +21,24 @@ export function classifierScorer(p: Pick<Predictor, 'labels' | 'predict'>, batch
     columns: ['label', ...p.labels.map((l) => `p_${l}`)],
     // No `conversations`: predictFile gives a classifier texts only.
     async score(texts) {
-      return (await p.predict(texts as string[])).map((r): Scored => ({ values: { label: r.label, scores: r.scores } }));
+      const scored = (r: { label: string; scores: Record<string, number> }): Scored => ({ values: { label: r.label, scores: r.scores } });
+      try {
+        return (await p.predict(texts as string[])).map(scored);
+      } catch (e) {
+        if (!(e instanceof InputError)) throw e;
+        // A text the model cannot take (token ids past its embedding rows) refuses the whole batch: asked one by one,
+        // only the rows that hold such a text are bad rows (--on-bad-row); the others are scored each alone.
+        const out: Scored[] = [];
+        for (const t of texts as string[]) {
+          try {
+            out.push(scored((await p.predict([t]))[0]!));
+          } catch (e1) {
+            if (!(e1 instanceof InputError)) throw e1;
+            out.push({ bad: e1.bareMessage });
+          }
+        }
+        return out;
+      }
     },
     csvCells: (v) => [v.label as string, ...p.labels.map((l) => (v.scores as Record<string, number>)[l])].map(String),
   };

@@ -28,7 +28,9 @@ import { sharedPrefix, type GenerateOptions, type GenerateResult, type TokenEven
 import type { TextGeneratorOptions } from '../generate/text-generator.ts';
 import type { ChatMessage, TextGenerator } from './types.ts';
 import { EncoderThread } from './encoder-thread.ts';
-import { replaceOnExit, startReadyThread } from './worker-pool.ts';
+import { fromWire, replaceOnExit, startReadyThread, type WireError } from './worker-pool.ts';
+// Where encoder-thread and generation-thread-main have taken them from; the classifier pool's threads share them.
+export { fromWire, toWire, type WireError } from './worker-pool.ts';
 
 export interface GenerationPoolOptions extends TextGeneratorOptions {
   /** Worker threads, each with its own decoder; at most this many generations run at once. Default 1. */
@@ -89,31 +91,12 @@ export type GenerationRequest =
   | { type: 'ack'; job: number }
   | { type: 'cancel'; job: number }
   | { type: 'close' };
-export interface WireError {
-  message: string;
-  /** Set when the thread threw an InputError: it stays one (a 400, not a 500). */
-  input?: { where?: string; hint?: string };
-}
 export type GenerationReply =
   | { type: 'ready'; contextLength: number; vocabSize: number }
   | ({ type: 'failed' } & WireError)
   | { type: 'token'; job: number; event: TokenEvent }
   | { type: 'done'; job: number; results: GenerateResult[] }
   | ({ type: 'error'; job: number } & WireError);
-
-/** An error the thread reported, rebuilt on this side (InputError keeps its class, `where` and `hint`). */
-export function fromWire(e: WireError): Error {
-  if (!e.input) return new Error(e.message);
-  // The message already starts with `where: `; InputError would prefix it again.
-  const prefix = e.input.where ? `${e.input.where}: ` : '';
-  const bare = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
-  return new InputError(bare, { where: e.input.where, hint: e.input.hint });
-}
-
-export function toWire(e: unknown): WireError {
-  const err = e instanceof Error ? e : new Error(String(e));
-  return err instanceof InputError ? { message: err.message, input: { where: err.where, hint: err.hint } } : { message: err.message };
-}
 
 interface Job {
   id: number;

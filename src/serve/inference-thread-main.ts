@@ -4,7 +4,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadPredictor } from '../finetune/predictor.ts';
-import type { ThreadReply, ThreadRequest, ThreadSetup } from './worker-pool.ts';
+import { toWire, type ThreadReply, type ThreadRequest, type ThreadSetup } from './worker-pool.ts';
 
 const setup = workerData as ThreadSetup;
 const port = parentPort!;
@@ -30,9 +30,9 @@ try {
       }
       reply({ type: 'result', batch: m.batch, predictions: await predictor.predict(m.texts) });
     } catch (e) {
-      reply({ type: 'error', batch: m.batch, message: (e as Error).message });
+      reply({ type: 'error', batch: m.batch, ...toWire(e) });
     }
   });
 } catch (e) {
-  reply({ type: 'failed', message: (e as Error).message });
+  reply({ type: 'failed', ...toWire(e) });
 }

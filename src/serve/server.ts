@@ -440,7 +440,17 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
                 'inputs',
               ),
             );
-        const predictions: Prediction[] = await p.predict(inputs);
+        let predictions: Prediction[];
+        try {
+          predictions = await p.predict(inputs);
+        } catch (e) {
+          if (!(e instanceof InputError)) throw e;
+          // A text the model cannot take (its token ids past the model's embedding rows, as when the folder's
+          // tokenizer is another model's): this request's fault to its client, the model's to the operator. The
+          // client is not told the server's paths: `where` names the model folder.
+          req.log.warn({ err: e }, 'a text of this request is one the model cannot take');
+          return reply.code(400).send(openAiError(400, 'invalid_request', `inputs: ${e.bareMessage}`, 'inputs'));
+        }
         if (!Array.isArray(predictions) || predictions.length !== inputs.length) {
           throw new Error(
             `predictor ${lease.predictor.id} returned ${Array.isArray(predictions) ? predictions.length : 'no'} predictions for ${inputs.length} inputs`,

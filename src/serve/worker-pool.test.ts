@@ -7,17 +7,22 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setImmediate as tick } from 'node:timers/promises';
+import { trainClassifier } from '../finetune/classifier.ts';
 import { loadPredictor } from '../finetune/predictor.ts';
-import { syntheticRows } from '../finetune/synthetic-text.testing.ts';
+import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testing.ts';
+import { tinyBertDir } from '../models/tiny.testing.ts';
+import { predictFile } from '../predict/predict.ts';
+import { classifierScorer } from '../predict/scorers.ts';
 import { createModelServer, type ModelServer } from './server.ts';
 import { exportTinyClassifier } from './tiny-classifier.testing.ts';
 import { loadPooledPredictor, type PooledPredictor } from './worker-pool.ts';
 import { retryAfterSpread } from './gate.ts';
 import type { Prediction } from './types.ts';
+import { InputError } from '../errors.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'serve-pool-'));
 const texts = syntheticRows(12, 4).map((r) => r.text);
@@ -162,3 +167,121 @@ test(
     }
   },
 );
+
+/**
+ * A classifier whose tokenizer has more entries than its model has rows, as classifier-vocab.test builds one: the tiny
+ * tokenizer's 119-row BERT given MiniLM's tokenizer, trained on text it fits ('ꙮ' is [CLS] [UNK] [SEP], ids 100-102).
+ * English text reaches ids in the thousands, which the predictor refuses as an input error.
+ */
+async function unfitClassifier(): Promise<string> {
+  const small = tinyBertDir(join(root, 'unfit-model'), 7, { tokenizer: 'tiny', hidden: 32, heads: 4, layers: 1 });
+  // exportTinyClassifier's base model (root/model) has MiniLM's tokenizer.
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(root, 'model', f), join(small, f));
+  const rows = Array.from({ length: 16 }, (_, i) => ({ text: 'ꙮ'.repeat(1 + (i % 3)), label: i % 2 ? 'positive' : 'negative' }));
+  const r = await trainClassifier({
+    modelDir: small,
+    train: writeTextTable(join(root, 'unfit-train.arrow'), rows),
+    labels: ['negative', 'positive'],
+    method: 'head',
+    lr: 1e-3,
+    maxSteps: 1,
+    batchSize: 16,
+    schedule: 'constant',
+    weightDecay: 0,
+    seed: 1,
+    maxLength: 32,
+    pooling: 'mean',
+    device: 'cpu',
+    threads: 1,
+    checkpointDir: join(root, 'unfit-ck'),
+    checkpointEvery: 0,
+    outDir: join(root, 'unfit-out'),
+  });
+  return r.outDir;
+}
+let unfit: Promise<string> | undefined;
+const unfitDir = () => (unfit ??= unfitClassifier());
+
+test("a pooled batch refused for one request's unfit text fails only that request (400 naming inputs); the other is answered as alone", async () => {
+  const dir = await unfitDir();
+  const hold = new Int32Array(new SharedArrayBuffer(4));
+  const pool = await loadPooledPredictor(dir, { threads: 1, workers: 1, hold });
+  const direct = await loadPredictor(dir, { threads: 1 });
+  let server: ModelServer | undefined;
+  try {
+    server = await createModelServer({
+      token: TOKEN,
+      pollMs: 60_000,
+      resolveCurrent: async () => ({
+        key: 'k',
+        load: async () => ({
+          id: 'unfit@1',
+          labels: pool.labels,
+          predict: (t) => pool.predict(t),
+          stats: () => pool.stats(),
+          close: () => pool.close(),
+        }),
+      }),
+    });
+    const url = await server.listen();
+    const predict = (inputs: string[]) =>
+      fetch(`${url}/predict`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs }),
+      });
+    // The first request holds the thread; the next two queue meanwhile and go to onnxruntime as one batch.
+    const first = predict(['ꙮ']);
+    while (pool.stats().inflight === 0) await tick();
+    const good = predict(['ꙮꙮ', 'ꙮ']);
+    const bad = predict(['ꙮ', 'a great day']);
+    while (pool.stats().queued < 4) await tick();
+    Atomics.store(hold, 0, 1);
+    Atomics.notify(hold, 0);
+    const [a, g, b] = await Promise.all([first, good, bad]);
+    assert.equal(a.status, 200);
+    // Before: 500 for both, the thread's input error a plain Error that failed the whole batch.
+    assert.equal(g.status, 200);
+    close(((await g.json()) as { predictions: Prediction[] }).predictions, await direct.predict(['ꙮꙮ', 'ꙮ']));
+    assert.equal(b.status, 400);
+    const err = ((await b.json()) as { error: { param: string; code: string; message: string } }).error;
+    assert.equal(err.param, 'inputs');
+    assert.equal(err.code, 'invalid_request');
+    assert.match(err.message, /^inputs: the texts hold token id \d{3,}, but config\.json's vocab_size is 119/);
+    assert.ok(!err.message.includes(dir), "the server's folder is not told to the client");
+    // The held one, the shared batch refused, then each of its requests alone.
+    assert.equal(pool.stats().batches, 4);
+    assert.equal((await predict(['ꙮ'])).status, 200, 'the pool answers after refusing');
+  } finally {
+    Atomics.store(hold, 0, 1);
+    Atomics.notify(hold, 0);
+    await server?.close();
+    await direct.close();
+  }
+});
+
+test("predict over the pool takes a row with an unfit text as a bad row (--on-bad-row), not as the run's failure", async () => {
+  const dir = await unfitDir();
+  const pool = await loadPooledPredictor(dir, { threads: 1, workers: 1 });
+  try {
+    const input = join(root, 'unfit-rows.jsonl');
+    const lines = ['ꙮ', 'a great day', 'ꙮꙮ'].map((text, i) => JSON.stringify({ id: i, text }));
+    writeFileSync(input, lines.join('\n') + '\n');
+    const output = join(root, 'unfit-predictions.jsonl');
+    // Before: the run failed with "inference failed: …", a plain Error naming no row.
+    const report = await predictFile({ input, output, scorer: classifierScorer(pool), textField: 'text', onBadRow: 'skip' });
+    assert.equal(report.rows, 2);
+    assert.equal(report.badRows, 1);
+    const ids = readFileSync(output, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { id: number }).id);
+    assert.deepEqual(ids, [0, 2]);
+    await assert.rejects(
+      predictFile({ input, output: join(root, 'unfit-fail.jsonl'), scorer: classifierScorer(pool), textField: 'text' }),
+      (e: unknown) => e instanceof InputError && e.where === `${input}:2` && /token id \d{3,}/.test(e.message),
+    );
+  } finally {
+    await pool.close();
+  }
+});

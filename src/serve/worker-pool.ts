@@ -76,12 +76,35 @@ export interface ThreadSetup {
 export type ThreadRequest = { type: 'predict'; batch: number; texts: string[] } | { type: 'close' };
 export type ThreadReply =
   | { type: 'ready'; id: string; labels: string[] }
-  | { type: 'failed'; message: string }
+  | ({ type: 'failed' } & WireError)
   | { type: 'result'; batch: number; predictions: Prediction[] }
-  | { type: 'error'; batch: number; message: string };
+  | ({ type: 'error'; batch: number } & WireError);
+
+/** An error as a thread reports it to its pool. */
+export interface WireError {
+  message: string;
+  /** Set when the thread threw an InputError: it stays one (a 400, not a 500). */
+  input?: { where?: string; hint?: string };
+}
+
+/** An error the thread reported, rebuilt on this side (InputError keeps its class, `where` and `hint`). */
+export function fromWire(e: WireError): Error {
+  if (!e.input) return new Error(e.message);
+  // The message already starts with `where: `; InputError would prefix it again.
+  const prefix = e.input.where ? `${e.input.where}: ` : '';
+  const bare = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
+  return new InputError(bare, { where: e.input.where, hint: e.input.hint });
+}
+
+export function toWire(e: unknown): WireError {
+  const err = e instanceof Error ? e : new Error(String(e));
+  return err instanceof InputError ? { message: err.message, input: { where: err.where, hint: err.hint } } : { message: err.message };
+}
 
 interface Pending {
   texts: string[];
+  /** Sent in a batch of its own: a batch it shared was refused as an input error, which may be another request's. */
+  alone?: boolean;
   resolve(p: Prediction[]): void;
   reject(e: Error): void;
 }
@@ -123,9 +146,8 @@ export function replaceOnExit<S extends { worker: Worker }>(
 const THREAD_MAIN = new URL('./inference-thread-main.ts', import.meta.url).href;
 
 async function startThread(setup: ThreadSetup): Promise<{ worker: Worker; id: string; labels: string[] }> {
-  const { worker, ready } = await startReadyThread<ThreadReply>(
-    setup,
-    (m) => new Error(m.type === 'failed' ? m.message : `unexpected first message ${m.type}`),
+  const { worker, ready } = await startReadyThread<ThreadReply>(setup, (m) =>
+    m.type === 'failed' ? fromWire(m) : new Error(`unexpected first message ${m.type}`),
   );
   return { worker, id: ready.id, labels: ready.labels };
 }
@@ -200,7 +222,15 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
           r.resolve(m.predictions.slice(at, at + r.texts.length));
           at += r.texts.length;
         }
-      } else for (const r of busy.requests) r.reject(new Error(`inference failed: ${m.message}`));
+      } else {
+        const e = fromWire(m);
+        if (e instanceof InputError && busy.requests.length > 1) {
+          // A text the model cannot take (token ids past its embedding rows) fails the whole batch, whoever sent it:
+          // each request goes again on its own, first in line, so only the one that holds such a text is refused.
+          queue.unshift(...busy.requests.map((r) => ({ ...r, alone: true })));
+          queuedTexts += busy.requests.reduce((n, r) => n + r.texts.length, 0);
+        } else for (const r of busy.requests) r.reject(e instanceof InputError ? e : new Error(`inference failed: ${e.message}`));
+      }
       dispatch();
     });
     // A thread that dies fails only its own batch; a fresh one takes its place.
@@ -225,10 +255,11 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
       if (slot.busy || queue.length === 0) continue;
       const requests: Pending[] = [];
       let size = 0;
-      while (queue.length > 0 && (requests.length === 0 || size + queue[0]!.texts.length <= maxBatch)) {
+      while (queue.length > 0 && (requests.length === 0 || (size + queue[0]!.texts.length <= maxBatch && !queue[0]!.alone))) {
         const r = queue.shift()!;
         requests.push(r);
         size += r.texts.length;
+        if (r.alone) break;
       }
       queuedTexts -= size;
       const batch = nextBatch++;
