@@ -480,7 +480,14 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
     // (The description just read says so: no need to read the run's history.)
     if (desc.raw.workflowExtendedInfo?.cancelRequested) return { cancelled: true, alreadyRequested: true };
     await handle.cancel();
-    await audit({ action: 'run.cancel_requested', subject: req.params.id, runId: req.params.id, details: { execution: desc.runId } });
+    // The key `tempered cancel` uses: two cancels that both read "not requested yet" keep one record.
+    await audit({
+      action: 'run.cancel_requested',
+      subject: req.params.id,
+      runId: req.params.id,
+      details: { execution: desc.runId },
+      dedupeKey: `${req.params.id}/${desc.runId}/cancel_requested`,
+    });
     return { cancelled: true };
   });
 

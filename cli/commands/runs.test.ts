@@ -22,6 +22,9 @@ test('runs --limit takes a whole number from 1, and runs takes no run id: anythi
         ),
       );
     }
+    const compared = await runCli(['runs', '--compare', 'a', 'b', '--limit', '3'], env);
+    assert.equal(compared.code, 2, compared.stdout + compared.stderr);
+    assert.match(compared.stderr, /^tempered: runs --compare takes no --limit: it compares the runs named\n/);
     const id = await runCli(['runs', 'some-run-id'], env);
     assert.equal(id.code, 2, id.stdout + id.stderr);
     assert.match(id.stderr, /^tempered: runs takes no run id \(`tempered status some-run-id` shows one run\)/);

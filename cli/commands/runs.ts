@@ -358,7 +358,11 @@ export async function runsCmd(ctx: CliContext, argv: string[]): Promise<number> 
     { json: { type: 'boolean' }, limit: { type: 'string' }, compare: { type: 'boolean' } },
     usage,
   );
-  if (values.compare) return (await import('./runs-compare.ts')).compareTrialsCmd(ctx, positionals, !!values.json);
+  if (values.compare) {
+    // It compares the runs named, all of them: a --limit was ignored without a word.
+    if (values.limit !== undefined) throw new CliError(`runs --compare takes no --limit: it compares the runs named\nusage: ${usage}`, 2);
+    return (await import('./runs-compare.ts')).compareTrialsCmd(ctx, positionals, !!values.json);
+  }
   // Number('x') listed nothing and said "no runs yet", exit 0, of a server full of runs.
   if (values.limit !== undefined && !/^[1-9]\d*$/.test(values.limit))
     throw new CliError(`--limit takes how many runs to list, a whole number from 1, not '${values.limit}'\nusage: ${usage}`, 2);
@@ -406,6 +410,9 @@ export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number
       runId: positionals[0]!,
       actor: actor(),
       details: { execution: desc.runId },
+      // Two cancels (here, the dashboard) that both read "not requested yet" keep one record: an execution is
+      // cancelled once.
+      dedupeKey: `${positionals[0]!}/${desc.runId}/cancel_requested`,
     });
   }
   // Cancelling is the workflow's own work: a run no worker has picked up stays open until one does. Whether one took it
