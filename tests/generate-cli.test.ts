@@ -172,7 +172,8 @@ test('generate and chat check the sampling flags before loading the model, and n
     generateAndChat(['--top-k', '1.5'], /^--top-k must be an integer >= 0, got 1\.5$/),
     generateAndChat(['--max-tokens', '0'], /^--max-tokens must be a positive integer, got 0$/),
     generateAndChat(['--temperature=-1'], /^--temperature must be a number >= 0, got -1$/),
-    generateAndChat(['--repetition-penalty', '0'], /^--repetition-penalty must be a number > 0, got 0$/),
+    generateAndChat(['--repetition-penalty', '0'], /^--repetition-penalty must be a number from 0\.01 to 100 \(1 is off\), got 0$/),
+    generateAndChat(['--repetition-penalty', '1e-39'], /^--repetition-penalty must be a number from 0\.01 to 100 \(1 is off\), got 1e-39$/),
     generateAndChat(['--seed', '0.5'], /^--seed must be an integer, got 0\.5$/),
   ].flat();
   // --raw skips the chat template: a system message or a template with it would be ignored without a word.
