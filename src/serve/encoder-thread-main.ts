@@ -1,7 +1,7 @@
 /** The thread of encoder-thread.ts: loads the model folder's tokenizer and chat template, then tokenizes what it is sent. */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadPromptEncoder } from '../generate/text-generator.ts';
-import { toWire } from './generation-pool.ts';
+import { toWire } from './worker-pool.ts';
 import type { EncoderReply, EncoderRequest, EncoderThreadSetup } from './encoder-thread.ts';
 
 const setup = workerData as EncoderThreadSetup;

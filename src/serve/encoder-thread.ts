@@ -6,8 +6,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { ChatMessage } from './types.ts';
-import { fromWire, type WireError } from './generation-pool.ts';
-import { OverloadedError, startReadyThread, TS_THREAD } from './worker-pool.ts';
+import { fromWire, OverloadedError, startReadyThread, TS_THREAD, type WireError } from './worker-pool.ts';
 
 /** To the thread. */
 export type EncoderRequest = { id: number; op: 'encode'; text: string } | { id: number; op: 'encodeChat'; messages: ChatMessage[] };

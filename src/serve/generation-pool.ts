@@ -29,8 +29,6 @@ import type { TextGeneratorOptions } from '../generate/text-generator.ts';
 import type { ChatMessage, TextGenerator } from './types.ts';
 import { EncoderThread } from './encoder-thread.ts';
 import { fromWire, replaceOnExit, startReadyThread, type WireError } from './worker-pool.ts';
-// Where encoder-thread and generation-thread-main have taken them from; the classifier pool's threads share them.
-export { fromWire, toWire, type WireError } from './worker-pool.ts';
 
 export interface GenerationPoolOptions extends TextGeneratorOptions {
   /** Worker threads, each with its own decoder; at most this many generations run at once. Default 1. */

@@ -6,7 +6,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { PrefixCache } from '../generate/generate.ts';
 import { loadTextGenerator } from '../generate/text-generator.ts';
-import { TOKEN_WINDOW, toWire, type GenerationReply, type GenerationRequest, type GenerationThreadSetup } from './generation-pool.ts';
+import { TOKEN_WINDOW, type GenerationReply, type GenerationRequest, type GenerationThreadSetup } from './generation-pool.ts';
+import { toWire } from './worker-pool.ts';
 
 const setup = workerData as GenerationThreadSetup;
 const port = parentPort!;
