@@ -24,7 +24,7 @@ import { Field, makeData, RecordBatch, Schema, Struct, Table, tableToIPC, Utf8, 
 import { InputError } from '../errors.ts';
 import { ArrowTableWriter, columnValues, readArrowBatches } from './arrow-io.ts';
 import type { IngestConfig } from './config.ts';
-import { ingest } from './ingest.ts';
+import { ingest, type IngestOptions } from './ingest.ts';
 import { formatDataReport } from './report.ts';
 import { datasetsDir } from './datasets-dir.ts';
 
@@ -44,8 +44,8 @@ async function readAll(path: string): Promise<Record<string, unknown>[]> {
   return rows;
 }
 
-async function run(dir: string, cfg: IngestConfig) {
-  return ingest(cfg, { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'quarantine.arrow') });
+async function run(dir: string, cfg: IngestConfig, more: Partial<IngestOptions> = {}) {
+  return ingest(cfg, { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'quarantine.arrow'), ...more });
 }
 
 /**
@@ -658,15 +658,7 @@ test('a file of a folder removed after the folder was listed, before it was read
     writeFileSync(join(dir, 'd/a.jsonl'), gz ? gzipSync(text) : text);
     writeFileSync(join(dir, 'd/b.jsonl'), good(1));
     await assert.rejects(
-      ingest(
-        { task: 'classification', path: 'd' },
-        {
-          baseDir: dir,
-          outPath: join(dir, 'out.arrow'),
-          quarantinePath: join(dir, 'quarantine.arrow'),
-          onProgress: () => rmSync(join(dir, 'd/b.jsonl'), { force: true }),
-        },
-      ),
+      run(dir, { task: 'classification', path: 'd' }, { onProgress: () => rmSync(join(dir, 'd/b.jsonl'), { force: true }) }),
       (e: unknown) => {
         assert.ok(e instanceof InputError && e.where === 'd/b.jsonl', String(e));
         assert.match(e.message, /^d\/b\.jsonl: the file was removed or renamed after "d" was listed, before it was read/);
@@ -839,10 +831,7 @@ test('a gzip bomb (a small file inflating far past its size) fails naming the fi
   const limits = { gzipLimits: { maxRatio: 100, minBytes: 1 << 20 } };
   for (const maxRows of [undefined, 10])
     await assert.rejects(
-      ingest(
-        { task: 'classification', path: 'bomb.jsonl.gz', ...(maxRows ? { maxRows } : {}) },
-        { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'quarantine.arrow'), ...limits },
-      ),
+      run(dir, { task: 'classification', path: 'bomb.jsonl.gz', ...(maxRows ? { maxRows } : {}) }, limits),
       (e: unknown) => {
         assert.ok(e instanceof InputError && e.where === 'bomb.jsonl.gz', String(e));
         assert.match(e.message, /inflates to more than 100 times its size/);
@@ -854,24 +843,15 @@ test('a gzip bomb (a small file inflating far past its size) fails naming the fi
   // Zero padding after it (accepted, with a warning) is no compressed data: 1 MiB of it must not raise the allowance
   // to 100 times the padded file (100 MiB here, which the 32 MiB passed).
   writeFileSync(join(dir, 'padded.jsonl.gz'), Buffer.concat([bomb, Buffer.alloc(1 << 20)]));
-  await assert.rejects(
-    ingest(
-      { task: 'classification', path: 'padded.jsonl.gz' },
-      { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'quarantine.arrow'), ...limits },
-    ),
-    (e: unknown) => {
-      assert.ok(e instanceof InputError && e.where === 'padded.jsonl.gz', String(e));
-      assert.match(e.message, /inflates to more than 100 times its size/);
-      return true;
-    },
-  );
+  await assert.rejects(run(dir, { task: 'classification', path: 'padded.jsonl.gz' }, limits), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'padded.jsonl.gz', String(e));
+    assert.match(e.message, /inflates to more than 100 times its size/);
+    return true;
+  });
   assert.deepEqual(readdirSync(dir).sort(), ['bomb.jsonl.gz', 'padded.jsonl.gz']);
   // The same limits read a real compressed file (ratio well under 100) as before.
   writeFileSync(join(dir, 'ok.jsonl.gz'), gzipSync(Array.from({ length: 2000 }, (_, i) => good(i)).join('\n')));
-  const r = await ingest(
-    { task: 'classification', path: 'ok.jsonl.gz' },
-    { baseDir: dir, outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'quarantine.arrow'), ...limits },
-  );
+  const r = await run(dir, { task: 'classification', path: 'ok.jsonl.gz' }, limits);
   assert.equal(r.rowsOut, 2000);
 });
 test(
