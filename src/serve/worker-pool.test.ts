@@ -19,7 +19,7 @@ import { predictFile } from '../predict/predict.ts';
 import { classifierScorer } from '../predict/scorers.ts';
 import { createModelServer, type ModelServer } from './server.ts';
 import { exportTinyClassifier } from './tiny-classifier.testing.ts';
-import { loadPooledPredictor, type PooledPredictor } from './worker-pool.ts';
+import { fromWire, loadPooledPredictor, toWire, type PooledPredictor } from './worker-pool.ts';
 import { retryAfterSpread } from './gate.ts';
 import type { Prediction } from './types.ts';
 import { InputError } from '../errors.ts';
@@ -284,4 +284,13 @@ test("predict over the pool takes a row with an unfit text as a bad row (--on-ba
   } finally {
     await pool.close();
   }
+});
+
+test("an InputError crosses the thread boundary whole: its class, where, hint and code (a caller's own advice reads the code)", () => {
+  const e = fromWire(toWire(new InputError('no such model', { where: 'model', hint: 'pull it', code: 'source-missing' })));
+  assert.ok(e instanceof InputError);
+  assert.deepEqual([e.message, e.where, e.hint, e.code], ['model: no such model', 'model', 'pull it', 'source-missing']);
+  const plain = fromWire(toWire(new Error('boom')));
+  assert.ok(!(plain instanceof InputError));
+  assert.equal(plain.message, 'boom');
 });

@@ -7,7 +7,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { Device } from '../engine/runtime.ts';
-import { InputError } from '../errors.ts';
+import { InputError, type InputErrorCode } from '../errors.ts';
 import type { Prediction, Predictor } from './types.ts';
 
 export interface PoolOptions {
@@ -84,21 +84,23 @@ export type ThreadReply =
 export interface WireError {
   message: string;
   /** Set when the thread threw an InputError: it stays one (a 400, not a 500). */
-  input?: { where?: string; hint?: string };
+  input?: { where?: string; hint?: string; code?: InputErrorCode };
 }
 
-/** An error the thread reported, rebuilt on this side (InputError keeps its class, `where` and `hint`). */
+/** An error the thread reported, rebuilt on this side (InputError keeps its class, `where`, `hint` and `code`). */
 export function fromWire(e: WireError): Error {
   if (!e.input) return new Error(e.message);
   // The message already starts with `where: `; InputError would prefix it again.
   const prefix = e.input.where ? `${e.input.where}: ` : '';
   const bare = e.message.startsWith(prefix) ? e.message.slice(prefix.length) : e.message;
-  return new InputError(bare, { where: e.input.where, hint: e.input.hint });
+  return new InputError(bare, { where: e.input.where, hint: e.input.hint, code: e.input.code });
 }
 
 export function toWire(e: unknown): WireError {
   const err = e instanceof Error ? e : new Error(String(e));
-  return err instanceof InputError ? { message: err.message, input: { where: err.where, hint: err.hint } } : { message: err.message };
+  return err instanceof InputError
+    ? { message: err.message, input: { where: err.where, hint: err.hint, code: err.code } }
+    : { message: err.message };
 }
 
 interface Pending {
