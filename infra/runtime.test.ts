@@ -93,29 +93,30 @@ test("the SDK core's own logs go through the logger to stderr, never to stdout (
   assert.match(stderr, /\[WARN\] gRPC call poll_\w+ retried \d+ times/);
 });
 
-test("a line forwarded through the runtime's logger just before the process exits reaches stderr", async () => {
-  // The logger the runtime forwards core's lines through, which holds each for 100 ms before writing it: logged, then
-  // process.exit at once, as a command does once its output is written.
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      '--input-type=module',
-      '-e',
-      `import { Runtime } from '@temporalio/worker';
-       import { installRuntime } from './infra/runtime.ts';
-       installRuntime('WARN');
-       Runtime.instance().logger.warn('the last line before exit', { sdkComponent: 'core' });
-       process.exit(3);`,
-    ],
-    { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+/** Runs `script` (an ES module, from the repository root) in a child process: its exit code, stdout and stderr. */
+async function runScript(script: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    cwd: fileURLToPath(new URL('..', import.meta.url)),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { code, stdout, stderr };
+}
+
+test("a line forwarded through the runtime's logger just before the process exits reaches stderr", async () => {
+  // The logger the runtime forwards core's lines through, which holds each for 100 ms before writing it: logged, then
+  // process.exit at once, as a command does once its output is written.
+  const { code, stdout, stderr } = await runScript(
+    `import { Runtime } from '@temporalio/worker';
+     import { installRuntime } from './infra/runtime.ts';
+     installRuntime('WARN');
+     Runtime.instance().logger.warn('the last line before exit', { sdkComponent: 'core' });
+     process.exit(3);`,
+  );
   assert.equal(code, 3, stderr);
   assert.equal(stdout, '');
   assert.match(stderr, /\[WARN\] the last line before exit/);
@@ -124,25 +125,14 @@ test("a line forwarded through the runtime's logger just before the process exit
 test('a line forwarded through a runtime the SDK built after the installed one shut down reaches stderr at the exit too', async () => {
   // The SDK shuts the installed runtime down when its last worker and connection close, and builds another, with the
   // same logger, for the next worker: the flush at the exit is of that one.
-  const child = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      '--input-type=module',
-      '-e',
-      `import { Runtime } from '@temporalio/worker';
-       import { installRuntime } from './infra/runtime.ts';
-       installRuntime('WARN');
-       await Runtime.instance().shutdown();
-       Runtime.instance().logger.warn('the last line of the second runtime', { sdkComponent: 'core' });
-       process.exit(3);`,
-    ],
-    { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'pipe'] },
+  const { code, stderr } = await runScript(
+    `import { Runtime } from '@temporalio/worker';
+     import { installRuntime } from './infra/runtime.ts';
+     installRuntime('WARN');
+     await Runtime.instance().shutdown();
+     Runtime.instance().logger.warn('the last line of the second runtime', { sdkComponent: 'core' });
+     process.exit(3);`,
   );
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   assert.equal(code, 3, stderr);
   assert.match(stderr, /\[WARN\] the last line of the second runtime/);
 });
