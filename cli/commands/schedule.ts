@@ -1,5 +1,4 @@
 /** `tempered schedule`: retrain on a timetable with Temporal Schedules. */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Client } from '@temporalio/client';
 import {
   auditScheduleChange,
@@ -17,6 +16,7 @@ import {
   scheduleView,
   SpecLoadError,
   triggerSchedule,
+  triggerOutcome,
   unpauseSchedule,
   updateSchedule,
   viewedChangeAudit,
@@ -561,17 +561,6 @@ async function pauseCmd(ctx: CliContext, argv: string[], sub: 'pause' | 'unpause
   await audit(ctx, sub === 'pause' ? 'paused' : 'unpaused', name, actor(), rec.specHash, rec.details);
   console.log(`${sub}d schedule '${name}'${values.note ? ` (note: ${values.note})` : ''}`);
   return 0;
-}
-
-/** Waits briefly for the server to act on a trigger: the new run's id, or that the overlap policy skipped it. */
-async function triggerOutcome(client: Client, name: string, before: ScheduleView): Promise<{ runId?: string; skipped?: boolean }> {
-  for (let i = 0; i < 40; i++) {
-    const view = await scheduleView(client, name);
-    if (view.actionsTaken > before.actionsTaken) return { runId: view.recentActions.at(-1)?.runId };
-    if (view.skippedOverlap > before.skippedOverlap) return { skipped: true };
-    await sleep(250);
-  }
-  return {};
 }
 
 async function triggerCmd(ctx: CliContext, argv: string[]): Promise<number> {
