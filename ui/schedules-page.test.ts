@@ -115,10 +115,19 @@ after(async () => {
   await env?.close();
 });
 
-/** A schedule of `file` (planned with `params`, its file stored) that fires once a year, so only a trigger runs it. */
-async function scheduleOf(name: string, file: string, params: string[] = []) {
+/**
+ * A schedule of `file` (planned with `params`, its file stored) that fires once a year, so only a trigger runs it; made
+ * through `o.client` (another key's) on `o.taskQueue` where given.
+ */
+async function scheduleOf(name: string, file: string, params: string[] = [], o: { client?: Client; taskQueue?: string } = {}) {
   const { input, spec } = await planScheduledRun({ file, params, registry: kindRegistry(env.kinds), store: env.store, actor: 'ann', name });
-  await createSchedule(env.client, { name, taskQueue: TEST_QUEUE, input, spec, timing: { cron: '0 3 1 1 *', overlap: 'allow-all' } });
+  await createSchedule(o.client ?? env.client, {
+    name,
+    taskQueue: o.taskQueue ?? TEST_QUEUE,
+    input,
+    spec,
+    timing: { cron: '0 3 1 1 *', overlap: 'allow-all' },
+  });
   return spec;
 }
 
@@ -289,21 +298,7 @@ describe('trigger now', () => {
   });
 
   it('has no outcome, rather than an error that would keep the trigger out of the trail, for a schedule deleted after it', async () => {
-    const { input, spec } = await planScheduledRun({
-      file,
-      params: [],
-      registry: kindRegistry(env.kinds),
-      store: env.store,
-      actor: 'ann',
-      name: 'gone',
-    });
-    await createSchedule(env.client, {
-      name: 'gone',
-      taskQueue: 'no-worker',
-      input,
-      spec,
-      timing: { cron: '0 3 1 1 *', overlap: 'allow-all' },
-    });
+    await scheduleOf('gone', file, [], { taskQueue: 'no-worker' });
     const { view } = await readSchedule(env.client, 'gone');
     await deleteSchedule(env.client, 'gone');
     assert.deepEqual(await triggerOutcome(env.client, 'gone', view), {});
@@ -316,21 +311,7 @@ describe('trigger now', () => {
       connection: env.client.connection,
       dataConverter: temporalDataConverter({ TEMPERED_PAYLOAD_KEY: randomBytes(32).toString('base64') }),
     });
-    const { input, spec } = await planScheduledRun({
-      file,
-      params: [],
-      registry: kindRegistry(env.kinds),
-      store: env.store,
-      actor: 'ann',
-      name: 'sealed',
-    });
-    await createSchedule(keyed, {
-      name: 'sealed',
-      taskQueue: 'no-worker',
-      input,
-      spec,
-      timing: { cron: '0 3 1 1 *', overlap: 'allow-all' },
-    });
+    await scheduleOf('sealed', file, [], { client: keyed, taskQueue: 'no-worker' });
     const { runId } = await trigger('sealed');
     assert.ok(runId);
     const { view } = await readSchedule(keyed, 'sealed');
