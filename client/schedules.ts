@@ -61,6 +61,11 @@ export interface ScheduleTiming {
   overlap: OverlapName;
 }
 
+/** A cron expression that names no time zone of its own (CRON_TZ=... or TZ=...): Temporal reads it as UTC. */
+export function cronInUtc(cron: string | undefined): boolean {
+  return !!cron && !/^(CRON_TZ|TZ)=/.test(cron);
+}
+
 /** The spec a schedule runs, as recorded in its memo. */
 export interface ScheduledSpec {
   pipeline: string;

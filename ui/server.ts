@@ -35,6 +35,7 @@ import {
   pauseSchedule,
   recentRuns,
   scheduleView,
+  cronInUtc,
   triggerOutcome,
   triggerSchedule,
   unpauseSchedule,
@@ -681,7 +682,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
         ...item,
         // As `schedule describe` says them: a cron that names no zone of its own is read by Temporal as UTC (the page
         // shows fire times in the reader's zone), and what a trigger or a fire does while a run is still in progress.
-        timing: view.timing.cron && !/^(CRON_TZ|TZ)=/.test(view.timing.cron) ? `${item.timing} (UTC)` : item.timing,
+        timing: cronInUtc(view.timing.cron) ? `${item.timing} (UTC)` : item.timing,
         overlap: view.timing.overlap,
         // Temporal still computes a paused schedule's fire times; none of them happens while it stays paused.
         nextRuns: view.paused ? [] : view.nextRuns.slice(0, 3),

@@ -16,6 +16,7 @@ import {
   scheduleView,
   SpecLoadError,
   triggerSchedule,
+  cronInUtc,
   triggerOutcome,
   unpauseSchedule,
   updateSchedule,
@@ -477,8 +478,7 @@ function lastText(s: {
 }
 
 function whenText(v: ScheduleView): string {
-  // A cron expression may name its own time zone (CRON_TZ=... or TZ=...); otherwise Temporal reads it as UTC.
-  const zone = v.timing.cron && !/^(CRON_TZ|TZ)=/.test(v.timing.cron) ? ' (UTC)' : '';
+  const zone = cronInUtc(v.timing.cron) ? ' (UTC)' : '';
   const parts = [v.timing.cron ? `cron "${v.timing.cron}"${zone}` : v.timing.every ? `every ${v.timing.every}` : NO_TIMING_TEXT];
   if (v.timing.jitter) parts.push(`jitter ${v.timing.jitter}`);
   parts.push(`overlap ${v.timing.overlap}`);
