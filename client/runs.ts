@@ -40,6 +40,12 @@ export const WORKFLOW_TYPE = 'pipelineRun';
 
 type HistoryEvent = NonNullable<Awaited<ReturnType<WorkflowHandle['fetchHistory']>>['events']>[number];
 
+/**
+ * The audit dedupe key of a request to cancel one execution: `tempered cancel` and the dashboard's Cancel write the
+ * same, so two that both read "not requested yet" keep one run.cancel_requested record.
+ */
+export const cancelRequestedKey = (runId: string, execution: string) => `${runId}/${execution}/cancel_requested`;
+
 export function newRunId(name: string): string {
   return `${name}-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}-${randomBytes(3).toString('hex')}`;
 }

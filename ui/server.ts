@@ -23,6 +23,7 @@ import {
   runningRunRefusal,
   submitRun,
   type ClientRunStatus,
+  cancelRequestedKey,
 } from '../client/runs.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
 import { listingClient, orMarked } from '../client/payloads.ts';
@@ -487,7 +488,7 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       subject: req.params.id,
       runId: req.params.id,
       details: { execution: desc.runId },
-      dedupeKey: `${req.params.id}/${desc.runId}/cancel_requested`,
+      dedupeKey: cancelRequestedKey(req.params.id, desc.runId),
     });
     return { cancelled: true };
   });

@@ -17,6 +17,7 @@ import {
   runningRunRefusal,
   stagesRunningOn,
   submitRun,
+  cancelRequestedKey,
 } from '../../client/runs.ts';
 import type { RunInput, RunStatus, StageResult } from '../../workflows/types.ts';
 import type { PlannedPipeline } from '../../src/spec/types.ts';
@@ -412,7 +413,7 @@ export async function cancelCmd(ctx: CliContext, argv: string[]): Promise<number
       details: { execution: desc.runId },
       // Two cancels (here, the dashboard) that both read "not requested yet" keep one record: an execution is
       // cancelled once.
-      dedupeKey: `${positionals[0]!}/${desc.runId}/cancel_requested`,
+      dedupeKey: cancelRequestedKey(positionals[0]!, desc.runId),
     });
   }
   // Cancelling is the workflow's own work: a run no worker has picked up stays open until one does. Whether one took it
