@@ -9,10 +9,10 @@ import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { InputError } from '../errors.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
-import { loadTokenizer, type HfTokenizer } from '../models/tokenizer.ts';
+import { loadTokenizer, type Encoding, type HfTokenizer } from '../models/tokenizer.ts';
 import { bucketLength } from './batches.ts';
 import { MODEL_MANIFEST, type ModelManifest } from './export.ts';
-import { checkTokenIdsFitModel, checkTokenTypesFitModel } from './token-ids.ts';
+import { unfitMessage, unfitRow, type ModelRows, type Unfit } from './token-ids.ts';
 
 export interface Prediction {
   label: string;
@@ -24,12 +24,23 @@ export interface Predictor {
   id: string;
   labels: string[];
   manifest: ModelManifest;
+  /** Refuses every text (an InputError) when one of them is a text the model cannot take; see predictEach. */
   predict(texts: string[]): Promise<Prediction[]>;
+  /**
+   * As predict, but a text the model cannot take (token ids, types or length it has no row for) gets why in place of
+   * its prediction, and the others are predicted without it: found before onnxruntime runs, so nothing runs twice.
+   */
+  predictEach(texts: string[]): Promise<(Prediction | UnfitText)[]>;
   /** Raw logits [texts.length × labels.length], row-major. */
   logits(texts: string[]): Promise<Float32Array>;
   /** Pooled sentence embeddings [texts.length × hidden], row-major. */
   embed(texts: string[]): Promise<{ dim: number; data: Float32Array }>;
   close(): Promise<void>;
+}
+
+/** A text the model cannot take, and why in words that name no path ("the text holds token id 5889, but …"). */
+export interface UnfitText {
+  unfit: string;
 }
 
 export interface PredictorOptions {
@@ -55,10 +66,19 @@ export function readManifest(folder: string): ModelManifest {
 
 /** Tokenizes and pads a group of texts to one bucket length (int64 tensors for onnxruntime). */
 export function encodeTexts(tok: HfTokenizer, texts: string[], maxLength: number, bucket: number): Record<string, ort.Tensor> {
-  const enc = texts.map((t) => tok.encode(t, null, { maxLength }));
+  return padEncodings(
+    tok,
+    texts.map((t) => tok.encode(t, null, { maxLength })),
+    maxLength,
+    bucket,
+  );
+}
+
+/** Texts already tokenized, padded to one bucket length of at most `width`. */
+function padEncodings(tok: HfTokenizer, enc: Encoding[], width: number, bucket: number): Record<string, ort.Tensor> {
   const longest = enc.reduce((m, e) => Math.max(m, e.inputIds.length), 1);
-  const L = bucketLength(longest, bucket, maxLength);
-  const n = texts.length;
+  const L = bucketLength(longest, bucket, width);
+  const n = enc.length;
   const ids = new BigInt64Array(n * L).fill(BigInt(tok.padId));
   const mask = new BigInt64Array(n * L);
   const types = new BigInt64Array(n * L).fill(BigInt(tok.padTypeId));
@@ -98,21 +118,33 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
   });
   const cfgPath = join(modelFolder, 'config.json');
   const cfg = existsSync(cfgPath) ? (JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>) : {};
-  const typeRows = typeof cfg.type_vocab_size === 'number' ? cfg.type_vocab_size : 2;
-  const positions = typeof cfg.max_position_embeddings === 'number' ? cfg.max_position_embeddings : 512;
-  // Each batch's ids are checked before onnxruntime sees them: the model answers every text but the ones that reach
+  const rows: ModelRows = {
+    vocab: typeof cfg.vocab_size === 'number' && Number.isInteger(cfg.vocab_size) ? cfg.vocab_size : undefined,
+    types: typeof cfg.type_vocab_size === 'number' ? cfg.type_vocab_size : 2,
+    positions: typeof cfg.max_position_embeddings === 'number' ? cfg.max_position_embeddings : 512,
+  };
+  // A batch is never padded past the positions the model has: the texts longer than them are left out as unfit.
+  const width = Math.min(manifest.maxLength, rows.positions);
+  // Each text's ids are checked before onnxruntime sees them: the model answers every text but the ones that reach
   // ids, types or positions it has no row for, and those get an input error naming the folder, not a Gather's failure.
-  const checkFeeds = (feeds: Record<string, ort.Tensor>) => {
-    const hint =
-      "the tokenizer files in this folder are not the ones it was trained with: put back the ones trainClassifier wrote, or train again with the base model's own tokenizer";
-    checkTokenIdsFitModel(modelFolder, cfg, feeds.input_ids!.data as BigInt64Array, 'texts', hint);
-    checkTokenTypesFitModel(modelFolder, typeRows, feeds.token_type_ids!.data as BigInt64Array, 'texts');
-    const L = feeds.input_ids!.dims[1]!;
-    if (L > positions)
+  const refuse = (unfit: (Unfit | undefined)[]) => {
+    const found = unfit.filter((u) => u !== undefined);
+    if (found.length === 0) return;
+    // One error for the texts together: the first kind of misfit found, at its largest.
+    const what = (['id', 'type', 'length'] as const).find((w) => found.some((u) => u.what === w))!;
+    const worst = found.filter((u) => u.what === what).reduce((a, b) => (b.value > a.value ? b : a));
+    if (what === 'length')
       throw new InputError(
-        `a text is ${L} tokens long, past the model's ${positions} positions (config.json's max_position_embeddings): ${MODEL_MANIFEST}'s maxLength ${manifest.maxLength} is more than the model has`,
-        { where: modelFolder, hint: `train it again with maxLength at most ${positions}` },
+        `${unfitMessage(worst, 'a text')}: ${MODEL_MANIFEST}'s maxLength ${manifest.maxLength} is more than the model has`,
+        { where: modelFolder, hint: `train it again with maxLength at most ${rows.positions}` },
       );
+    throw new InputError(unfitMessage(worst, 'the texts', true), {
+      where: join(modelFolder, 'tokenizer.json'),
+      hint:
+        what === 'id'
+          ? "the tokenizer files in this folder are not the ones it was trained with: put back the ones trainClassifier wrote, or train again with the base model's own tokenizer"
+          : 'use the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json)',
+    });
   };
   const batchSize = opts.batchSize ?? 32;
   const bucket = opts.bucket ?? 8;
@@ -127,30 +159,46 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     queue = p.catch(() => undefined);
     return p;
   };
-  const forAll = async (texts: string[], output: string): Promise<{ dim: number; data: Float32Array }> => {
+  /** `output` for every text the model can take; `unfit` says which it cannot (their rows of `data` stay 0). */
+  const forAll = async (
+    texts: string[],
+    output: string,
+    each: boolean,
+  ): Promise<{ dim: number; data: Float32Array; unfit: (Unfit | undefined)[] }> => {
     if (closed) throw new Error('predictor is closed');
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string'))
       throw new InputError('texts must be an array of strings', { where: 'texts' });
+    const enc = texts.map((t) => tok.encode(t, null, { maxLength: manifest.maxLength }));
+    const unfit = enc.map((e) => unfitRow(rows, e.inputIds, e.tokenTypeIds));
+    if (!each) refuse(unfit);
     let data = new Float32Array(0),
       dim = 0;
     // Texts of similar length share a batch (less padding); results return to input order.
-    const order = texts.map((t, i) => i).sort((a, b) => texts[a]!.length - texts[b]!.length || a - b);
+    const order = texts
+      .map((t, i) => i)
+      .filter((i) => unfit[i] === undefined)
+      .sort((a, b) => texts[a]!.length - texts[b]!.length || a - b);
     for (let start = 0; start < order.length; start += batchSize) {
       const idx = order.slice(start, start + batchSize);
-      const feeds = encodeTexts(
+      const feeds = padEncodings(
         tok,
-        idx.map((i) => texts[i]!),
-        manifest.maxLength,
+        idx.map((i) => enc[i]!),
+        width,
         bucket,
       );
-      checkFeeds(feeds);
       const out = (await run(feeds))[output]!;
       dim = out.dims[1]!;
       if (start === 0) data = new Float32Array(texts.length * dim);
       const d = out.data as Float32Array;
       idx.forEach((i, k) => data.set(d.subarray(k * dim, (k + 1) * dim), i * dim));
     }
-    return { dim, data };
+    return { dim, data, unfit };
+  };
+  const prediction = (data: Float32Array, i: number): Prediction => {
+    const p = softmax(data.subarray(i * C, (i + 1) * C));
+    let arg = 0;
+    for (let k = 1; k < C; k++) if (p[k]! > p[arg]!) arg = k;
+    return { label: labels[arg]!, scores: Object.fromEntries(labels.map((l, k) => [l, p[k]!])) };
   };
 
   return {
@@ -158,19 +206,22 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     labels,
     manifest,
     async logits(texts) {
-      return (await forAll(texts, manifest.outputs.logits)).data;
+      return (await forAll(texts, manifest.outputs.logits, false)).data;
     },
     async predict(texts) {
-      const { data } = await forAll(texts, manifest.outputs.logits);
+      const { data } = await forAll(texts, manifest.outputs.logits, false);
+      return texts.map((_, i) => prediction(data, i));
+    },
+    async predictEach(texts) {
+      const { data, unfit } = await forAll(texts, manifest.outputs.logits, true);
       return texts.map((_, i) => {
-        const p = softmax(data.subarray(i * C, (i + 1) * C));
-        let arg = 0;
-        for (let k = 1; k < C; k++) if (p[k]! > p[arg]!) arg = k;
-        return { label: labels[arg]!, scores: Object.fromEntries(labels.map((l, k) => [l, p[k]!])) };
+        const u = unfit[i];
+        return u ? { unfit: unfitMessage(u, 'the text') } : prediction(data, i);
       });
     },
-    embed(texts) {
-      return forAll(texts, manifest.outputs.embeddings);
+    async embed(texts) {
+      const { dim, data } = await forAll(texts, manifest.outputs.embeddings, false);
+      return { dim, data };
     },
     async close() {
       if (closed) return;

@@ -6,13 +6,53 @@
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 
-/** Ids as the tokenized tables (Int32Array) and the feeds (BigInt64Array) hold them. */
-type Ids = Int32Array | BigInt64Array;
+/** Ids as the tokenized tables (Int32Array), the feeds (BigInt64Array) and a tokenizer's encoding (number[]) hold them. */
+type Ids = Int32Array | BigInt64Array | readonly number[];
 
-function largest(ids: Ids): number | bigint {
+function largest(ids: Ids): number {
   let max: number | bigint = -1;
   for (const id of ids) if (id > max) max = id;
-  return max;
+  return Number(max);
+}
+
+/** What a model has rows for: config.json's vocab_size (where it says), type_vocab_size and max_position_embeddings. */
+export interface ModelRows {
+  vocab?: number;
+  types: number;
+  positions: number;
+}
+
+/** What of a text the model has no row for: its largest token id, its largest type id, or its length; `limit` is the rows. */
+export interface Unfit {
+  what: 'id' | 'type' | 'length';
+  value: number;
+  limit: number;
+}
+
+/**
+ * One text's verdict, found before onnxruntime runs, so a batch can leave out the texts the model cannot take instead of
+ * failing them all: ids past vocab_size first, then types past type_vocab_size, then a length past the positions.
+ */
+export function unfitRow(rows: ModelRows, ids: Ids, types: Ids): Unfit | undefined {
+  const id = largest(ids);
+  if (rows.vocab !== undefined && id >= rows.vocab) return { what: 'id', value: id, limit: rows.vocab };
+  const type = largest(types);
+  if (type >= rows.types) return { what: 'type', value: type, limit: rows.types };
+  if (ids.length > rows.positions) return { what: 'length', value: ids.length, limit: rows.positions };
+  return undefined;
+}
+
+/** `u` in words after `subject` ("the text", or "the training rows" with `plural`). */
+export function unfitMessage(u: Unfit, subject: string, plural = false): string {
+  const hold = plural ? 'hold' : 'holds';
+  switch (u.what) {
+    case 'id':
+      return `${subject} ${hold} token id ${u.value}, but config.json's vocab_size is ${u.limit}: this tokenizer is not the model's (ids from ${u.limit} on have no embedding row)`;
+    case 'type':
+      return `${subject} ${hold} token type id ${u.value}, but config.json's type_vocab_size is ${u.limit}: this tokenizer is not the model's (types from ${u.limit} on have no embedding row)`;
+    case 'length':
+      return `${subject} ${plural ? 'are' : 'is'} ${u.value} tokens long, past the model's ${u.limit} positions (config.json's max_position_embeddings)`;
+  }
 }
 
 /**
@@ -31,10 +71,10 @@ export function checkTokenIdsFitModel(
   if (typeof vocab !== 'number' || !Number.isInteger(vocab)) return;
   const max = largest(ids);
   if (max < vocab) return;
-  throw new InputError(
-    `the ${rows} hold token id ${max}, but config.json's vocab_size is ${vocab}: this tokenizer is not the model's (ids from ${vocab} on have no embedding row)`,
-    { where: join(modelDir, 'tokenizer.json'), hint },
-  );
+  throw new InputError(unfitMessage({ what: 'id', value: max, limit: vocab }, `the ${rows}`, true), {
+    where: join(modelDir, 'tokenizer.json'),
+    hint,
+  });
 }
 
 /**
@@ -44,11 +84,8 @@ export function checkTokenIdsFitModel(
 export function checkTokenTypesFitModel(modelDir: string, typeRows: number, types: Ids, rows: string): void {
   const max = largest(types);
   if (max < typeRows) return;
-  throw new InputError(
-    `the ${rows} hold token type id ${max}, but config.json's type_vocab_size is ${typeRows}: this tokenizer is not the model's (types from ${typeRows} on have no embedding row)`,
-    {
-      where: join(modelDir, 'tokenizer.json'),
-      hint: 'use the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json)',
-    },
-  );
+  throw new InputError(unfitMessage({ what: 'type', value: max, limit: typeRows }, `the ${rows}`, true), {
+    where: join(modelDir, 'tokenizer.json'),
+    hint: 'use the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json)',
+  });
 }

@@ -9,36 +9,23 @@ import { InputError } from '../errors.ts';
 import { generate, type GenerateOptions } from '../generate/generate.ts';
 import { MAX_CHARS_PER_TOKEN, promptTokens, type LoadedTextGenerator } from '../generate/text-generator.ts';
 import { withSystemMessage } from '../models/chat-encoding.ts';
-import type { Predictor } from '../serve/types.ts';
+import type { PooledPredictor } from '../serve/worker-pool.ts';
 import type { PredictInput, RowScorer, Scored } from './predict.ts';
 
 /** Texts per classifier request: serve's default --max-batch, so a batch is one that a client of the server could send. */
 export const CLASSIFIER_BATCH = 64;
 
-export function classifierScorer(p: Pick<Predictor, 'labels' | 'predict'>, batchSize = CLASSIFIER_BATCH): RowScorer {
+export function classifierScorer(p: Pick<PooledPredictor, 'labels' | 'predictEach'>, batchSize = CLASSIFIER_BATCH): RowScorer {
   return {
     batchSize,
     columns: ['label', ...p.labels.map((l) => `p_${l}`)],
     // No `conversations`: predictFile gives a classifier texts only.
     async score(texts) {
-      const scored = (r: { label: string; scores: Record<string, number> }): Scored => ({ values: { label: r.label, scores: r.scores } });
-      try {
-        return (await p.predict(texts as string[])).map(scored);
-      } catch (e) {
-        if (!(e instanceof InputError)) throw e;
-        // A text the model cannot take (token ids past its embedding rows) refuses the whole batch: asked one by one,
-        // only the rows that hold such a text are bad rows (--on-bad-row); the others are scored each alone.
-        const out: Scored[] = [];
-        for (const t of texts as string[]) {
-          try {
-            out.push(scored((await p.predict([t]))[0]!));
-          } catch (e1) {
-            if (!(e1 instanceof InputError)) throw e1;
-            out.push({ bad: e1.bareMessage });
-          }
-        }
-        return out;
-      }
+      // A text the model cannot take (token ids past its embedding rows) is found before onnxruntime runs: that row is a
+      // bad row (--on-bad-row), and the batch's other rows are scored in the same run.
+      return (await p.predictEach(texts as string[])).map(
+        (r): Scored => ('unfit' in r ? { bad: r.unfit } : { values: { label: r.label, scores: r.scores } }),
+      );
     },
     csvCells: (v) => [v.label as string, ...p.labels.map((l) => (v.scores as Record<string, number>)[l])].map(String),
   };

@@ -28,7 +28,8 @@ try {
         const exitCode = setup.hold.length > 1 ? Atomics.exchange(setup.hold, 1, 0) : 0;
         if (exitCode !== 0) process.exit(exitCode);
       }
-      reply({ type: 'result', batch: m.batch, predictions: await predictor.predict(m.texts) });
+      // Each text's verdict: a text the model cannot take is left out of the batch, not the batch's failure.
+      reply({ type: 'result', batch: m.batch, predictions: await predictor.predictEach(m.texts) });
     } catch (e) {
       reply({ type: 'error', batch: m.batch, ...toWire(e) });
     }

@@ -19,6 +19,7 @@ import { Counter, Gauge, Histogram, MetricsRegistry, PROMETHEUS_CONTENT_TYPE } f
 import { ApiError, openAiError, registerOpenAiRoutes, type GenerationLimits } from './openai.ts';
 import { retryAfterSpread, type GenerationGate } from './gate.ts';
 import { isTextGenerator, type Prediction, type Predictor, type ResolveCurrent } from './types.ts';
+import { UnfitTextError } from './worker-pool.ts';
 import { InputError } from '../errors.ts';
 
 export interface ServeOptions {
@@ -447,8 +448,14 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
           if (!(e instanceof InputError)) throw e;
           // A text the model cannot take (its token ids past the model's embedding rows, as when the folder's
           // tokenizer is another model's): this request's fault to its client, the model's to the operator. The
-          // client is not told the server's paths: `where` names the model folder.
+          // client is told which input, and not the server's paths (another InputError's `where` names the folder).
           req.log.warn({ err: e }, 'a text of this request is one the model cannot take');
+          if (e instanceof UnfitTextError) {
+            const others = e.indices.filter((i) => i !== e.index).map((i) => `inputs[${i}]`);
+            const more = others.length > 0 ? `; the model cannot take ${others.join(', ')} either` : '';
+            const param = `inputs[${e.index}]`;
+            return reply.code(400).send(openAiError(400, 'invalid_request', `${param}: ${e.reason}${more}`, param));
+          }
           return reply.code(400).send(openAiError(400, 'invalid_request', `inputs: ${e.bareMessage}`, 'inputs'));
         }
         if (!Array.isArray(predictions) || predictions.length !== inputs.length) {

@@ -202,7 +202,7 @@ async function unfitClassifier(): Promise<string> {
 let unfit: Promise<string> | undefined;
 const unfitDir = () => (unfit ??= unfitClassifier());
 
-test("a pooled batch refused for one request's unfit text fails only that request (400 naming inputs); the other is answered as alone", async () => {
+test('a request with a text the model cannot take gets a 400 naming that input; the requests batched with it are answered in the same batch', async () => {
   const dir = await unfitDir();
   const hold = new Int32Array(new SharedArrayBuffer(4));
   const pool = await loadPooledPredictor(dir, { threads: 1, workers: 1, hold });
@@ -234,8 +234,8 @@ test("a pooled batch refused for one request's unfit text fails only that reques
     const first = predict(['ꙮ']);
     while (pool.stats().inflight === 0) await tick();
     const good = predict(['ꙮꙮ', 'ꙮ']);
-    const bad = predict(['ꙮ', 'a great day']);
-    while (pool.stats().queued < 4) await tick();
+    const bad = predict(['ꙮ', 'a great day', 'ꙮ', 'a fine night']);
+    while (pool.stats().queued < 6) await tick();
     Atomics.store(hold, 0, 1);
     Atomics.notify(hold, 0);
     const [a, g, b] = await Promise.all([first, good, bad]);
@@ -245,12 +245,17 @@ test("a pooled batch refused for one request's unfit text fails only that reques
     close(((await g.json()) as { predictions: Prediction[] }).predictions, await direct.predict(['ꙮꙮ', 'ꙮ']));
     assert.equal(b.status, 400);
     const err = ((await b.json()) as { error: { param: string; code: string; message: string } }).error;
-    assert.equal(err.param, 'inputs');
+    // Before: `inputs`, with no word of which one.
+    assert.equal(err.param, 'inputs[1]');
     assert.equal(err.code, 'invalid_request');
-    assert.match(err.message, /^inputs: the texts hold token id \d{3,}, but config\.json's vocab_size is 119/);
+    assert.match(
+      err.message,
+      /^inputs\[1\]: the text holds token id \d{3,}, but config\.json's vocab_size is 119: .*; the model cannot take inputs\[3\] either$/,
+    );
     assert.ok(!err.message.includes(dir), "the server's folder is not told to the client");
-    // The held one, the shared batch refused, then each of its requests alone.
-    assert.equal(pool.stats().batches, 4);
+    // The held one and the shared one: the unfit texts were left out before onnxruntime ran (before: 4, the shared
+    // batch refused, then each of its requests run again alone).
+    assert.equal(pool.stats().batches, 2);
     assert.equal((await predict(['ꙮ'])).status, 200, 'the pool answers after refusing');
   } finally {
     Atomics.store(hold, 0, 1);
@@ -272,6 +277,13 @@ test("predict over the pool takes a row with an unfit text as a bad row (--on-ba
     const report = await predictFile({ input, output, scorer: classifierScorer(pool), textField: 'text', onBadRow: 'skip' });
     assert.equal(report.rows, 2);
     assert.equal(report.badRows, 1);
+    // The three rows went to onnxruntime once (before: 4 runs, the batch refused and then each row asked alone).
+    assert.equal(pool.stats().batches, 1);
+    assert.deepEqual(
+      report.firstBadRows.map((b) => [b.line, b.reason]),
+      [[2, 'rejected']],
+    );
+    assert.match(report.firstBadRows[0]!.detail, /^the text holds token id \d{3,}, but config\.json's vocab_size is 119/);
     const ids = readFileSync(output, 'utf8')
       .trim()
       .split('\n')

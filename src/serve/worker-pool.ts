@@ -8,6 +8,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Device } from '../engine/runtime.ts';
 import { InputError, type InputErrorCode } from '../errors.ts';
+import type { UnfitText } from '../finetune/predictor.ts';
 import type { Prediction, Predictor } from './types.ts';
 
 export interface PoolOptions {
@@ -46,6 +47,30 @@ export interface PoolStats {
   rejected: number;
 }
 
+/**
+ * A text of the request that the model cannot take (token ids, types or length it has no row for), found before
+ * onnxruntime ran: the request is refused, naming the text by its place, and the requests batched with it are answered.
+ */
+export class UnfitTextError extends InputError {
+  override name = 'UnfitTextError';
+  /** The first such text's place in the request, and why, in words that name no path. */
+  readonly index: number;
+  readonly reason: string;
+  /** Every such text's place. */
+  readonly indices: number[];
+  constructor(unfit: { index: number; reason: string }[]) {
+    const [first] = unfit;
+    const more = unfit.length > 1 ? ` (texts ${unfit.map((u) => u.index).join(', ')} cannot be taken)` : '';
+    super(`${first!.reason}${more}`, {
+      where: `texts[${first!.index}]`,
+      hint: "the model's tokenizer reaches ids, types or lengths the model has no rows for: use the tokenizer files saved with these weights",
+    });
+    this.index = first!.index;
+    this.reason = first!.reason;
+    this.indices = unfit.map((u) => u.index);
+  }
+}
+
 /** The queue is full: the server answers 429 with Retry-After, as it does for generations. */
 export class OverloadedError extends Error {
   override name = 'OverloadedError';
@@ -77,7 +102,7 @@ export type ThreadRequest = { type: 'predict'; batch: number; texts: string[] } 
 export type ThreadReply =
   | { type: 'ready'; id: string; labels: string[] }
   | ({ type: 'failed' } & WireError)
-  | { type: 'result'; batch: number; predictions: Prediction[] }
+  | { type: 'result'; batch: number; predictions: (Prediction | UnfitText)[] }
   | ({ type: 'error'; batch: number } & WireError);
 
 /** An error as a thread reports it to its pool. */
@@ -105,9 +130,9 @@ export function toWire(e: unknown): WireError {
 
 interface Pending {
   texts: string[];
-  /** Sent in a batch of its own: a batch it shared was refused as an input error, which may be another request's. */
-  alone?: boolean;
-  resolve(p: Prediction[]): void;
+  /** Each text's own verdict (predictEach); else a request holding an unfit text is refused with UnfitTextError. */
+  each: boolean;
+  resolve(p: (Prediction | UnfitText)[]): void;
   reject(e: Error): void;
 }
 
@@ -179,6 +204,11 @@ export function startReadyThread<R extends { type: string }>(
 }
 
 export interface PooledPredictor extends Predictor {
+  /**
+   * As predict, but a text the model cannot take gets why (`{unfit}`) in place of its prediction, and the others are
+   * predicted in the same batch: what `tempered predict` asks, to make just those rows bad rows.
+   */
+  predictEach(texts: string[]): Promise<(Prediction | UnfitText)[]>;
   stats(): PoolStats;
 }
 
@@ -221,17 +251,17 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
       if (m.type === 'result') {
         let at = 0;
         for (const r of busy.requests) {
-          r.resolve(m.predictions.slice(at, at + r.texts.length));
+          const mine = m.predictions.slice(at, at + r.texts.length);
           at += r.texts.length;
+          // The thread left out the texts the model cannot take, so the batch's other requests were answered in it.
+          const unfit = r.each ? [] : mine.flatMap((p, index) => ('unfit' in p ? [{ index, reason: p.unfit }] : []));
+          if (unfit.length > 0) r.reject(new UnfitTextError(unfit));
+          else r.resolve(mine);
         }
       } else {
+        // What the thread refuses as a whole (every text checked first) is the model's problem, every request's alike.
         const e = fromWire(m);
-        if (e instanceof InputError && busy.requests.length > 1) {
-          // A text the model cannot take (token ids past its embedding rows) fails the whole batch, whoever sent it:
-          // each request goes again on its own, first in line, so only the one that holds such a text is refused.
-          queue.unshift(...busy.requests.map((r) => ({ ...r, alone: true })));
-          queuedTexts += busy.requests.reduce((n, r) => n + r.texts.length, 0);
-        } else for (const r of busy.requests) r.reject(e instanceof InputError ? e : new Error(`inference failed: ${e.message}`));
+        for (const r of busy.requests) r.reject(e instanceof InputError ? e : new Error(`inference failed: ${e.message}`));
       }
       dispatch();
     });
@@ -257,11 +287,10 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
       if (slot.busy || queue.length === 0) continue;
       const requests: Pending[] = [];
       let size = 0;
-      while (queue.length > 0 && (requests.length === 0 || (size + queue[0]!.texts.length <= maxBatch && !queue[0]!.alone))) {
+      while (queue.length > 0 && (requests.length === 0 || size + queue[0]!.texts.length <= maxBatch)) {
         const r = queue.shift()!;
         requests.push(r);
         size += r.texts.length;
-        if (r.alone) break;
       }
       queuedTexts -= size;
       const batch = nextBatch++;
@@ -271,37 +300,43 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
     }
   }
 
+  function enqueue(texts: string[], each: boolean): Promise<(Prediction | UnfitText)[]> {
+    if (closed) return Promise.reject(new Error('predictor is closed'));
+    // Refused here, not in the thread, where it would fail the requests batched with this one.
+    if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string'))
+      return Promise.reject(new InputError('texts must be an array of strings', { where: 'texts' }));
+    // An empty queue takes any request, so one larger than the limit is not refused forever.
+    if (queuedTexts > 0 && queuedTexts + texts.length > maxQueue) {
+      counts.rejected++;
+      return Promise.reject(
+        new OverloadedError(`the inference queue is full (${queuedTexts} texts waiting, limit ${maxQueue}); retry shortly`),
+      );
+    }
+    counts.requests++;
+    return new Promise((resolve, reject) => {
+      queue.push({ texts, each, resolve, reject });
+      queuedTexts += texts.length;
+      if (scheduled !== undefined || !slots.some((s) => !s.busy)) return;
+      // A busy pool batches whatever queued meanwhile. A pool with nothing in flight and nothing else
+      // queued sends the request on the next turn of the loop (requests that arrived in the same I/O
+      // phase still join it): a lone client never waits for company that is not coming. A pool with
+      // some threads busy gives an idle one a short window to gather a batch.
+      const quiet = queue.length === 1 && slots.every((s) => !s.busy);
+      if (quiet) {
+        const t = setImmediate(dispatch);
+        scheduled = () => clearImmediate(t);
+      } else {
+        const t = setTimeout(dispatch, windowMs);
+        scheduled = () => clearTimeout(t);
+      }
+    });
+  }
+
   return {
     id,
     labels,
-    predict(texts) {
-      if (closed) return Promise.reject(new Error('predictor is closed'));
-      // An empty queue takes any request, so one larger than the limit is not refused forever.
-      if (queuedTexts > 0 && queuedTexts + texts.length > maxQueue) {
-        counts.rejected++;
-        return Promise.reject(
-          new OverloadedError(`the inference queue is full (${queuedTexts} texts waiting, limit ${maxQueue}); retry shortly`),
-        );
-      }
-      counts.requests++;
-      return new Promise<Prediction[]>((resolve, reject) => {
-        queue.push({ texts, resolve, reject });
-        queuedTexts += texts.length;
-        if (scheduled !== undefined || !slots.some((s) => !s.busy)) return;
-        // A busy pool batches whatever queued meanwhile. A pool with nothing in flight and nothing else
-        // queued sends the request on the next turn of the loop (requests that arrived in the same I/O
-        // phase still join it): a lone client never waits for company that is not coming. A pool with
-        // some threads busy gives an idle one a short window to gather a batch.
-        const quiet = queue.length === 1 && slots.every((s) => !s.busy);
-        if (quiet) {
-          const t = setImmediate(dispatch);
-          scheduled = () => clearImmediate(t);
-        } else {
-          const t = setTimeout(dispatch, windowMs);
-          scheduled = () => clearTimeout(t);
-        }
-      });
-    },
+    predict: (texts) => enqueue(texts, false) as Promise<Prediction[]>,
+    predictEach: (texts) => enqueue(texts, true),
     stats: () => ({ workers: slots.length, queued: queuedTexts, inflight: slots.filter((s) => s.busy).length, ...counts }),
     async close() {
       if (closed) return;
