@@ -14,7 +14,7 @@ import { setImmediate as tick } from 'node:timers/promises';
 import { trainClassifier } from '../finetune/classifier.ts';
 import { loadPredictor } from '../finetune/predictor.ts';
 import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testing.ts';
-import { tinyBertDir } from '../models/tiny.testing.ts';
+import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { predictFile } from '../predict/predict.ts';
 import { classifierScorer } from '../predict/scorers.ts';
 import { createModelServer, type ModelServer } from './server.ts';
@@ -293,6 +293,46 @@ test("predict over the pool takes a row with an unfit text as a bad row (--on-ba
       predictFile({ input, output: join(root, 'unfit-fail.jsonl'), scorer: classifierScorer(pool), textField: 'text' }),
       (e: unknown) => e instanceof InputError && e.where === `${input}:2` && /token id \d{3,}/.test(e.message),
     );
+  } finally {
+    await pool.close();
+  }
+});
+
+test('a text longer than the positions the model has is left out of its batch; a text that fits is not padded past them', async () => {
+  // 12 positions, but a tempered-model.json maxLength of 32 (the training rows were short enough to fit).
+  const model = tinyBertDir(join(root, 'short-model'), 7, { ...TINY_MINILM, maxPositions: 12 });
+  const rows = Array.from({ length: 16 }, (_, i) => ({ text: 'ꙮ'.repeat(1 + (i % 3)), label: i % 2 ? 'positive' : 'negative' }));
+  const r = await trainClassifier({
+    modelDir: model,
+    train: writeTextTable(join(root, 'short-train.arrow'), rows),
+    labels: ['negative', 'positive'],
+    method: 'head',
+    lr: 1e-3,
+    maxSteps: 1,
+    batchSize: 16,
+    schedule: 'constant',
+    weightDecay: 0,
+    seed: 1,
+    maxLength: 32,
+    pooling: 'mean',
+    device: 'cpu',
+    threads: 1,
+    checkpointDir: join(root, 'short-ck'),
+    checkpointEvery: 0,
+    outDir: join(root, 'short-out'),
+  });
+  const pool = await loadPooledPredictor(r.outDir, { threads: 1, workers: 1 });
+  try {
+    // 10 tokens (8 words and [CLS], [SEP]): before, padded to a bucket of 16, past the 12 positions, and refused.
+    const fits = 'one two three four five six seven eight';
+    const long = 'one two three four five six seven eight nine ten eleven twelve';
+    const got = await pool.predictEach(['ꙮ', fits, long]);
+    assert.ok('label' in got[0]! && 'label' in got[1]!, JSON.stringify(got));
+    assert.deepEqual(got[2], {
+      unfit: "the text is 14 tokens long, past the model's 12 positions (config.json's max_position_embeddings)",
+    });
+    close([got[1] as Prediction], await pool.predict([fits]));
+    assert.equal(pool.stats().batches, 2);
   } finally {
     await pool.close();
   }
