@@ -212,11 +212,11 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       // whole in time, or chunked framing that is not HTTP. Its Origin is known, so an allowed page can read why;
       // where the headers themselves failed (431, bytes that are not HTTP, a request that never sent them whole) no
       // Origin was read, and none of an earlier request on the connection is taken for it.
-      const last = reading.get(socket);
-      const current = last !== undefined && !last.req.complete ? last : undefined;
+      const conn = connections.get(socket);
+      const current = conn !== undefined && !conn.latest.req.complete ? conn.latest : undefined;
       // Answers go out in the order of their requests: while an earlier request's answer is not written whole (requests
       // pipelined on one connection), a refusal written now is read as that request's answer, so none is written.
-      const earlier = [...(unanswered.get(socket) ?? [])].some((res) => res !== current?.res);
+      const earlier = [...(conn?.unanswered ?? [])].some((res) => res !== current?.res);
       return {
         headers: current ? corsAnswerHeaders(corsOrigins, current.req.headers.origin) : {},
         answered: (current?.res.headersSent ?? false) || earlier,
@@ -247,14 +247,14 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true, allowUnionTypes: true } },
   });
 
-  // Each connection's latest request, for what Node's parser refuses in its body (clientErrorHandler above).
-  const reading = new WeakMap<Socket, { req: IncomingMessage; res: ServerResponse }>();
-  // and the answers on it not yet written whole.
-  const unanswered = new WeakMap<Socket, Set<ServerResponse>>();
+  // Each connection's latest request, for what Node's parser refuses in its body (clientErrorHandler above), and the
+  // answers on it not yet written whole.
+  const connections = new WeakMap<Socket, { latest: { req: IncomingMessage; res: ServerResponse }; unanswered: Set<ServerResponse> }>();
   app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    reading.set(req.socket, { req, res });
-    let open = unanswered.get(req.socket);
-    if (!open) unanswered.set(req.socket, (open = new Set()));
+    let conn = connections.get(req.socket);
+    if (!conn) connections.set(req.socket, (conn = { latest: { req, res }, unanswered: new Set() }));
+    conn.latest = { req, res };
+    const open = conn.unanswered;
     open.add(res);
     const done = () => open.delete(res);
     res.once('finish', done);
