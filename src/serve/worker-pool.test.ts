@@ -43,6 +43,44 @@ function close(a: Prediction[], b: Prediction[]) {
   });
 }
 
+/** Lets go of the batches a test holds in their threads (PoolOptions.hold). */
+function release(hold: Int32Array): void {
+  Atomics.store(hold, 0, 1);
+  Atomics.notify(hold, 0);
+}
+
+interface Served {
+  server: ModelServer;
+  url: string;
+  predict(inputs: string[]): Promise<Response>;
+}
+
+/** The real server answering with `pool` as model `id`, and a client of its /predict. */
+async function serveThrough(pool: PooledPredictor, id: string): Promise<Served> {
+  const server = await createModelServer({
+    token: TOKEN,
+    pollMs: 60_000,
+    resolveCurrent: async () => ({
+      key: 'k',
+      load: async () => ({
+        id,
+        labels: pool.labels,
+        predict: (t) => pool.predict(t),
+        stats: () => pool.stats(),
+        close: () => pool.close(),
+      }),
+    }),
+  });
+  const url = await server.listen();
+  const predict = (inputs: string[]) =>
+    fetch(`${url}/predict`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs }),
+    });
+  return { server, url, predict };
+}
+
 test('a request through the pool gets exactly what the in-thread predictor gives', async () => {
   const direct = await loadPredictor(outDir, { threads: 1 });
   const pool = await loadPooledPredictor(outDir, { threads: 1, workers: 2 });
@@ -76,29 +114,10 @@ test('while an inference is in flight /health and /metrics answer, queued reques
   const hold = new Int32Array(new SharedArrayBuffer(4));
   const pool: PooledPredictor = await loadPooledPredictor(outDir, { threads: 1, workers: 1, maxQueue: 3, hold });
   const direct = await loadPredictor(outDir, { threads: 1 });
-  let server: ModelServer | undefined;
+  let served: Served | undefined;
   try {
-    server = await createModelServer({
-      token: TOKEN,
-      pollMs: 60_000,
-      resolveCurrent: async () => ({
-        key: 'k',
-        load: async () => ({
-          id: 'tiny@1',
-          labels: pool.labels,
-          predict: (t) => pool.predict(t),
-          stats: () => pool.stats(),
-          close: () => pool.close(),
-        }),
-      }),
-    });
-    const url = await server.listen();
-    const predict = (inputs: string[]) =>
-      fetch(`${url}/predict`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ inputs }),
-      });
+    served = await serveThrough(pool, 'tiny@1');
+    const { url, predict } = served;
 
     let firstDone = false;
     const first = predict(texts.slice(0, 4)).then((r) => ((firstDone = true), r));
@@ -120,8 +139,7 @@ test('while an inference is in flight /health and /metrics answer, queued reques
     assert.equal(((await refused.json()) as { error: { code: string } }).error.code, 'server_busy');
     assert.equal(firstDone, false, 'refused while the first inference was still in flight');
 
-    Atomics.store(hold, 0, 1);
-    Atomics.notify(hold, 0);
+    release(hold);
     const answers = await Promise.all([first, ...queued]);
     for (const a of answers) assert.equal(a.status, 200);
     const bodies = (await Promise.all(answers.map((a) => a.json()))) as { predictions: Prediction[] }[];
@@ -132,9 +150,8 @@ test('while an inference is in flight /health and /metrics answer, queued reques
     assert.equal(st.requests, 4);
     assert.equal(st.rejected, 1);
   } finally {
-    Atomics.store(hold, 0, 1);
-    Atomics.notify(hold, 0);
-    await server?.close();
+    release(hold);
+    await served?.server.close();
     await direct.close();
   }
 });
@@ -153,15 +170,13 @@ test(
       const waiting = pool.predict([texts[3]!]);
       while (pool.stats().queued === 0) await tick();
       Atomics.store(hold, 1, 7);
-      Atomics.store(hold, 0, 1);
-      Atomics.notify(hold, 0);
+      release(hold);
       await assert.rejects(doomed, /inference thread exited with code 7/);
       close(await waiting, await direct.predict([texts[3]!]));
       close(await pool.predict(texts.slice(0, 2)), await direct.predict(texts.slice(0, 2)));
       assert.equal(pool.stats().workers, 1, 'the dead thread was replaced, not added to');
     } finally {
-      Atomics.store(hold, 0, 1);
-      Atomics.notify(hold, 0);
+      release(hold);
       await pool.close();
       await direct.close();
     }
@@ -207,37 +222,17 @@ test('a request with a text the model cannot take gets a 400 naming that input; 
   const hold = new Int32Array(new SharedArrayBuffer(4));
   const pool = await loadPooledPredictor(dir, { threads: 1, workers: 1, hold });
   const direct = await loadPredictor(dir, { threads: 1 });
-  let server: ModelServer | undefined;
+  let served: Served | undefined;
   try {
-    server = await createModelServer({
-      token: TOKEN,
-      pollMs: 60_000,
-      resolveCurrent: async () => ({
-        key: 'k',
-        load: async () => ({
-          id: 'unfit@1',
-          labels: pool.labels,
-          predict: (t) => pool.predict(t),
-          stats: () => pool.stats(),
-          close: () => pool.close(),
-        }),
-      }),
-    });
-    const url = await server.listen();
-    const predict = (inputs: string[]) =>
-      fetch(`${url}/predict`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ inputs }),
-      });
+    served = await serveThrough(pool, 'unfit@1');
+    const { predict } = served;
     // The first request holds the thread; the next two queue meanwhile and go to onnxruntime as one batch.
     const first = predict(['ꙮ']);
     while (pool.stats().inflight === 0) await tick();
     const good = predict(['ꙮꙮ', 'ꙮ']);
     const bad = predict(['ꙮ', 'a great day', 'ꙮ', 'a fine night']);
     while (pool.stats().queued < 6) await tick();
-    Atomics.store(hold, 0, 1);
-    Atomics.notify(hold, 0);
+    release(hold);
     const [a, g, b] = await Promise.all([first, good, bad]);
     assert.equal(a.status, 200);
     // Before: 500 for both, the thread's input error a plain Error that failed the whole batch.
@@ -258,9 +253,8 @@ test('a request with a text the model cannot take gets a 400 naming that input; 
     assert.equal(pool.stats().batches, 2);
     assert.equal((await predict(['ꙮ'])).status, 200, 'the pool answers after refusing');
   } finally {
-    Atomics.store(hold, 0, 1);
-    Atomics.notify(hold, 0);
-    await server?.close();
+    release(hold);
+    await served?.server.close();
     await direct.close();
   }
 });
