@@ -168,29 +168,31 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     if (closed) throw new Error('predictor is closed');
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string'))
       throw new InputError('texts must be an array of strings', { where: 'texts' });
-    const enc = texts.map((t) => tok.encode(t, null, { maxLength: manifest.maxLength }));
-    const unfit = enc.map((e) => unfitRow(rows, e.inputIds, e.tokenTypeIds));
-    if (!each) refuse(unfit);
+    const unfit: (Unfit | undefined)[] = texts.map(() => undefined);
     let data = new Float32Array(0),
       dim = 0;
-    // Texts of similar length share a batch (less padding); results return to input order.
-    const order = texts
-      .map((t, i) => i)
-      .filter((i) => unfit[i] === undefined)
-      .sort((a, b) => texts[a]!.length - texts[b]!.length || a - b);
+    // Texts of similar length share a batch (less padding); results return to input order. Each batch is tokenized on
+    // its own, so a large table never holds every text's tokens at once.
+    const order = texts.map((t, i) => i).sort((a, b) => texts[a]!.length - texts[b]!.length || a - b);
     for (let start = 0; start < order.length; start += batchSize) {
       const idx = order.slice(start, start + batchSize);
+      const enc = idx.map((i) => tok.encode(texts[i]!, null, { maxLength: manifest.maxLength }));
+      enc.forEach((e, k) => (unfit[idx[k]!] = unfitRow(rows, e.inputIds, e.tokenTypeIds)));
+      if (!each) refuse(idx.map((i) => unfit[i]));
+      // The batch without the texts the model cannot take: they are never run.
+      const keep = idx.flatMap((i, k) => (unfit[i] === undefined ? [k] : []));
+      if (keep.length === 0) continue;
       const feeds = padEncodings(
         tok,
-        idx.map((i) => enc[i]!),
+        keep.map((k) => enc[k]!),
         width,
         bucket,
       );
       const out = (await run(feeds))[output]!;
       dim = out.dims[1]!;
-      if (start === 0) data = new Float32Array(texts.length * dim);
+      if (data.length === 0) data = new Float32Array(texts.length * dim);
       const d = out.data as Float32Array;
-      idx.forEach((i, k) => data.set(d.subarray(k * dim, (k + 1) * dim), i * dim));
+      keep.forEach((k, j) => data.set(d.subarray(j * dim, (j + 1) * dim), idx[k]! * dim));
     }
     return { dim, data, unfit };
   };
