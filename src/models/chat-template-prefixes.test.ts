@@ -192,3 +192,35 @@ test('a conversation of many replies is rendered a few times, not once per reply
   // Reply by reply it was 2 + 2 × 200.
   assert.equal(renders, 3);
 });
+
+test("every rendering of a conversation's beginnings gets the whole conversation's budget, on either path", () => {
+  // Heavy work on the first turn only: it fits the budget of the whole conversation (which grows with the messages)
+  // but not that of its first message alone. Read off the marks it was accepted, rendered reply by reply refused at
+  // reply 1: whether a row trains depended on which path encoded it.
+  const heavy = (n: number) =>
+    new ChatTemplate(
+      `{% for m in messages %}{% if loop.first %}{% for i in range(${n}) %}{% endfor %}{% endif %}<{{ m.role }}>{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}`,
+      'heavy first turn',
+    );
+  const convo = Array.from({ length: 4 }, (_, i) => [
+    { role: 'user', content: `q${i}` },
+    { role: 'assistant', content: `a${i}` },
+  ]).flat();
+  const probe = heavy(0);
+  const first = probe.renderWithUsage(convo.slice(0, 1), { addGenerationPrompt: true });
+  const whole = probe.renderWithUsage(convo);
+  // Over the first message's budget by 1,000 steps, within the whole conversation's.
+  const n = first.limits.steps + 1_000;
+  assert.ok(whole.used.steps + n + 100 < whole.limits.steps, 'the premise: the whole conversation renders within its budget');
+  const t = heavy(n);
+  assert.throws(() => t.render(convo.slice(0, 1), { addGenerationPrompt: true }), /exceeds its work budget/);
+  const fast = outcome(tiny, convo, t);
+  assert.deepEqual(fast, outcome(tiny, convo, replyByReply(t)));
+  assert.equal((fast as { error?: string }).error, undefined);
+  assert.equal((fast as { lossTokens: number }).lossTokens, 4 * 3);
+  // A conversation whose whole rendering is over its budget is refused on both paths alike.
+  const over = heavy(whole.limits.steps);
+  const refused = outcome(tiny, convo, over);
+  assert.match((refused as { error: string }).error, /exceeds its work budget/);
+  assert.deepEqual(refused, outcome(tiny, convo, replyByReply(over)));
+});

@@ -15,8 +15,19 @@
  * template is judged on its syntax, so one that merely might look ahead (a macro, a `messages | length`, Mistral's
  * `messages[1:]`) is rendered reply by reply as before; so is a rendering whose marks are not where the judgement says
  * they must be.
+ *
+ * The budget (chat-template-budget.ts): every rendering made to encode a conversation renders within the budget of the
+ * whole conversation's rendering, not one sized by the beginning it renders. A training row is the whole conversation,
+ * and whether it trains must not depend on the path that encodes it: with each beginning given its own, smaller budget,
+ * a template that works hard on the first turn was refused reply by reply and accepted read off the marks. Reply by
+ * reply, each beginning gets that budget; read off the marks, the marked rendering does, and it does at least the work
+ * of any beginning rendered with the generation prompt (the same turns, a mark more each and more of them, the
+ * generation-prompt `if` still evaluating its own test first, then the same text after the loop), while a beginning
+ * without it does at most the work of `whole` (its first turns and the same text after the loop). So where the marked
+ * rendering is within budget every beginning is, and where it is not, the conversation is rendered reply by reply and
+ * meets the budget there. Inference renders each prompt within its own budget, as before.
  */
-import type { BudgetedTemplate } from './chat-template-budget.ts';
+import type { BudgetedTemplate, RenderLimits } from './chat-template-budget.ts';
 import type { ChatMessage, ChatTemplate } from './chat-template.ts';
 
 /** Noncharacters: in no template, and a conversation that holds one is rendered reply by reply. */
@@ -95,7 +106,12 @@ export function markTurns(program: { body: object[] }): boolean {
     Array.isArray(promptIf.body) &&
     !walk(promptIf.body as Node[]).some(({ node }) => node.type === 'Set' || node.type === 'CallExpression' || node.type === 'Macro');
   const standIn: Node = { type: 'Identifier', value: 'add_generation_prompt' };
-  if (isPromptIf) promptIf.test = standIn;
+  // Its own test is still evaluated first (`(loop.last and add_generation_prompt) or add_generation_prompt`), so that
+  // each turn of the marked rendering does all the work the turn does in any rendering of a beginning (see the budget
+  // note above).
+  const ownTest = new Set<Node>(isPromptIf ? walk([promptIf.test]).map(({ node }) => node) : []);
+  if (isPromptIf)
+    promptIf.test = { type: 'BinaryExpression', operator: { type: 'Identifier', value: 'or' }, left: promptIf.test, right: standIn };
   const all = walk(body);
   for (const { node, parent } of all) {
     if (!isIdentifier(node, 'messages') || node === loop.iterable) continue;
@@ -111,10 +127,14 @@ export function markTurns(program: { body: object[] }): boolean {
   // Macros can be called from anywhere: what they read or write counts everywhere.
   const macros = all.filter(({ node }) => node.type === 'Macro').map(({ node }) => node.body);
   const inLoop = [loop.body, ...macros];
-  if (walk([...body.slice(0, at + 1), ...macros]).some(({ node }) => isIdentifier(node, 'add_generation_prompt') && node !== standIn))
+  if (
+    walk([...body.slice(0, at + 1), ...macros]).some(
+      ({ node }) => isIdentifier(node, 'add_generation_prompt') && node !== standIn && !ownTest.has(node),
+    )
+  )
     return false;
   for (const { node, parent } of walk(inLoop)) {
-    if (!isIdentifier(node, 'loop')) continue;
+    if (!isIdentifier(node, 'loop') || ownTest.has(node)) continue;
     const field = parent?.type === 'MemberExpression' && parent.object === node && parent.computed === false ? parent.property : undefined;
     if (!isNode(field) || field.type !== 'Identifier' || !LOOP_FIELDS_BEHIND.has(field.value as string)) return false;
   }
@@ -159,9 +179,9 @@ export interface ReplyRenderings {
 }
 
 /** Renders each one, as encodeConversation did before: for a template that is not one marked loop, and for k = 0. */
-function renderBoth(template: ChatTemplate, messages: ChatMessage[], whole: string, k: number): ReplyRenderings {
-  const head = template.render(messages.slice(0, k), { addGenerationPrompt: true });
-  const upTo = template.render(messages.slice(0, k + 1), { addGenerationPrompt: false });
+function renderBoth(template: ChatTemplate, messages: ChatMessage[], whole: string, k: number, limits: RenderLimits): ReplyRenderings {
+  const head = template.render(messages.slice(0, k), { addGenerationPrompt: true, limits });
+  const upTo = template.render(messages.slice(0, k + 1), { addGenerationPrompt: false, limits });
   return { head: head.length, upTo: upTo.length, extendsHead: upTo.startsWith(head), inWhole: whole.startsWith(upTo) };
 }
 
@@ -170,7 +190,9 @@ function renderBoth(template: ChatTemplate, messages: ChatMessage[], whole: stri
  * rendering `messages.slice(0, k)` with the generation prompt and `messages.slice(0, k + 1)` without would give.
  */
 export function replyRenderings(template: ChatTemplate, messages: ChatMessage[], whole: string): (k: number) => ReplyRenderings {
-  const one = (k: number) => renderBoth(template, messages, whole, k);
+  // The budget `whole` was rendered within (see the budget note above).
+  const limits = template.limitsFor(messages, { addGenerationPrompt: false });
+  const one = (k: number) => renderBoth(template, messages, whole, k, limits);
   // Every mark in the marked rendering must be one markTurns put there: none may come from what is rendered (the
   // special tokens the template may write, such as {{ bos_token }}, included).
   if (
@@ -184,7 +206,7 @@ export function replyRenderings(template: ChatTemplate, messages: ChatMessage[],
   try {
     // With the generation prompt: the turns as in `whole`, what each would be followed by as the last one, and what
     // the template writes after its loop.
-    rendering = template.renderMarkingTurns(messages, { addGenerationPrompt: true });
+    rendering = template.renderMarkingTurns(messages, { addGenerationPrompt: true, limits });
   } catch {
     // Whatever made it fail, rendering reply by reply meets it (or not) as it did before.
   }

@@ -23,6 +23,11 @@ export interface RenderOptions {
   addGenerationPrompt?: boolean;
   /** More template variables (e.g. `tools`, `documents`, model-specific switches). */
   variables?: Record<string, unknown>;
+  /**
+   * The work budget to render within, instead of the one these messages size (`limitsFor`): a training conversation's
+   * beginnings render within the whole conversation's (chat-template-prefixes.ts).
+   */
+  limits?: RenderLimits;
 }
 
 const SPECIAL_KEYS = ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token'] as const;
@@ -99,18 +104,28 @@ export class ChatTemplate {
     return this.marked === null ? undefined : this.renderBudgeted(this.marked, messages, opts).text;
   }
 
-  private renderBudgeted(template: BudgetedTemplate, messages: ChatMessage[], opts: RenderOptions): { text: string } & RenderUsage {
+  /** The budget rendering `messages` with `opts` gets unless given one (`RenderOptions.limits`). */
+  limitsFor(messages: ChatMessage[], opts: RenderOptions = {}): RenderLimits {
+    return renderLimits(jsonChars(this.items(messages, opts)), messages.length, this.template.nodes);
+  }
+
+  private items(messages: ChatMessage[], opts: RenderOptions): Record<string, unknown> {
     messages.forEach((m, i) => {
       if (typeof m?.role !== 'string' || typeof m.content !== 'string')
         throw new InputError('each message needs a string role and a string content', { where: `messages[${i}]` });
     });
-    const items = {
+    return {
       ...this.specialTokens,
       ...opts.variables,
       messages: messages.map((m) => ({ ...m })),
       add_generation_prompt: opts.addGenerationPrompt ?? false,
     };
-    const limits = renderLimits(jsonChars(items), messages.length, template.nodes);
+  }
+
+  private renderBudgeted(template: BudgetedTemplate, messages: ChatMessage[], opts: RenderOptions): { text: string } & RenderUsage {
+    const items = this.items(messages, opts);
+    // The marked template has a few nodes more than the template: the budget is the template's either way.
+    const limits = opts.limits ?? renderLimits(jsonChars(items), messages.length, this.template.nodes);
     try {
       return { ...template.render(items, limits), limits };
     } catch (e) {
