@@ -18,6 +18,11 @@ const root = mkdtempSync(join(tmpdir(), 'prefixes-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 const tiny = loadTokenizer(tinyGpt2Dir(join(root, 'm'), 1));
 
+const FIXTURE_TEMPLATES = JSON.parse(readFileSync(new URL('./fixtures/chat-templates.json', import.meta.url), 'utf8')).templates as Record<
+  string,
+  string
+>;
+
 /** Templates on the tiny tokenizer, each one loop over the messages that can be read off its whole rendering. */
 const TINY_TEMPLATES = [
   '{% for m in messages %}<{{ m.role }}>{{ m.content }}<|endoftext|>\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}',
@@ -33,9 +38,14 @@ const TINY_TEMPLATES = [
   // A turn skipped, or one that reads the turn before it; a loop that stops before the messages end.
   "{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}{% if loop.previtem is defined and loop.previtem.role == m.role %}+{% endif %}<{{ m.role }}>{{ m.content }}<|endoftext|>{% if loop.last and add_generation_prompt %}<assistant>{% endif %}{% endfor %}",
   '{% for m in messages %}{% if loop.index0 == 3 %}{% break %}{% endif %}<{{ m.role }}>{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}',
-  JSON.parse(readFileSync(new URL('./fixtures/chat-templates.json', import.meta.url), 'utf8')).templates[
-    'zephyr-style (trim_blocks, lstrip_blocks)'
-  ],
+  FIXTURE_TEMPLATES['zephyr-style (trim_blocks, lstrip_blocks)'],
+  // Mistral's: a system message left out of the loop (`loop_messages = messages[1:]`) and written in the first turn,
+  // raise_exception where the roles do not alternate.
+  FIXTURE_TEMPLATES['mistral-style'],
+  // The loop over `messages[1:]` itself, messages[0] written before it; and over a variable set in both branches, with
+  // the generation prompt in the loop.
+  "{{ messages[0]['role'] }}:{{ messages[0]['content'] }}|{% for m in messages[1:] %}<{{ m.role }}>{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}",
+  "{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}{% set rest = messages[1:] %}{% else %}{% set rest = messages %}{% endif %}{% for m in rest %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('roles must alternate') }}{% endif %}{% if loop.first and sys is defined %}[{{ sys }}]{% endif %}<{{ m.role }}>{{ m.content }}<|endoftext|>{% if loop.last and add_generation_prompt %}<assistant>{% endif %}{% endfor %}",
 ].map((t, i) => new ChatTemplate(t, `template ${i}`, { eos_token: '<|endoftext|>' }));
 
 /** The same template rendered reply by reply, as encodeConversation did before. */
@@ -68,9 +78,19 @@ const piece = fc.constantFrom(
 );
 const text = fc.array(piece, { minLength: 0, maxLength: 6 }).map((p) => p.join(''));
 const message = fc.tuple(fc.constantFrom('system', 'user', 'assistant', 'assistant'), text, fc.constantFrom(0, 1, 1));
-const conversation = fc
-  .array(message, { minLength: 1, maxLength: 8 })
-  .map((ms) => ms.map(([role, content, weight]) => ({ role, content, weight })));
+const conversation = fc.oneof(
+  fc.array(message, { minLength: 1, maxLength: 8 }).map((ms) => ms.map(([role, content, weight]) => ({ role, content, weight }))),
+  // Roles that alternate after an optional system message, as Mistral's template requires.
+  fc
+    .tuple(fc.option(text, { nil: undefined }), fc.array(fc.tuple(text, text, fc.constantFrom(0, 1, 1)), { minLength: 1, maxLength: 4 }))
+    .map(([system, exchanges]) => [
+      ...(system === undefined ? [] : [{ role: 'system', content: system }]),
+      ...exchanges.flatMap(([u, a, weight]) => [
+        { role: 'user', content: u },
+        { role: 'assistant', content: a, weight },
+      ]),
+    ]),
+);
 
 function outcome(
   tok: HfTokenizer,
@@ -127,6 +147,15 @@ test('templates that can tell how many messages follow, or whether a generation 
     '{% for m in messages %}{{ m.content }}{% if loop.last and add_generation_prompt %}<a>{% else %}.{% endif %}{% endfor %}',
     '{% set ns = namespace(p=0) %}{% for m in messages %}{{ m.content }}{% if loop.last and add_generation_prompt %}{% set ns.p = 1 %}<a>{% endif %}{% endfor %}',
     '{% for m in messages %}{{ m.content }}{% if loop.last or add_generation_prompt %}<a>{% endif %}{% endfor %}',
+    // A loop over the messages from one on: from the end, up to one, read elsewhere, not set whichever way the if
+    // goes, set again in the loop, or one that breaks (its turns' count would no longer tell where it starts).
+    '{% for m in messages[-1:] %}{{ m.content }}{% endfor %}',
+    '{% for m in messages[1:3] %}{{ m.content }}{% endfor %}',
+    '{% set rest = messages[1:] %}{% for m in rest %}{{ m.content }}{% endfor %}{{ rest | length }}',
+    "{% if messages[0]['role'] == 'system' %}{% set rest = messages[1:] %}{% endif %}{% for m in rest %}{{ m.content }}{% endfor %}",
+    '{% set rest = messages[1:] %}{% for m in rest %}{% set rest = messages %}{{ m.content }}{% endfor %}',
+    '{% macro again() %}{% set rest = messages %}{% endmacro %}{% set rest = messages[1:] %}{% for m in rest %}{{ m.content }}{% endfor %}',
+    '{% for m in messages[1:] %}{% if loop.index0 == 2 %}{% break %}{% endif %}{{ m.content }}{% endfor %}',
   ];
   for (const t of lookingAhead)
     assert.equal(new ChatTemplate(t, 'ahead').renderMarkingTurns([{ role: 'user', content: 'x' }]), undefined, t);
@@ -165,6 +194,13 @@ test("marks the template writes itself, in its text or in a special token, are n
     assert.deepEqual(outcome(tiny, convo, t), slow, t.source);
   }
   assert.equal(templates[0]!.renderMarkingTurns(convo), undefined);
+  // So must one whose loop leaves out messages at the start, told from the count of its turns.
+  const sliced = new ChatTemplate(
+    "{% for m in messages[1:] %}<{{ m.role }}>{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}{{ '\\uFFFF' }}<assistant>{% endif %}",
+    'escaped mark, sliced loop',
+  );
+  assert.equal(sliced.renderMarkingTurns(convo), undefined);
+  assert.notEqual(new ChatTemplate(sliced.text.replace("{{ '\\uFFFF' }}", ''), 'sliced loop').renderMarkingTurns(convo), undefined);
 });
 
 test('a conversation of many replies is rendered a few times, not once per reply', () => {
@@ -174,7 +210,7 @@ test('a conversation of many replies is rendered a few times, not once per reply
       renders++;
       return super.render(messages, opts);
     }
-    override renderMarkingTurns(messages: ChatMessage[], opts?: RenderOptions): string | undefined {
+    override renderMarkingTurns(messages: ChatMessage[], opts?: RenderOptions): ReturnType<ChatTemplate['renderMarkingTurns']> {
       renders++;
       return super.renderMarkingTurns(messages, opts);
     }

@@ -6,15 +6,18 @@
  * text up to turn k followed by what the template writes after its loop (and, with the generation prompt, what the loop
  * writes after its last turn), and one rendering of the whole conversation with marks around each turn gives them all.
  *
- * Which templates: the loop over `messages` is at the top of the template, and nothing in the template can tell how many
- * messages there are (`messages` is read only by that loop and as `messages[0]`; `loop.last`, `loop.length`,
+ * Which templates: the loop over the messages is at the top of the template, and nothing in the template can tell how
+ * many messages there are (`messages` is read only by that loop and as `messages[0]`; `loop.last`, `loop.length`,
  * `loop.revindex` and `loop.nextitem` are not read), whether the generation prompt is asked before the loop has ended
  * (`add_generation_prompt` is read only after it, or in an `if loop.last and add_generation_prompt` that ends the loop's
  * body and sets nothing, as Zephyr's and TinyLlama's templates write it), or, after the loop, anything the loop wrote; and
- * neither the template nor its special tokens hold a mark's character. A
- * template is judged on its syntax, so one that merely might look ahead (a macro, a `messages | length`, Mistral's
- * `messages[1:]`) is rendered reply by reply as before; so is a rendering whose marks are not where the judgement says
- * they must be.
+ * neither the template nor its special tokens hold a mark's character. The loop may go over `messages`, over
+ * `messages[c:]`, or over a variable set to one of them before it whichever way its `if`s go and read nowhere else
+ * (Mistral's `{% set loop_messages = messages[1:] %}` after a system message, its `raise_exception` on roles that do not
+ * alternate): the messages it leaves out at the start (a system message the first turn writes) are as many as the
+ * rendering has turns fewer than messages, and such a loop may not `break`. A template is judged on its syntax, so one
+ * that merely might look ahead (a macro, a `messages | length`, a `messages[-1:]`) is rendered reply by reply as before;
+ * so is a rendering whose marks are not where the judgement says they must be.
  *
  * The budget (chat-template-budget.ts): every rendering made to encode a conversation renders within the budget of the
  * whole conversation's rendering, not one sized by the beginning it renders. A training row is the whole conversation,
@@ -68,21 +71,85 @@ const LOOP_FIELDS_BEHIND = new Set(['index', 'index0', 'first', 'previtem']);
 const names = (roots: readonly unknown[]): Set<string> =>
   new Set(walk(roots).flatMap(({ node }) => (node.type === 'Identifier' ? [node.value as string] : [])));
 
+/** `messages[c:]`'s c (a non-negative integer literal, no end or step); undefined for anything else. */
+function sliceStart(n: unknown): number | undefined {
+  if (!isNode(n) || n.type !== 'MemberExpression' || n.computed !== true || !isIdentifier(n.object, 'messages')) return undefined;
+  const p = n.property;
+  if (!isNode(p) || p.type !== 'SliceExpression' || p.stop != null || p.step != null) return undefined;
+  const c = isNode(p.start) && p.start.type === 'IntegerLiteral' ? p.start.value : undefined;
+  return Number.isSafeInteger(c) && (c as number) >= 0 ? (c as number) : undefined;
+}
+
+const block = (v: unknown): Node[] => (Array.isArray(v) ? (v as Node[]) : []);
+
+/** The `set`s at the top of `nodes`, in `if` blocks included. */
+const topSets = (nodes: Node[]): Node[] =>
+  nodes.flatMap((n) => (n.type === 'Set' ? [n] : n.type === 'If' ? [...topSets(block(n.body)), ...topSets(block(n.alternate))] : []));
+
+/** Whether `nodes` set `name` whichever way their `if`s go. */
+const alwaysSet = (nodes: Node[], name: string): boolean =>
+  nodes.some(
+    (n) =>
+      (n.type === 'Set' && isIdentifier(n.assignee, name)) ||
+      (n.type === 'If' && alwaysSet(block(n.body), name) && alwaysSet(block(n.alternate), name)),
+  );
+
+/**
+ * Whether a top-level loop's iterable is the messages: `messages`, `messages[c:]`, or a variable that the top level
+ * before the loop (`before`) sets to one of those whichever way its `if`s go, and that nothing else sets or reads
+ * (Mistral's `loop_messages`, `messages[1:]` after a system message). If so, the `messages` and variable nodes that make
+ * it (read nowhere else: `every` is the whole template's nodes), and whether it may leave out messages at the start.
+ */
+function messageList(iterable: unknown, before: Node[], every: { node: Node }[]): { reads: Set<Node>; leading: boolean } | undefined {
+  if (isIdentifier(iterable, 'messages')) return { reads: new Set([iterable as Node]), leading: false };
+  if (sliceStart(iterable) !== undefined) return { reads: new Set([(iterable as Node).object as Node]), leading: true };
+  if (!isNode(iterable) || iterable.type !== 'Identifier') return undefined;
+  const name = iterable.value as string;
+  const allowed = new Set(topSets(before).filter((n) => isIdentifier(n.assignee, name)));
+  const reads = new Set<Node>([iterable]);
+  for (const { node } of every) {
+    if (node.type === 'Set' && names([node.assignee]).has(name)) {
+      if (!allowed.has(node) || !(isIdentifier(node.value, 'messages') || sliceStart(node.value) !== undefined)) return undefined;
+      reads
+        .add(node.assignee as Node)
+        .add(isIdentifier(node.value, 'messages') ? (node.value as Node) : ((node.value as Node).object as Node));
+    }
+  }
+  if (allowed.size === 0 || !alwaysSet(before, name)) return undefined;
+  if (every.some(({ node }) => isIdentifier(node, name) && !reads.has(node))) return undefined;
+  return { reads, leading: true };
+}
+
+/** A template markTurns marked. */
+export interface MarkedLoop {
+  /**
+   * The loop may leave out messages at the start (it iterates `messages[c:]`): as many as its rendering has turns fewer
+   * than messages, since such a loop is never let break.
+   */
+  leading: boolean;
+}
+
 /**
  * Whether the parsed template is one loop over the messages whose prefix renderings can be read off the whole one (see
  * above); if so, marks it: TURN_MARK before each iteration's text and after the loop, PROMPT_MARK around what the loop's
  * generation prompt writes.
  */
-export function markTurns(program: { body: object[] }): boolean {
+export function markTurns(program: { body: object[] }): MarkedLoop | undefined {
   const body = program.body as Node[];
   // A mark the template writes itself (its text, or a '\uFFFF' escape) would be taken for one of ours: where it writes
   // it only with the generation prompt (never in the whole rendering, which is checked), a loop that breaks early makes
   // the count come out right and turns land on the template's own text.
-  if (walk(body).some(({ node }) => node.type === 'StringLiteral' && typeof node.value === 'string' && hasMark(node.value))) return false;
-  const at = body.findIndex((n) => n.type === 'For' && isIdentifier(n.iterable, 'messages'));
-  if (at < 0 || body.some((n, i) => i !== at && n.type === 'For' && isIdentifier(n.iterable, 'messages'))) return false;
+  if (walk(body).some(({ node }) => node.type === 'StringLiteral' && typeof node.value === 'string' && hasMark(node.value)))
+    return undefined;
+  const every = walk(body);
+  const lists = body.flatMap((n, i) => {
+    const list = n.type === 'For' ? messageList(n.iterable, body.slice(0, i), every) : undefined;
+    return list === undefined ? [] : [{ at: i, ...list }];
+  });
+  if (lists.length !== 1) return undefined;
+  const { at, reads, leading } = lists[0]!;
   const loop = body[at]! as Node & { body: Node[]; defaultBlock?: Node[]; loopvar: Node };
-  if (!Array.isArray(loop.body) || (loop.defaultBlock?.length ?? 0) > 0) return false;
+  if (!Array.isArray(loop.body) || (loop.defaultBlock?.length ?? 0) > 0) return undefined;
   // The one place a turn may read `loop.last` and `add_generation_prompt`: an `if loop.last and add_generation_prompt`
   // (no else) that ends the loop's body, writing the generation prompt after the last message's turn. It is rendered as
   // `if add_generation_prompt`, which writes what it would write after each turn, between PROMPT_MARKs; it may set
@@ -114,7 +181,7 @@ export function markTurns(program: { body: object[] }): boolean {
     promptIf.test = { type: 'BinaryExpression', operator: { type: 'Identifier', value: 'or' }, left: promptIf.test, right: standIn };
   const all = walk(body);
   for (const { node, parent } of all) {
-    if (!isIdentifier(node, 'messages') || node === loop.iterable) continue;
+    if (!isIdentifier(node, 'messages') || reads.has(node)) continue;
     const first =
       parent?.type === 'MemberExpression' &&
       parent.object === node &&
@@ -122,7 +189,7 @@ export function markTurns(program: { body: object[] }): boolean {
       isNode(parent.property) &&
       parent.property.type === 'IntegerLiteral' &&
       parent.property.value === 0;
-    if (!first) return false;
+    if (!first) return undefined;
   }
   // Macros can be called from anywhere: what they read or write counts everywhere.
   const macros = all.filter(({ node }) => node.type === 'Macro').map(({ node }) => node.body);
@@ -132,11 +199,11 @@ export function markTurns(program: { body: object[] }): boolean {
       ({ node }) => isIdentifier(node, 'add_generation_prompt') && node !== standIn && !ownTest.has(node),
     )
   )
-    return false;
+    return undefined;
   for (const { node, parent } of walk(inLoop)) {
     if (!isIdentifier(node, 'loop') || ownTest.has(node)) continue;
     const field = parent?.type === 'MemberExpression' && parent.object === node && parent.computed === false ? parent.property : undefined;
-    if (!isNode(field) || field.type !== 'Identifier' || !LOOP_FIELDS_BEHIND.has(field.value as string)) return false;
+    if (!isNode(field) || field.type !== 'Identifier' || !LOOP_FIELDS_BEHIND.has(field.value as string)) return undefined;
   }
   // What the loop writes: its variable, what it sets (a namespace's attribute sets the namespace), and whatever it calls a
   // method of.
@@ -146,24 +213,28 @@ export function markTurns(program: { body: object[] }): boolean {
     if (node.type === 'CallExpression' && isNode(node.callee) && node.callee.type === 'MemberExpression')
       for (const n of names([node.callee.object])) written.add(n);
   }
+  // A loop that leaves out messages at the start is told from the count of its turns, which a break would make wrong.
+  if (leading && walk(inLoop).some(({ node }) => node.type === 'Break')) return undefined;
   const readAfter = names([...body.slice(at + 1), ...macros]);
-  if ([...written].some((n) => readAfter.has(n))) return false;
+  if ([...written].some((n) => readAfter.has(n))) return undefined;
   if (isPromptIf) {
     (promptIf.body as Node[]).unshift({ type: 'StringLiteral', value: PROMPT_MARK });
     (promptIf.body as Node[]).push({ type: 'StringLiteral', value: PROMPT_MARK });
   }
   loop.body.unshift({ type: 'StringLiteral', value: TURN_MARK });
   body.splice(at + 1, 0, { type: 'StringLiteral', value: TURN_MARK });
-  return true;
+  return { leading };
 }
 
 /** The template marked by markTurns, or undefined where it is not such a template. */
-export function turnMarkedTemplate(make: (edit: (program: { body: object[] }) => void) => BudgetedTemplate): BudgetedTemplate | undefined {
-  let marked = false;
+export function turnMarkedTemplate(
+  make: (edit: (program: { body: object[] }) => void) => BudgetedTemplate,
+): ({ template: BudgetedTemplate } & MarkedLoop) | undefined {
+  let marked: MarkedLoop | undefined;
   const template = make((program) => {
     marked = markTurns(program);
   });
-  return marked ? template : undefined;
+  return marked === undefined ? undefined : { template, ...marked };
 }
 
 /** Reply k's two renderings, by length, and whether they are what locating it needs. */
@@ -202,23 +273,27 @@ export function replyRenderings(template: ChatTemplate, messages: ChatMessage[],
     Object.values(template.specialTokens).some((v) => typeof v === 'string' && hasMark(v))
   )
     return one;
-  let rendering: string | undefined;
+  let marked: ReturnType<ChatTemplate['renderMarkingTurns']>;
   try {
     // With the generation prompt: the turns as in `whole`, what each would be followed by as the last one, and what
     // the template writes after its loop.
-    rendering = template.renderMarkingTurns(messages, { addGenerationPrompt: true, limits });
+    marked = template.renderMarkingTurns(messages, { addGenerationPrompt: true, limits });
   } catch {
     // Whatever made it fail, rendering reply by reply meets it (or not) as it did before.
   }
-  const parts = rendering?.split(TURN_MARK);
-  if (parts?.length !== messages.length + 2) return one;
-  // turnStart[i]: where message i's turn starts in `whole`; turnStart[n]: where the loop ends. promptAfter[i]: what the
-  // loop writes after turn i when it is the last one.
+  if (marked === undefined) return one;
+  const parts = marked.text.split(TURN_MARK);
+  // The messages before the first turn: none, or those a loop over `messages[c:]` leaves out (it never breaks, so each
+  // message from the c-th on has its turn).
+  const first = messages.length + 2 - parts.length;
+  if (parts.length < 2 || first < 0 || (first > 0 && !marked.leading)) return one;
+  // turnStart[t]: where the loop's turn t (message first + t) starts in `whole`, and where the loop ends after the last.
+  // promptAfter[t]: what the loop writes after turn t when it is the last one.
   const turnStart: number[] = [];
   const promptAfter: string[] = [];
   let at = parts[0]!.length;
   if (!whole.startsWith(parts[0]!)) return one;
-  for (let i = 1; i <= messages.length; i++) {
+  for (let i = 1; i < parts.length - 1; i++) {
     const t = parts[i]!;
     const open = t.indexOf(PROMPT_MARK);
     const close = open < 0 ? -1 : t.indexOf(PROMPT_MARK, open + 1);
@@ -233,13 +308,15 @@ export function replyRenderings(template: ChatTemplate, messages: ChatMessage[],
   const after = whole.slice(at);
   const prompt = parts.at(-1)!;
   return (k) => {
-    if (k === 0) return one(k);
-    const end = turnStart[k + 1]!;
-    const head = promptAfter[k - 1]! + prompt;
+    // Rendering no message, the template reads an undefined `messages[0]`; before turn 0 the loop has no turn to go by.
+    if (k === 0 || k < first) return one(k);
+    const t = k - first;
+    const end = turnStart[t + 1]!;
+    const head = (promptAfter[t - 1] ?? '') + prompt;
     return {
-      head: turnStart[k]! + head.length,
+      head: turnStart[t]! + head.length,
       upTo: end + after.length,
-      extendsHead: (whole.slice(turnStart[k], end) + after).startsWith(head),
+      extendsHead: (whole.slice(turnStart[t], end) + after).startsWith(head),
       inWhole: whole.startsWith(after, end),
     };
   };

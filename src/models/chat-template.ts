@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { BudgetedTemplate, renderLimits, TemplateBudgetError, type RenderLimits } from './chat-template-budget.ts';
-import { turnMarkedTemplate } from './chat-template-prefixes.ts';
+import { turnMarkedTemplate, type MarkedLoop } from './chat-template-prefixes.ts';
 import { checkFileSize, MAX_TOKENIZER_CONFIG_BYTES } from './tokenizer-limits.ts';
 
 export interface ChatMessage {
@@ -60,7 +60,7 @@ const MAX_TEMPLATE_CHARS = 1 << 20;
 export class ChatTemplate {
   private readonly template: BudgetedTemplate;
   /** The template with its turns marked, once asked for; null where it cannot be (chat-template-prefixes.ts). */
-  private marked: BudgetedTemplate | null | undefined;
+  private marked: ({ template: BudgetedTemplate } & MarkedLoop) | null | undefined;
 
   /** `source` names where the template came from, for errors. */
   constructor(
@@ -96,12 +96,13 @@ export class ChatTemplate {
 
   /**
    * `render` with TURN_MARK before each message's turn and after the last, PROMPT_MARK around what the loop's generation
-   * prompt writes (chat-template-prefixes.ts), or undefined for
-   * a template whose renderings of the conversation's beginnings cannot be read off the whole one that way.
+   * prompt writes (chat-template-prefixes.ts), and whether the loop may leave out messages at the start; undefined for a
+   * template whose renderings of the conversation's beginnings cannot be read off the whole one that way.
    */
-  renderMarkingTurns(messages: ChatMessage[], opts: RenderOptions = {}): string | undefined {
+  renderMarkingTurns(messages: ChatMessage[], opts: RenderOptions = {}): ({ text: string } & MarkedLoop) | undefined {
     if (this.marked === undefined) this.marked = turnMarkedTemplate((edit) => new BudgetedTemplate(this.text, edit)) ?? null;
-    return this.marked === null ? undefined : this.renderBudgeted(this.marked, messages, opts).text;
+    if (this.marked === null) return undefined;
+    return { text: this.renderBudgeted(this.marked.template, messages, opts).text, leading: this.marked.leading };
   }
 
   /** The budget rendering `messages` with `opts` gets unless given one (`RenderOptions.limits`). */
