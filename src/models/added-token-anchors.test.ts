@@ -9,6 +9,7 @@ import fc from 'fast-check';
 import { addedTokenAnchors } from './added-token-anchors.ts';
 import { encodeConversation } from './chat-encoding.ts';
 import { ChatTemplate, loadChatTemplate } from './chat-template.ts';
+import { outcome } from './conversation-encoding.testing.ts';
 import { realModel } from './real-models.testing.ts';
 import { DEFAULT_LLM, type ResolvedModel } from './sources.ts';
 import { tinyGpt2Dir } from './tiny.testing.ts';
@@ -55,19 +56,6 @@ const conversation = fc
       { role: 'assistant', content: a, weight },
     ]),
   ]);
-
-function outcome(
-  tok: HfTokenizer,
-  messages: { role: string; content: string; weight?: number }[],
-  template: ChatTemplate,
-  maxLength?: number,
-) {
-  try {
-    return encodeConversation(tok, messages, { template, maxLength }, 'row 1');
-  } catch (e) {
-    return { error: (e as Error).message, where: (e as { where?: string }).where };
-  }
-}
 
 function sameAsFromStart(tok: HfTokenizer, template: ChatTemplate, runs: number) {
   const slow = fromStart(tok);

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { encodeConversation } from './chat-encoding.ts';
 import { ChatTemplate, loadChatTemplate, type ChatMessage, type RenderOptions } from './chat-template.ts';
+import { outcome } from './conversation-encoding.testing.ts';
 import { realModel } from './real-models.testing.ts';
 import { DEFAULT_LLM, type ResolvedModel } from './sources.ts';
 import { tinyGpt2Dir } from './tiny.testing.ts';
@@ -91,19 +92,6 @@ const conversation = fc.oneof(
       ]),
     ]),
 );
-
-function outcome(
-  tok: HfTokenizer,
-  messages: { role: string; content: string; weight?: number }[],
-  template: ChatTemplate,
-  maxLength?: number,
-) {
-  try {
-    return encodeConversation(tok, messages, { template, maxLength }, 'row 1');
-  } catch (e) {
-    return { error: (e as Error).message, where: (e as { where?: string }).where };
-  }
-}
 
 function sameAsReplyByReply(tok: HfTokenizer, template: ChatTemplate, runs: number) {
   assert.notEqual(template.renderMarkingTurns([{ role: 'user', content: 'x' }]), undefined, `${template.source} is read off its marks`);
