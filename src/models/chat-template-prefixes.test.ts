@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { encodeConversation } from './chat-encoding.ts';
+import type { RenderLimits } from './chat-template-budget.ts';
 import { ChatTemplate, loadChatTemplate, type ChatMessage, type RenderOptions } from './chat-template.ts';
 import { outcome } from './conversation-encoding.testing.ts';
 import { realModel } from './real-models.testing.ts';
@@ -118,6 +119,45 @@ test(
     sameAsReplyByReply(loadTokenizer(dir), loadChatTemplate(dir), 150);
   },
 );
+
+test("the marked rendering takes at least the budget of any beginning's rendering with the generation prompt, and the whole rendering of any without", () => {
+  // So a conversation whose marked and whole renderings are within its budget has every beginning within it: read off
+  // the marks or reply by reply, it is accepted or refused alike (chat-template-prefixes.ts, the budget). The
+  // generation-prompt if of Zephyr's shape, evaluated as only `add_generation_prompt`, took less work and nesting than
+  // its `loop.last and add_generation_prompt` takes in a beginning.
+  const within = (part: RenderLimits, all: RenderLimits, what: string) => {
+    for (const key of ['steps', 'work', 'size', 'depth'] as const)
+      assert.ok(part[key] <= all[key], `${what}: ${key} ${part[key]} > ${all[key]}`);
+  };
+  const usage = (t: ChatTemplate, messages: ChatMessage[], addGenerationPrompt: boolean) => {
+    try {
+      return t.renderWithUsage(messages, { addGenerationPrompt }).used;
+    } catch {
+      return undefined; // raise_exception, as in Mistral's on roles that do not alternate
+    }
+  };
+  for (const t of TINY_TEMPLATES)
+    fc.assert(
+      fc.property(conversation, (convo) => {
+        const messages = convo.map(({ role, content }) => ({ role, content }));
+        const whole = usage(t, messages, false);
+        let marked: RenderLimits | undefined;
+        try {
+          marked = t.renderMarkingTurns(messages, { addGenerationPrompt: true })!.used;
+        } catch {
+          return;
+        }
+        if (whole === undefined) return;
+        for (let k = 1; k < messages.length; k++) {
+          const head = usage(t, messages.slice(0, k), true);
+          const upTo = usage(t, messages.slice(0, k + 1), false);
+          if (head !== undefined) within(head, marked, `${t.source}: messages before ${k} with the generation prompt`);
+          if (upTo !== undefined) within(upTo, whole, `${t.source}: messages through ${k}`);
+        }
+      }),
+      { seed: 20261207, numRuns: 100 },
+    );
+});
 
 test('templates that can tell how many messages follow, or whether a generation prompt comes, are rendered reply by reply', () => {
   const lookingAhead = [

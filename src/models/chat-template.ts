@@ -96,13 +96,14 @@ export class ChatTemplate {
 
   /**
    * `render` with TURN_MARK before each message's turn and after the last, PROMPT_MARK around what the loop's generation
-   * prompt writes (chat-template-prefixes.ts), and whether the loop may leave out messages at the start; undefined for a
+   * prompt writes (chat-template-prefixes.ts), whether the loop may leave out messages at the start, and the budget it
+   * took (as `renderWithUsage`); undefined for a
    * template whose renderings of the conversation's beginnings cannot be read off the whole one that way.
    */
-  renderMarkingTurns(messages: ChatMessage[], opts: RenderOptions = {}): ({ text: string } & MarkedLoop) | undefined {
+  renderMarkingTurns(messages: ChatMessage[], opts: RenderOptions = {}): ({ text: string } & MarkedLoop & RenderUsage) | undefined {
     if (this.marked === undefined) this.marked = turnMarkedTemplate((edit) => new BudgetedTemplate(this.text, edit)) ?? null;
     if (this.marked === null) return undefined;
-    return { text: this.renderBudgeted(this.marked.template, messages, opts).text, leading: this.marked.leading };
+    return { ...this.renderBudgeted(this.marked.template, messages, opts), leading: this.marked.leading };
   }
 
   /** The budget rendering `messages` with `opts` gets unless given one (`RenderOptions.limits`). */
