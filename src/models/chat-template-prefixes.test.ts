@@ -184,6 +184,8 @@ test('templates that can tell how many messages follow, or whether a generation 
     '{% set rest = messages[1:] %}{% for m in rest %}{% set rest = messages %}{{ m.content }}{% endfor %}',
     '{% macro again() %}{% set rest = messages %}{% endmacro %}{% set rest = messages[1:] %}{% for m in rest %}{{ m.content }}{% endfor %}',
     '{% for m in messages[1:] %}{% if loop.index0 == 2 %}{% break %}{% endif %}{{ m.content }}{% endfor %}',
+    // The variable set in ifs nested deeper than judged (a hostile template's nest overflowed the stack).
+    `${'{% if true %}'.repeat(2000)}{% set rest = messages[1:] %}${'{% else %}{% set rest = messages %}{% endif %}'.repeat(2000)}{% for m in rest %}{{ m.content }}{% endfor %}`,
     // Mistral v0.3's: the system message written in the last user turn.
     "{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}{% set rest = messages[1:] %}{% else %}{% set rest = messages %}{% endif %}{% for m in rest %}{% if loop.last and sys is defined %}[{{ sys }}]{% endif %}{{ m.content }}{% endfor %}",
   ];

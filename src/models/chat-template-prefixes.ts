@@ -82,16 +82,24 @@ function sliceStart(n: unknown): number | undefined {
 
 const block = (v: unknown): Node[] => (Array.isArray(v) ? (v as Node[]) : []);
 
+/** How deep in `if`s a loop's variable may be set: a hostile template nests deeper than the stack. */
+const MAX_IF_DEPTH = 32;
+
 /** The `set`s at the top of `nodes`, in `if` blocks included. */
-const topSets = (nodes: Node[]): Node[] =>
-  nodes.flatMap((n) => (n.type === 'Set' ? [n] : n.type === 'If' ? [...topSets(block(n.body)), ...topSets(block(n.alternate))] : []));
+const topSets = (nodes: Node[], depth = 0): Node[] =>
+  depth > MAX_IF_DEPTH
+    ? []
+    : nodes.flatMap((n) =>
+        n.type === 'Set' ? [n] : n.type === 'If' ? [...topSets(block(n.body), depth + 1), ...topSets(block(n.alternate), depth + 1)] : [],
+      );
 
 /** Whether `nodes` set `name` whichever way their `if`s go. */
-const alwaysSet = (nodes: Node[], name: string): boolean =>
+const alwaysSet = (nodes: Node[], name: string, depth = 0): boolean =>
+  depth <= MAX_IF_DEPTH &&
   nodes.some(
     (n) =>
       (n.type === 'Set' && isIdentifier(n.assignee, name)) ||
-      (n.type === 'If' && alwaysSet(block(n.body), name) && alwaysSet(block(n.alternate), name)),
+      (n.type === 'If' && alwaysSet(block(n.body), name, depth + 1) && alwaysSet(block(n.alternate), name, depth + 1)),
   );
 
 /**
