@@ -147,21 +147,35 @@ export function markTurns(program: { body: object[] }): MarkedLoop | undefined {
   // A mark the template writes itself (its text, or a '\uFFFF' escape) would be taken for one of ours: where it writes
   // it only with the generation prompt (never in the whole rendering, which is checked), a loop that breaks early makes
   // the count come out right and turns land on the template's own text.
-  if (walk(body).some(({ node }) => node.type === 'StringLiteral' && typeof node.value === 'string' && hasMark(node.value)))
-    return undefined;
   const every = walk(body);
-  const lists = body.flatMap((n, i) => {
-    const list = n.type === 'For' ? messageList(n.iterable, body.slice(0, i), every) : undefined;
-    return list === undefined ? [] : [{ at: i, ...list }];
-  });
-  if (lists.length !== 1) return undefined;
-  const { at, reads, leading } = lists[0]!;
+  if (every.some(({ node }) => node.type === 'StringLiteral' && typeof node.value === 'string' && hasMark(node.value))) return undefined;
+  // The loops that may go over the messages, told apart cheaply first (a hostile template holds tens of thousands of
+  // loops): more than one, and the template is rendered reply by reply.
+  const fromMessages = (v: unknown) => isIdentifier(v, 'messages') || sliceStart(v) !== undefined;
+  const setToMessages = new Set(
+    every.flatMap(({ node }) =>
+      node.type === 'Set' && isNode(node.assignee) && node.assignee.type === 'Identifier' && fromMessages(node.value)
+        ? [node.assignee.value]
+        : [],
+    ),
+  );
+  const candidates = body.flatMap((n, i) =>
+    n.type === 'For' &&
+    (fromMessages(n.iterable) || (isNode(n.iterable) && n.iterable.type === 'Identifier' && setToMessages.has(n.iterable.value)))
+      ? [i]
+      : [],
+  );
+  if (candidates.length !== 1) return undefined;
+  const at = candidates[0]!;
+  const list = messageList(body[at]!.iterable, body.slice(0, at), every);
+  if (list === undefined) return undefined;
+  const { reads, leading } = list;
   const loop = body[at]! as Node & { body: Node[]; defaultBlock?: Node[]; loopvar: Node };
   if (!Array.isArray(loop.body) || (loop.defaultBlock?.length ?? 0) > 0) return undefined;
   // The one place a turn may read `loop.last` and `add_generation_prompt`: an `if loop.last and add_generation_prompt`
   // (no else) that ends the loop's body, writing the generation prompt after the last message's turn. It is rendered as
-  // `if add_generation_prompt`, which writes what it would write after each turn, between PROMPT_MARKs; it may set
-  // nothing, since it runs after every turn then.
+  // `if add_generation_prompt` (after its own test), which writes what it would write after each turn, between
+  // PROMPT_MARKs; it may set nothing, since it runs after every turn then.
   const promptIf = loop.body.filter((n) => n.type !== 'Comment').at(-1);
   const isPromptIf =
     promptIf?.type === 'If' &&
