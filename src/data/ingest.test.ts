@@ -11,6 +11,7 @@ import {
   readlinkSync,
   rmSync,
   writeFileSync,
+  renameSync,
   mkdirSync,
   symlinkSync,
   openSync,
@@ -27,6 +28,7 @@ import type { IngestConfig } from './config.ts';
 import { ingest, type IngestOptions } from './ingest.ts';
 import { formatDataReport } from './report.ts';
 import { datasetsDir } from './datasets-dir.ts';
+import { confinedOpenHooks } from './roots.ts';
 
 const DATASETS = datasetsDir();
 
@@ -744,6 +746,86 @@ test(
     );
     clearTimeout(unblock);
     assert.ok(swapped);
+  },
+);
+/**
+ * Ingest of folder `d` (a.jsonl, b.jsonl) with `swap` run on b.jsonl at the moment between its confinement check and
+ * its opening, where a race would have to hit; the error it fails with, or the rows read when it does not.
+ */
+async function swappedAsOpened(swap: (dir: string, real: string) => void): Promise<unknown> {
+  const dir = tmp();
+  mkdirSync(join(dir, 'd'));
+  writeFileSync(join(dir, 'd/a.jsonl'), good(0));
+  writeFileSync(join(dir, 'd/b.jsonl'), good(1));
+  let swapped = false;
+  confinedOpenHooks.beforeOpen = (real) => {
+    if (swapped || !real.endsWith('b.jsonl')) return;
+    swapped = true;
+    swap(dir, real);
+  };
+  try {
+    const r = await ingest(
+      { task: 'classification', path: 'd' },
+      { baseDir: dir, roots: [dir], outPath: join(dir, 'out.arrow'), quarantinePath: join(dir, 'quarantine.arrow') },
+    );
+    return (await readAll(join(dir, 'out.arrow'))).map((x) => x.text).concat(String(r.rowsOut));
+  } catch (e) {
+    // Nothing left behind: the data folders (`e` where the swap moved `d`) alone.
+    assert.deepEqual(
+      readdirSync(dir).filter((n) => n !== 'd' && n !== 'e'),
+      [],
+    );
+    return e;
+  } finally {
+    confinedOpenHooks.beforeOpen = undefined;
+    assert.ok(swapped);
+  }
+}
+const secretFolder = () => {
+  const outside = tmp();
+  writeFileSync(join(outside, 'b.jsonl'), `${JSON.stringify({ text: 'secret', label: 'ham' })}\n`);
+  return outside;
+};
+test('a listed file swapped for a link that leads out between its check and its opening is refused, not read', async () => {
+  const outside = secretFolder();
+  const e = await swappedAsOpened((_dir, real) => {
+    rmSync(real);
+    symlinkSync(join(outside, 'b.jsonl'), real);
+  });
+  assert.ok(e instanceof InputError && e.where === 'd/b.jsonl', String(e));
+  assert.match(e.message, /^d\/b\.jsonl: the file was replaced by a symbolic link as it was opened after "d" was listed/);
+  assert.match(e.hint ?? '', /changing the data while the stage reads it/);
+});
+test('a listed file whose folder is swapped for a link that leads out between its check and its opening is refused', async () => {
+  const outside = secretFolder();
+  const e = await swappedAsOpened((dir) => {
+    renameSync(join(dir, 'd'), join(dir, 'e'));
+    symlinkSync(outside, join(dir, 'd'));
+  });
+  assert.ok(e instanceof InputError, String(e));
+  assert.match(e.message, /^d\/b\.jsonl: the file was replaced \(or a folder on its path replaced by a link\) as it was opened/);
+});
+test(
+  'a listed file swapped for a named pipe between its check and its opening is refused, not waited on',
+  { skip: process.platform === 'win32' && 'no mkfifo' },
+  async () => {
+    let pipe = '';
+    // Should the pipe be opened blocking after all, a writer that comes and goes ends the wait: the case fails, not hangs.
+    const unblock = setTimeout(() => {
+      try {
+        closeSync(openSync(pipe, constants.O_WRONLY | constants.O_NONBLOCK));
+      } catch {
+        /* no reader waiting */
+      }
+    }, 10_000).unref();
+    const e = await swappedAsOpened((_dir, real) => {
+      pipe = real;
+      rmSync(real);
+      execFileSync('mkfifo', [real]);
+    });
+    clearTimeout(unblock);
+    assert.ok(e instanceof InputError && e.where === 'd/b.jsonl', String(e));
+    assert.match(e.message, /^d\/b\.jsonl: the file was replaced by a named pipe, socket or device after "d" was listed/);
   },
 );
 test('an archive (zip, tar, .tar.gz, bzip2, xz, zstd, 7z) saved under a data name fails naming what it is and how to unpack it', async () => {

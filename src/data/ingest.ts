@@ -13,13 +13,13 @@ import { sha256Hex } from '../util/canonical-json.ts';
 import { ENCODING_ADVICE, readRecords, type ReadOptions } from './read-records.ts';
 import { lengthStats, type IngestReport, type SourceFileInfo } from './report.ts';
 import { formatFromExtension, resolveSources, type SourceFile } from './sources.ts';
-import { dataRoots, isInside, outsideRootsError, realRoots } from './roots.ts';
+import { dataRoots, goneSinceListed as gone, openConfined, realRoots } from './roots.ts';
 import { downloadVerified, isUrl, type DownloadOptions } from './download.ts';
 import { redactUrl } from '../util/redact.ts';
 import { checkIngestConfig } from './ingest-config.ts';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, rmSync } from 'node:fs';
-import { realpath, stat } from 'node:fs/promises';
+import { rmSync } from 'node:fs';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -335,12 +335,9 @@ export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<In
  */
 function goneSinceListed(cfg: IngestConfig, f: SourceFile, e: unknown): unknown {
   const err = e as NodeJS.ErrnoException;
+  // That file's own ENOENT only (err.path): a missing output folder is no changing data.
   if (err?.code !== 'ENOENT' || err.path !== f.abs) return e;
-  return new InputError(`the file was removed or renamed after ${JSON.stringify(cfg.path)} was listed, before it was read`, {
-    where: f.display,
-    hint: 'something is changing the data while the stage reads it: let it finish (or point path at a copy), then run again',
-    cause: e,
-  });
+  return gone({ shown: f.display, listed: cfg.path }, e);
 }
 
 /**
@@ -426,28 +423,20 @@ async function ingestFiles(
         bytes += chunk.length;
       };
       // Parquet and Arrow are read at random offsets: parse a private copy made while hashing.
+      let fh: FileHandle | undefined;
       const snapshot =
         f.format === 'parquet' || f.format === 'arrow'
           ? join(dirname(opts.outPath), `.source-${randomBytes(6).toString('hex')}.tmp`)
           : undefined;
       try {
         // Confined when listed, opened after every file before it is read (minutes later, maybe): one replaced meanwhile
-        // by a link that leads out, or a link pointed elsewhere, would be read. Checked again as it is opened, the window
-        // is the time between two calls, not the reading of the files before it.
-        if (confineTo) {
-          const real = await realpath(f.abs);
-          if (!isInside(real, confineTo)) throw outsideRootsError(f.display, real, confineTo, 'path');
-          // And a regular file still: opening a named pipe put in its place waits for a writer, for ever if none comes.
-          if (!(await stat(real)).isFile())
-            throw new InputError(`the file was replaced by a named pipe, socket or device after ${JSON.stringify(cfg.path)} was listed`, {
-              where: f.display,
-              hint: 'something is changing the data while the stage reads it: let it finish (or point path at a copy), then run again',
-            });
-        }
+        // by a link that leads out, or a named pipe, would be read. Confined again and opened at once, and read from
+        // that handle alone (openConfined), so no moment is left between the check and what is read.
+        fh = confineTo ? await openConfined({ abs: f.abs, shown: f.display, listed: cfg.path }, confineTo, 'path') : await open(f.abs, 'r');
         if (snapshot) {
           const out = await newFileWriteStream(snapshot);
           await pipeline(
-            createReadStream(f.abs),
+            fh.createReadStream({ start: 0, autoClose: false }),
             new Transform({
               transform(chunk: Buffer, _e, done) {
                 hashing(chunk);
@@ -491,6 +480,7 @@ async function ingestFiles(
           gzipLimits: opts.gzipLimits,
           onWarning: (w) => readWarnings.push(w),
           onData: snapshot ? undefined : hashing,
+          handle: snapshot ? undefined : fh,
           onBytes: (n) => {
             bytesDone += n;
           },
@@ -541,6 +531,7 @@ async function ingestFiles(
       } catch (e) {
         throw goneSinceListed(cfg, f, e);
       } finally {
+        await fh?.close();
         if (snapshot) rmSync(snapshot, { force: true });
       }
       sourceFiles.push({ path: f.display, sha256: hash.digest('hex'), bytes });

@@ -12,7 +12,7 @@
  * helps, saving it as UTF-8.
  */
 import { createReadStream } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, createInflateRaw, inflateRawSync } from 'node:zlib';
@@ -55,6 +55,11 @@ export interface LineOptions {
   onWarning?: (message: string) => void;
   /** How hints name the encoding setting: `encoding: ` (an ingest stage's, the default) or `--encoding ` (a command's flag). */
   encodingSetting?: EncodingSetting;
+  /**
+   * The file, open already: read from this handle, never by the path (which names it in errors only). Ingest opens a
+   * source confined (roots.ts openConfined), and a path opened again could lead elsewhere by then.
+   */
+  handle?: FileHandle;
 }
 
 /** The encoding setting as the caller takes it, followed by a value: `encoding: ` (ingest), `--encoding ` (predict). */
@@ -283,7 +288,9 @@ const GZIP_MAGIC = [0x1f, 0x8b];
  * download saved compressed). `onData` and `onBytes` see the file's own bytes, so its hash is the file's.
  */
 async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer> {
-  const raw = createReadStream(path, { highWaterMark: 1 << 20 });
+  const raw = opts.handle
+    ? opts.handle.createReadStream({ start: 0, autoClose: false, highWaterMark: 1 << 20 })
+    : createReadStream(path, { highWaterMark: 1 << 20 });
   const tap = (chunk: Buffer) => {
     opts.onData?.(chunk);
     opts.onBytes?.(chunk.length);
@@ -358,12 +365,14 @@ async function* fileText(path: string, opts: LineOptions): AsyncGenerator<Buffer
     // zlib reads concatenated members (`cat a.gz b.gz`, RFC 1952) as one stream, and stops, without a word, at a zero
     // byte after a member: what it did not take is padding (tape, dd) or, past the zeros, data that would go unread.
     await feed;
-    if (gunzip.bytesWritten < fed) await trailingBytes(path, file, gunzip.bytesWritten, opts.onWarning);
+    if (gunzip.bytesWritten < fed) await trailingBytes(path, opts.handle, file, gunzip.bytesWritten, opts.onWarning);
   } catch (e) {
     // A CRC or deflate error is the data's own; only where a header was expected may the data have ended before.
     const headerError = /incorrect header check|unknown compression method|unknown header flags|unexpected end/;
     const end =
-      (e as NodeJS.ErrnoException).code?.startsWith('Z_') && headerError.test((e as Error).message) ? await gzipEnd(path) : undefined;
+      (e as NodeJS.ErrnoException).code?.startsWith('Z_') && headerError.test((e as Error).message)
+        ? await gzipEnd(path, opts.handle)
+        : undefined;
     if (end !== undefined) throw trailingGarbage(file, end, 0);
     if ((e as NodeJS.ErrnoException).code?.startsWith('Z_'))
       throw new InputError(`not a readable gzip file: ${(e as Error).message}`, {
@@ -395,8 +404,14 @@ function trailingGarbage(file: string, offset: number, zeros: number): InputErro
  * The bytes of a gzip file from `offset`, where zlib stopped, to its end: zeros are padding, which gzip(1) ignores
  * too ("trailing garbage ignored"), and are passed over with a warning; anything else is an error naming its offset.
  */
-async function trailingBytes(path: string, file: string, offset: number, onWarning?: (m: string) => void): Promise<void> {
-  const fh = await open(path);
+async function trailingBytes(
+  path: string,
+  handle: FileHandle | undefined,
+  file: string,
+  offset: number,
+  onWarning?: (m: string) => void,
+): Promise<void> {
+  const fh = handle ?? (await open(path));
   try {
     const buf = Buffer.alloc(1 << 16);
     let zeros = 0;
@@ -410,7 +425,7 @@ async function trailingBytes(path: string, file: string, offset: number, onWarni
     }
     onWarning?.(`${file}: ${zeros} zero bytes after the gzip data (padding, as tape and dd write) ignored`);
   } finally {
-    await fh.close();
+    if (!handle) await fh.close();
   }
 }
 
@@ -427,8 +442,8 @@ const GZIP_WALK_WINDOW = 1 << 20;
  * one is streamed. The offset of the first byte after a whole member that cannot begin one (not 1f 8b 08, or reserved
  * flags set); undefined when the file is cut short or its data broken.
  */
-async function gzipEnd(path: string): Promise<number | undefined> {
-  const fh = await open(path);
+async function gzipEnd(path: string, handle?: FileHandle): Promise<number | undefined> {
+  const fh = handle ?? (await open(path));
   try {
     const size = (await fh.stat()).size;
     /** The file's bytes from `bufAt`. */
@@ -485,7 +500,7 @@ async function gzipEnd(path: string): Promise<number | undefined> {
         const inflate = createInflateRaw({ chunkSize: 1 << 20 });
         try {
           await pipeline(
-            createReadStream(path, { start: at, highWaterMark: 1 << 20 }),
+            fh.createReadStream({ start: at, autoClose: false, highWaterMark: 1 << 20 }),
             inflate,
             new Writable({ write: (_c, _e, done) => done() }),
           );
@@ -498,7 +513,7 @@ async function gzipEnd(path: string): Promise<number | undefined> {
     }
     return undefined;
   } finally {
-    await fh.close();
+    if (!handle) await fh.close();
   }
 }
 

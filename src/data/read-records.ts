@@ -63,6 +63,8 @@ export interface ReadOptions extends DelimitedOptions {
   /** How hints name the encoding setting; default `encoding: ` (an ingest stage's). */
   encodingSetting?: EncodingSetting;
   onBytes?: (n: number) => void;
+  /** Text formats: the file, open already (ingest opens it confined): read from it, never by the path. */
+  handle?: LineOptions['handle'];
   /** Text formats: every chunk read, in order, so the caller can hash exactly what was parsed. */
   onData?: (chunk: Uint8Array) => void;
   /** Text formats: longest line kept (longer ones are bad rows). Default LINE_LIMIT_BYTES. */
@@ -91,6 +93,7 @@ const lineOptions = (file: SourceFile, opts: ReadOptions) => ({
   gzipLimits: opts.gzipLimits,
   onWarning: opts.onWarning,
   encodingSetting: opts.encodingSetting,
+  handle: opts.handle,
 });
 
 const cp1252 = singleByteDecoder('windows-1252');

@@ -4,7 +4,8 @@
  * would otherwise let the file read anything the worker can read. Paths are checked after
  * resolving symlinks (realpath), so a link cannot lead out of a root.
  */
-import { realpathSync } from 'node:fs';
+import { constants, realpathSync } from 'node:fs';
+import { lstat, open, readlink, realpath, type FileHandle } from 'node:fs/promises';
 import { delimiter, resolve, sep } from 'node:path';
 import { InputError } from '../errors.ts';
 import { temperedHome } from '../state-paths.ts';
@@ -62,4 +63,89 @@ export function confine(abs: string, shown: string, realRootList: readonly strin
   const real = realpathSync(abs);
   if (!isInside(real, realRootList)) throw outsideRootsError(shown, real, realRootList, field);
   return real;
+}
+
+/**
+ * Test seam: called between a file's confinement check and its opening, the moment a swap (a link that leads out, a
+ * named pipe) would have to hit; a test swaps the file here, where a real race would by chance.
+ */
+export const confinedOpenHooks: { beforeOpen?: (real: string) => void | Promise<void> } = {};
+
+/** No link followed at the last step (the path is the resolved one), no wait for a writer should it be a pipe. */
+const CONFINED_OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | (constants.O_NOCTTY ?? 0);
+
+export interface ConfinedFile {
+  /** The file as listed (a link the walk took stays its own name). */
+  abs: string;
+  /** The file as errors name it. */
+  shown: string;
+  /** What was listed (a pipeline's `path`), as errors quote it. */
+  listed: string;
+}
+
+const CHANGING_HINT = 'something is changing the data while the stage reads it: let it finish (or point path at a copy), then run again';
+
+/** Something changes the data while it is read: a listed file replaced by a link or pipe meanwhile. */
+export function changedSinceListed(f: Pick<ConfinedFile, 'shown' | 'listed'>, what: string, cause?: unknown): InputError {
+  return new InputError(`the file was ${what} after ${JSON.stringify(f.listed)} was listed`, {
+    where: f.shown,
+    hint: CHANGING_HINT,
+    cause,
+  });
+}
+
+/** A listed file that is gone when its turn comes: an ENOENT on the file itself (err.path), not any ENOENT. */
+export function goneSinceListed(f: Pick<ConfinedFile, 'shown' | 'listed'>, cause: unknown): InputError {
+  return new InputError(`the file was removed or renamed after ${JSON.stringify(f.listed)} was listed, before it was read`, {
+    where: f.shown,
+    hint: CHANGING_HINT,
+    cause,
+  });
+}
+
+/**
+ * Opens a listed file for reading once it is confined again, and returns the handle to read it from, never the path:
+ * confined at listing, a file is opened minutes later maybe (after every file before it), and checking its path
+ * then opening it again by name left the moment between the two to a swap (Node has no openat2(RESOLVE_BENEATH)).
+ * Here the path is resolved and checked, the resolved path opened without following a link at its end (one put there
+ * meanwhile fails, ELOOP) nor waiting on a pipe, and the handle itself checked: a regular file, the very one checked
+ * (device and inode), and where the kernel says it is (Linux: /proc/self/fd) inside the roots, which a folder on its
+ * path swapped for a link meanwhile is not.
+ */
+export async function openConfined(f: ConfinedFile, realRootList: readonly string[], field: string): Promise<FileHandle> {
+  const noEntry = (e: unknown, path: string) =>
+    (e as NodeJS.ErrnoException)?.code === 'ENOENT' && (e as NodeJS.ErrnoException).path === path;
+  let real: string, checked;
+  try {
+    real = await realpath(f.abs);
+    if (!isInside(real, realRootList)) throw outsideRootsError(f.shown, real, realRootList, field);
+    checked = await lstat(real);
+  } catch (e) {
+    throw noEntry(e, f.abs) || noEntry(e, real!) ? goneSinceListed(f, e) : e;
+  }
+  // A named pipe put in its place: opening it would wait for a writer, for ever if none comes.
+  const notFile = () => changedSinceListed(f, 'replaced by a named pipe, socket or device');
+  if (!checked.isFile()) throw notFile();
+  await confinedOpenHooks.beforeOpen?.(real);
+  let fh: FileHandle;
+  try {
+    fh = await open(real, CONFINED_OPEN_FLAGS);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException)?.code;
+    if (code === 'ELOOP') throw changedSinceListed(f, 'replaced by a symbolic link as it was opened', e);
+    throw noEntry(e, real) ? goneSinceListed(f, e) : e;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw notFile();
+    if (st.dev !== checked.dev || st.ino !== checked.ino)
+      throw changedSinceListed(f, 'replaced (or a folder on its path replaced by a link) as it was opened');
+    const where = await readlink(`/proc/self/fd/${fh.fd}`).catch(() => undefined);
+    if (where !== undefined && !isInside(where.replace(/ \(deleted\)$/, ''), realRootList))
+      throw outsideRootsError(f.shown, where, realRootList, field);
+    return fh;
+  } catch (e) {
+    await fh.close();
+    throw e;
+  }
 }

@@ -1,9 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { InputError } from '../errors.ts';
+import { confinedOpenHooks } from '../data/roots.ts';
+import { ingestStage } from './ingest.ts';
 
 test(
   'a folder of more files than the process may hold open is hashed for the cache key (the files were all opened at once: EMFILE)',
@@ -30,3 +33,32 @@ console.log(JSON.stringify(keys));`;
     assert.match(keys[599]!, /^d\/f599\.jsonl:[0-9a-f]{64}$/);
   },
 );
+
+test('the cache key opens each listed file confined, as the run does: one swapped for a link that leads out is refused, not hashed', async () => {
+  const base = mkdtempSync(join(tmpdir(), 'ingest-inputs-'));
+  const outside = mkdtempSync(join(tmpdir(), 'ingest-inputs-outside-'));
+  writeFileSync(join(outside, 'secret.jsonl'), '{"text":"secret","label":"y"}\n');
+  mkdirSync(join(base, 'd'));
+  for (const n of ['a', 'b']) writeFileSync(join(base, 'd', `${n}.jsonl`), `{"text":"${n}","label":"y"}\n`);
+  let swapped = false;
+  // Between the file's check and its opening, where a race would have to hit.
+  confinedOpenHooks.beforeOpen = (real) => {
+    if (swapped || !real.endsWith('b.jsonl')) return;
+    swapped = true;
+    rmSync(real);
+    symlinkSync(join(outside, 'secret.jsonl'), real);
+  };
+  try {
+    await assert.rejects(
+      ingestStage.externalInputs!({ task: 'classification', path: 'd' }, { baseDir: base, stateDir: base }),
+      (e: unknown) => {
+        assert.ok(e instanceof InputError && e.where === 'd/b.jsonl', String(e));
+        assert.match(e.message, /the file was replaced by a symbolic link as it was opened after "d" was listed/);
+        return true;
+      },
+    );
+  } finally {
+    confinedOpenHooks.beforeOpen = undefined;
+  }
+  assert.ok(swapped);
+});

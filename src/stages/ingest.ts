@@ -1,11 +1,12 @@
 /** Stage kind `ingest`: source files → Arrow table + quarantine table + data report. */
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { IngestConfig } from '../data/config.ts';
-import { sha256File } from '../util/hash-file.ts';
+import { createHash } from 'node:crypto';
 import { forEachInFlight } from '../util/in-flight.ts';
 import { ingestWithSchema } from '../data/schemas.ts';
 import { resolveSources } from '../data/sources.ts';
-import { dataRoots } from '../data/roots.ts';
+import { dataRoots, openConfined, realRoots } from '../data/roots.ts';
 import { isUrl, urlPin } from '../data/download.ts';
 import { redactUrl } from '../util/redact.ts';
 import { MEDIA } from '../types.ts';
@@ -23,6 +24,8 @@ const lib = async () => ({ ...(await import('../data/arrow-io.ts')), ...(await i
 
 /** Source files hashed at once for the cache key. */
 const HASHED_AT_ONCE = 8;
+/** Bytes per read while hashing one: one buffer reused for the whole file. */
+const HASH_READ_BYTES = 1 << 20;
 
 export const ingestStage: StageKind<IngestConfig> = {
   kind: 'ingest',
@@ -54,12 +57,22 @@ export const ingestStage: StageKind<IngestConfig> = {
     // A URL source is identified by the hash it is pinned to: the download is checked against it. Named as the
     // report names what was read (without credentials: inputsRead below), so the key after the run is the looked-up one.
     if (isUrl(cfg.path)) return [`${redactUrl(cfg.path)}:${urlPin(cfg.sha256)}`];
-    const files = await resolveSources(cfg.path, baseDir, { format: cfg.format, roots: dataRoots(baseDir, { stateDir }) });
+    const roots = dataRoots(baseDir, { stateDir });
+    const files = await resolveSources(cfg.path, baseDir, { format: cfg.format, roots });
+    const confineTo = realRoots(roots);
     // A few at a time: all at once held a descriptor (and two 1 MiB buffers) per file, so a folder of more files than
     // the open-file limit (1024 by default) failed every lookup with EMFILE.
     const inputs: string[] = new Array<string>(files.length);
     await forEachInFlight(files.keys(), HASHED_AT_ONCE, async (i) => {
-      inputs[i] = `${files[i]!.display}:${(await sha256File(files[i]!.abs)).sha256}`;
+      // Opened confined, as the run opens it (openConfined): a file swapped for a link that leads out, or a named pipe,
+      // after the listing was read (or waited on) by name here, before the run refused it.
+      const f = files[i]!;
+      const fh = await openConfined({ abs: f.abs, shown: f.display, listed: cfg.path }, confineTo, 'path');
+      try {
+        inputs[i] = `${f.display}:${await sha256Of(fh)}`;
+      } finally {
+        await fh.close();
+      }
     });
     return inputs;
   },
@@ -107,6 +120,18 @@ export function sourceFilesAudit(report: Pick<IngestReport, 'sourceFiles' | 'dat
       dataHash: report.dataHash,
     },
   };
+}
+
+/** sha256 hex of an open file's bytes, read from the handle (never by a path, which may lead elsewhere by now). */
+async function sha256Of(fh: FileHandle): Promise<string> {
+  const h = createHash('sha256');
+  const buf = Buffer.allocUnsafe(HASH_READ_BYTES);
+  for (let at = 0; ; ) {
+    const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+    if (bytesRead === 0) return h.digest('hex');
+    h.update(buf.subarray(0, bytesRead));
+    at += bytesRead;
+  }
 }
 
 /** An ingest stage whose local source is not there when the run is submitted. */
