@@ -178,6 +178,62 @@ test('each malformed conversation fails ingest naming file:line and the fix; qua
   }
 });
 
+test('a message naming role or content twice is a duplicate-field bad row, as a row naming a field twice is', async () => {
+  const dir = mkdtempSync(join(root, 'twice-'));
+  const good = gsm8kConversations(2).map((r) => JSON.stringify(r));
+  const msgs = (m0: string, m1: string) => `[${m0},${m1}]`;
+  const user = '{"role":"user","content":"hi"}';
+  const reply = '{"role":"assistant","content":"ok"}';
+  const cases: [string, string, RegExp, Omit<IngestConfig, 'task' | 'path'>?][] = [
+    [
+      'content twice',
+      `{"messages":${msgs(user, '{"role":"assistant","content":"ok","content":"not this"}')}}`,
+      /"messages"\[1\] names "content" more than once/,
+    ],
+    [
+      'role twice',
+      `{"messages":${msgs('{"role":"user","role":"system","content":"hi"}', reply)}}`,
+      /"messages"\[0\] names "role" more than once/,
+    ],
+    [
+      'spelled with an escape',
+      `{"messages":${msgs('{"role":"user","content":"hi","\\u0063ontent":"x"}', reply)}}`,
+      /"messages"\[0\] names "content"/,
+    ],
+    // JSON text of a conversation (as a CSV cell, or a JSONL string, holds it): JSON.parse of it kept the last too.
+    [
+      'in JSON text',
+      `{"messages":${JSON.stringify(msgs(user, '{"role":"assistant","role":"user","content":"ok"}'))}}`,
+      /"messages"\[1\] names "role"/,
+    ],
+    [
+      'under fields.messages',
+      `{"messages":"not read","conversation":${msgs(user, '{"role":"assistant","content":"a","content":"b"}')}}`,
+      /"conversation"\[1\] names "content"/,
+      { fields: { messages: 'conversation' } },
+    ],
+  ];
+  for (const [what, line, want, more] of cases) {
+    const rows = more ? good.map((g) => g.replace('{"messages":', '{"conversation":')) : good;
+    writeFileSync(join(dir, 'c.jsonl'), [...rows, line].join('\n') + '\n');
+    await assert.rejects(run(dir, { path: 'c.jsonl', ...more }), (e: unknown) => {
+      assert.ok(e instanceof InputError && e.where === 'c.jsonl:3', `${what}: ${String(e)}`);
+      assert.match(e.message, /c\.jsonl:3: duplicate-field: /, what);
+      assert.match(e.message, want, what);
+      assert.match(e.message, /which value is meant cannot be told/, what);
+      return true;
+    });
+    const q = await run(dir, { path: 'c.jsonl', onBadRow: 'quarantine', maxBadFraction: 1, ...more });
+    assert.deepEqual([q.rowsOut, q.badRows], [2, { 'duplicate-field': 1 }], what);
+  }
+  // A key repeated outside the messages (a field not read, nested), or a key's name inside a content, is no duplicate.
+  writeFileSync(
+    join(dir, 'c.jsonl'),
+    `{"meta":{"role":1,"role":2},"messages":${msgs('{"role":"user","content":"\\"role\\": \\"a\\", \\"role\\": \\"b\\""}', reply)}}\n`,
+  );
+  assert.equal((await run(dir, { path: 'c.jsonl' })).rowsOut, 1);
+});
+
 test('maxLength bounds each message, and a missing messages field is the mapping error it is', async () => {
   const dir = mkdtempSync(join(root, 'len-'));
   writeJsonl(join(dir, 'c.jsonl'), [{ messages: [u('hi'), a('x'.repeat(11))] }, { messages: [u('hi'), a('short')] }]);

@@ -39,6 +39,76 @@ function shown(v: unknown): string {
   return v === undefined ? 'missing' : Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'an object' : typeof v;
 }
 
+interface Frame {
+  object: boolean;
+  /** An object whose next string is a key. */
+  keyNext: boolean;
+  /** A message (an object in the list of messages): the keys it named so far. */
+  keys?: Set<string>;
+  /** The list of messages. */
+  messages: boolean;
+  /** A list: the index of the value being read. */
+  index: number;
+}
+
+/**
+ * The first key a message object of `text` names twice, with the message's index, or undefined. `text` is JSON that
+ * JSON.parse took: a list of messages, or, with `field`, an object whose field `field` holds one (a JSONL row). JSON.parse
+ * keeps a repeated key's last value without a word, and other readers the first, so `{"role": "user", "content": "a",
+ * "content": "b"}` trained on what a reviewer did not read; the duplicate-field check of a row's own keys did not look
+ * into its messages. Strings are passed over whole (indexOf), so the cost is in the keys and brackets.
+ */
+export function repeatedMessageKey(text: string, field?: string): { index: number; key: string } | undefined {
+  const stack: Frame[] = [];
+  /** The root object's value that comes next is `field`'s. */
+  let fieldNext = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    const top = stack.at(-1);
+    if (c === 0x22) {
+      // The string's closing quote: the next one not escaped by an odd run of backslashes.
+      let end = i;
+      for (;;) {
+        end = text.indexOf('"', end + 1);
+        if (end === -1) return undefined;
+        let backslashes = 0;
+        while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes++;
+        if (backslashes % 2 === 0) break;
+      }
+      if (top?.object && top.keyNext) {
+        top.keyNext = false;
+        const raw = text.slice(i + 1, end);
+        const key = raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw;
+        if (top.keys) {
+          if (top.keys.has(key)) return { index: stack.at(-2)!.index, key };
+          top.keys.add(key);
+        }
+        if (stack.length === 1) fieldNext = key === field;
+      }
+      i = end;
+    } else if (c === 0x7b) {
+      stack.push({ object: true, keyNext: true, keys: top?.messages ? new Set() : undefined, messages: false, index: 0 });
+    } else if (c === 0x5b) {
+      const messages = field === undefined ? stack.length === 0 : stack.length === 1 && fieldNext;
+      stack.push({ object: false, keyNext: false, messages, index: 0 });
+    } else if (c === 0x7d || c === 0x5d) stack.pop();
+    else if (c === 0x2c && top) {
+      if (top.object) top.keyNext = true;
+      else top.index++;
+      if (stack.length === 1) fieldNext = false;
+    }
+  }
+  return undefined;
+}
+
+/** The bad row of a message that names `key` twice (repeatedMessageKey), as the row's own repeated field is one. */
+export function repeatedMessageKeyRow(column: string, r: { index: number; key: string }): BadRow {
+  return {
+    reason: 'duplicate-field',
+    detail: `${column}[${r.index}] names ${JSON.stringify(r.key.slice(0, 40))} more than once, so which value is meant cannot be told (JSON.parse would keep the last): keep one`,
+  };
+}
+
 /**
  * A source field's value as a conversation, or why it is none. A JSON array (JSONL, Parquet lists) or JSON text of one
  * (a CSV cell, a table ingest wrote) are both read. `column` names the field in details; `max` bounds each content in
@@ -58,6 +128,8 @@ export function parseConversation(
     } catch {
       return bad(`${column} is text that is not JSON; expected a list of {role, content} messages`);
     }
+    const twice = repeatedMessageKey(value as string);
+    if (twice) return repeatedMessageKeyRow(column, twice);
   }
   if (!Array.isArray(v)) return bad(`${column} is ${v === null ? 'null' : typeof v}, expected a list of {role, content} messages`);
   if (v.length === 0) return bad(`${column} is an empty list; a conversation needs a user message and an assistant reply`);

@@ -12,6 +12,7 @@ import { BATCH_ROWS } from './arrow-io.ts';
 import type { BadRow } from './bad-rows.ts';
 import { readLineChunks, singleByteDecoder, type EncodingSetting, type Line, type LineOptions } from './lines.ts';
 import type { SourceFile } from './sources.ts';
+import { repeatedMessageKey, repeatedMessageKeyRow } from './conversation.ts';
 
 export interface SourceRecord {
   row: number;
@@ -46,6 +47,11 @@ export interface DelimitedOptions {
    * `unnamed`, their 1-based positions.)
    */
   readsColumns?: readonly string[];
+  /**
+   * JSONL: the field that holds a conversation (the chat task's `fields.messages`): a message object in it that names a
+   * key twice is a `duplicate-field` bad row too, as the row's own keys are.
+   */
+  conversationField?: string;
 }
 
 export interface ReadOptions extends DelimitedOptions {
@@ -269,6 +275,11 @@ export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): Asyn
             detail: `field ${JSON.stringify(twice.slice(0, 40))} is named more than once in the object, so which value is meant cannot be told (JSON.parse would keep the last): keep one`,
           },
         });
+        continue;
+      }
+      const inMessage = opts.conversationField === undefined ? undefined : repeatedMessageKey(l.text, opts.conversationField);
+      if (inMessage) {
+        out.push({ row: l.line, lines: 1, raw: l.text, bad: repeatedMessageKeyRow(JSON.stringify(opts.conversationField), inMessage) });
         continue;
       }
       out.push({ row: l.line, lines: 1, raw: l.text, values: v as Record<string, unknown> });
