@@ -150,6 +150,51 @@ test('jsonl: whitespace-only text', () =>
 test('jsonl: missing label', () => expectBad('a.jsonl', [good(1), good(2), j({ text: 'x' })].join('\n'), cls, 3, 'missing-label', 2));
 test('jsonl: empty label', () => expectBad('a.jsonl', [j({ text: 'x', label: '' }), good(2)].join('\n'), cls, 1, 'missing-label', 1));
 test('jsonl: fractional label', () => expectBad('a.jsonl', [good(1), j({ text: 'x', label: 0.5 })].join('\n'), cls, 2, 'invalid-label', 1));
+test('jsonl: an integer label past 2^53 is read exactly from its text, not rounded into another class by JSON.parse', async () => {
+  const dir = tmp();
+  const rows = [
+    '{"text":"a","label":9007199254740993}',
+    '{"text":"b","label":9007199254740992}',
+    '{"text":"c","label":-12345678901234567890}',
+    '{"text":"d","label":1.5e20}',
+    '{"text":"e","label":9007199254740993}',
+    // Any spelling of one integer is one class: 1e3 was "1000" before, as 1000 is.
+    '{"text":"f","label":1e3}',
+    '{"text":"g","label" : 10000000000000000000.000}',
+  ];
+  writeFileSync(join(dir, 'a.jsonl'), rows.join('\n') + '\n');
+  const r = await run(dir, { task: 'classification', path: 'a.jsonl' });
+  assert.deepEqual(
+    (await readAll(join(dir, 'out.arrow'))).map((x) => x.label),
+    [
+      '9007199254740993',
+      '9007199254740992',
+      '-12345678901234567890',
+      '150000000000000000000',
+      '9007199254740993',
+      '1000',
+      '10000000000000000000',
+    ],
+  );
+  assert.equal(r.labels['9007199254740993'], 2);
+  assert.equal(r.labels['9007199254740992'], 1);
+  // Declared labels are strings: the exact one matches.
+  const d = await run(dir, {
+    task: 'classification',
+    path: 'a.jsonl',
+    labels: ['9007199254740993'],
+    onBadRow: 'quarantine',
+    maxBadFraction: 1,
+  });
+  assert.equal(d.rowsOut, 2);
+  // A number that only rounds to an integer is the non-integer it is, named with its text.
+  await expectBad('b.jsonl', [good(1), '{"text":"x","label":9007199254740993.5}'].join('\n'), cls, 2, 'invalid-label', 1);
+  writeFileSync(join(dir, 'b.jsonl'), '{"text":"x","label":9007199254740993.5}\n');
+  await assert.rejects(
+    run(dir, { task: 'classification', path: 'b.jsonl' }),
+    /b\.jsonl:1: invalid-label: label field "label" is 9007199254740993\.5, a non-integer number/,
+  );
+});
 test('jsonl: label outside the declared set', () =>
   expectBad(
     'a.jsonl',

@@ -455,6 +455,7 @@ async function ingestFiles(
           encoding: cfg.encoding,
           // Checked before any row: with the wrong delimiter every row is a bad row, which would hide the cause.
           readsColumns: read,
+          labelField: cols.includes('label') ? (cfg.fields?.label ?? 'label') : undefined,
           conversationField: cfg.task === 'chat' ? (cfg.fields?.messages ?? MESSAGES) : undefined,
           onBlankLine: () => {
             blankLines++;

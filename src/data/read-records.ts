@@ -52,6 +52,11 @@ export interface DelimitedOptions {
    * key twice is a `duplicate-field` bad row too, as the row's own keys are.
    */
   conversationField?: string;
+  /**
+   * JSONL: the field that holds a label. An integer in it past 2^53 is read from its text, exactly (a bigint): JSON.parse
+   * rounds it to the nearest double, so 9007199254740993 and 9007199254740992 were one class without a word.
+   */
+  labelField?: string;
 }
 
 export interface ReadOptions extends DelimitedOptions {
@@ -209,6 +214,76 @@ export function repeatedField(text: string, fields: readonly string[]): string |
   return undefined;
 }
 
+/**
+ * The text of the value of `key` among a JSON object's own keys (its last, as JSON.parse keeps), or undefined: `text`
+ * must be a JSON object JSON.parse took.
+ */
+function ownValueText(text: string, key: string): string | undefined {
+  let depth = 0;
+  let keyNext = false;
+  let found: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let end = i;
+      for (;;) {
+        end = text.indexOf('"', end + 1);
+        if (end === -1) return found;
+        let backslashes = 0;
+        while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes++;
+        if (backslashes % 2 === 0) break;
+      }
+      if (depth === 1 && keyNext) {
+        keyNext = false;
+        const raw = text.slice(i + 1, end);
+        if ((raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw) === key) {
+          const value = /\s*:\s*(-?[0-9][0-9.eE+-]*)/y;
+          value.lastIndex = end + 1;
+          found = value.exec(text)?.[1] ?? found;
+        }
+      }
+      i = end;
+    } else if (c === 0x7b || c === 0x5b) {
+      depth++;
+      keyNext = c === 0x7b && depth === 1;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+    else if (c === 0x2c && depth === 1) keyNext = true;
+  }
+  return found;
+}
+
+/** The integer a JSON number's text stands for, exactly (`1.5e20` too), or undefined when it is no integer. */
+function exactInteger(token: string): bigint | undefined {
+  const m = /^(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([+-]?[0-9]+))?$/.exec(token);
+  if (!m) return undefined;
+  let digits = m[2]! + (m[3] ?? '');
+  let exp = Number(m[4] ?? 0) - (m[3]?.length ?? 0);
+  if (exp < 0) {
+    if (/[^0]/.test(digits.slice(exp))) return undefined;
+    digits = digits.slice(0, exp) || '0';
+    exp = 0;
+  }
+  return BigInt(m[1] + digits + '0'.repeat(exp));
+}
+
+/**
+ * A JSONL row's label when JSON.parse rounded it: an integer past 2^53 (9007199254740993 parses as 9007199254740992)
+ * read exactly from its text, or the bad row of a number that only rounded to an integer (9007199254740993.5); else
+ * undefined (the parsed value is the label as written). Parsed values of that size are integers all (a double's
+ * fraction is gone past 2^52), so only they are looked up in the text.
+ */
+function exactLabel(values: Record<string, unknown>, text: string, field: string): bigint | BadRow | undefined {
+  const v = Object.hasOwn(values, field) ? values[field] : undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v) || Number.isSafeInteger(v) || !Number.isInteger(v)) return undefined;
+  const token = ownValueText(text, field);
+  const exact = token === undefined ? undefined : exactInteger(token);
+  if (exact !== undefined) return exact;
+  return {
+    reason: 'invalid-label',
+    detail: `label field ${JSON.stringify(field)} is ${token ?? 'a number'}, a non-integer number; use strings or integers`,
+  };
+}
+
 export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): AsyncGenerator<SourceRecord[]> {
   let first = true;
   for await (const lines of readLineChunks(file.abs, lineOptions(file, opts))) {
@@ -282,7 +357,17 @@ export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): Asyn
         out.push({ row: l.line, lines: 1, raw: l.text, bad: repeatedMessageKeyRow(JSON.stringify(opts.conversationField), inMessage) });
         continue;
       }
-      out.push({ row: l.line, lines: 1, raw: l.text, values: v as Record<string, unknown> });
+      const label = opts.labelField === undefined ? undefined : exactLabel(v as Record<string, unknown>, l.text, opts.labelField);
+      if (label !== undefined && typeof label !== 'bigint') {
+        out.push({ row: l.line, lines: 1, raw: l.text, bad: label });
+        continue;
+      }
+      out.push({
+        row: l.line,
+        lines: 1,
+        raw: l.text,
+        values: label === undefined ? (v as Record<string, unknown>) : { ...v, [opts.labelField!]: label },
+      });
     }
     yield out;
   }
