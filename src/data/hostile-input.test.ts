@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { parquetWriteBuffer } from 'hyparquet-writer';
@@ -56,11 +56,21 @@ test('ingest refuses a symlink in the pipeline folder that leads out of the data
   symlinkSync(outside, join(dir, 'd', 'sub'));
   writeFileSync(join(dir, 'd', 'ok.jsonl'), '{"text":"fine","label":"y"}\n');
   await assert.rejects(run(dir, { path: 'data.jsonl', task: 'classification' }), outsideRoots);
-  // A folder walk does not follow the link either: only the real file is read.
+  // A folder walk that comes upon the link to a folder outside refuses it by its name (it used to leave the folder out
+  // without a word); once the link leads inside, the folder's files are read.
+  await assert.rejects(run(dir, { path: 'd', task: 'classification' }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.message.startsWith('path: "d/sub" resolves to '), String(e));
+    assert.match(e.message, /outside the allowed data roots/);
+    return true;
+  });
+  rmSync(join(dir, 'd', 'sub'));
+  mkdirSync(join(dir, 'inside'));
+  writeFileSync(join(dir, 'inside', 'more.jsonl'), '{"text":"more","label":"y"}\n');
+  symlinkSync(join(dir, 'inside'), join(dir, 'd', 'sub'));
   const r = await run(dir, { path: 'd', task: 'classification' });
   assert.deepEqual(
     r.sourceFiles.map((f) => f.path),
-    ['d/ok.jsonl'],
+    ['d/ok.jsonl', 'd/sub/more.jsonl'],
   );
 });
 

@@ -716,6 +716,25 @@ test('a file of a folder removed after the folder was listed, before it was read
     assert.deepEqual(readdirSync(dir), ['d']);
   }
 });
+test('a folder of links to shard folders is read whole, each file once; a link that leads round is a report warning', async () => {
+  const dir = tmp();
+  mkdirSync(join(dir, 'store/s1'), { recursive: true });
+  mkdirSync(join(dir, 'd'));
+  writeFileSync(join(dir, 'store/s1/a.jsonl'), [good(1), good(2)].join('\n'));
+  writeFileSync(join(dir, 'd/b.jsonl'), good(3));
+  symlinkSync('../store/s1', join(dir, 'd/s1'));
+  symlinkSync('../store/s1', join(dir, 'd/t1'));
+  symlinkSync('.', join(dir, 'd/loop'));
+  const r = await run(dir, { task: 'classification', path: 'd' });
+  assert.deepEqual(
+    r.sourceFiles.map((f) => f.path),
+    ['d/b.jsonl', 'd/s1/a.jsonl'],
+  );
+  assert.equal(r.rowsOut, 3);
+  assert.deepEqual(r.warnings, [
+    'd/loop is a symbolic link to d, a folder the walk came through to reach it: not walked, as it would lead round for ever',
+  ]);
+});
 test('a listed file replaced by a link that leads out before its turn to be read is refused, not read', async () => {
   const dir = tmp();
   const outside = tmp();

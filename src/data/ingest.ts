@@ -305,13 +305,16 @@ function ingestSchema(cfg: IngestConfig): Schema {
 export async function ingest(cfg: IngestConfig, opts: IngestOptions): Promise<IngestReport> {
   const [broken] = checkIngestConfig(cfg);
   if (broken) throw broken;
-  if (!isUrl(cfg.path))
-    return ingestFiles(
-      cfg,
-      opts,
-      await resolveSources(cfg.path, opts.baseDir, { format: cfg.format, roots: opts.roots, signal: opts.signal }),
-      realRoots(opts.roots ?? dataRoots(opts.baseDir)),
-    );
+  if (!isUrl(cfg.path)) {
+    const walkWarnings: string[] = [];
+    const files = await resolveSources(cfg.path, opts.baseDir, {
+      format: cfg.format,
+      roots: opts.roots,
+      signal: opts.signal,
+      onWarning: (w) => walkWarnings.push(w),
+    });
+    return ingestFiles(cfg, opts, files, realRoots(opts.roots ?? dataRoots(opts.baseDir)), walkWarnings);
+  }
   // The URL as every row's _source, the report, the audit record and messages name it: without its credentials
   // (src/util/redact.ts). The sha256 pin, checked on download, is what identifies the bytes.
   const shown = redactUrl(cfg.path);
@@ -342,13 +345,15 @@ function goneSinceListed(cfg: IngestConfig, f: SourceFile, e: unknown): unknown 
 
 /**
  * `confineTo`: the real data roots a listed file must still resolve into when its turn to be read comes (a local
- * source; a download is the stage's own file).
+ * source; a download is the stage's own file). `walkWarnings`: what listing the files left out with a word (a link
+ * that leads round), for the report.
  */
 async function ingestFiles(
   cfg: IngestConfig,
   opts: IngestOptions,
   files: SourceFile[],
   confineTo?: readonly string[],
+  walkWarnings: readonly string[] = [],
 ): Promise<IngestReport> {
   const onBadRow = cfg.onBadRow ?? 'fail';
   const maxBad = cfg.maxBadFraction ?? 0.1;
@@ -606,6 +611,8 @@ async function ingestFiles(
     }
 
     const warnings = [
+      ...walkWarnings.slice(0, DUPLICATE_FILES),
+      ...(walkWarnings.length > DUPLICATE_FILES ? [`${walkWarnings.length - DUPLICATE_FILES} more links that lead round left out`] : []),
       ...leftOutDuplicates.slice(0, DUPLICATE_FILES),
       ...(leftOutDuplicates.length > DUPLICATE_FILES ? ['more files have such headers'] : []),
       ...readWarnings.slice(0, DUPLICATE_FILES),

@@ -120,7 +120,7 @@ test('confinement: .. and absolute paths outside the data roots are refused, nam
   );
 });
 
-test('confinement holds after symlinks: a link to a file or folder outside is refused, walks do not follow links', async () => {
+test('confinement holds after symlinks: a link to a file or folder outside is refused, also when a walk finds it', async () => {
   const base = mkdtempSync(join(tmpdir(), 'pipeline-'));
   const outside = mkdtempSync(join(tmpdir(), 'outside-'));
   writeFileSync(join(outside, 'secret.jsonl'), '{"text":"x","label":"y"}\n');
@@ -149,12 +149,12 @@ test('confinement holds after symlinks: a link to a file or folder outside is re
     e instanceof InputError &&
     e.message.startsWith(`path: "data/link.jsonl" resolves to ${realpathSync(join(outside, 'secret.jsonl'))}, which is outside`);
   await assert.rejects(resolveSources('data', base, { roots }), linkRefused);
-  await assert.rejects(resolveSources('**/*.jsonl', base, { roots }), linkRefused);
-  // A link to a folder is not walked into (`escape` leads out; a link inside would list its files twice).
-  assert.deepEqual(
-    (await resolveSources('**/ok.jsonl', base, { roots })).map((s) => s.display),
-    ['data/ok.jsonl'],
-  );
+  // A link to a folder that a walk finds is walked when it stays inside; `escape` leads out, and is refused by its name
+  // (as the walk comes upon it, before the links to files are checked).
+  const escapeRefused = (e: unknown) =>
+    e instanceof InputError && e.message.startsWith(`path: "escape" resolves to ${realpathSync(outside)}, which is outside`);
+  await assert.rejects(resolveSources('**/*.jsonl', base, { roots }), escapeRefused);
+  await assert.rejects(resolveSources('**/ok.jsonl', base, { roots }), escapeRefused);
   // A link that stays inside the roots is fine, given as the path or found by a walk.
   symlinkSync(join(base, 'data', 'ok.jsonl'), join(base, 'inside.jsonl'));
   assert.equal((await resolveSources('inside.jsonl', base, { roots })).length, 1);
@@ -210,6 +210,58 @@ test('a walk reads the links to data files it finds (git-annex, DVC, shard folde
   assert.deepEqual(
     (await resolveSources('data/b.*', base, { roots })).map((s) => s.display),
     ['data/b.jsonl'],
+  );
+});
+
+test('a walk goes into links to folders inside the roots, each file read once; a link that leads round is left out with a warning', async () => {
+  const base = mkdtempSync(join(tmpdir(), 'pipeline-'));
+  const roots = dataRoots(base, { env: {} });
+  const row = '{"text":"x","label":"y"}\n';
+  for (const d of ['store/shard1', 'data/p', 'data/q']) mkdirSync(join(base, d), { recursive: true });
+  for (const f of ['store/shard1/a.jsonl', 'store/shard1/b.jsonl', 'data/x.jsonl', 'data/p/f.jsonl', 'data/q/g.jsonl'])
+    writeFileSync(join(base, f), row);
+  // A shard folder linked in from elsewhere: its rows went missing without a word.
+  symlinkSync('../store/shard1', join(base, 'data', 'shard1'));
+  // Links to the folder itself and to its parent, and two folders linked to each other: walked, they never end.
+  symlinkSync('.', join(base, 'data', 'self'));
+  symlinkSync('..', join(base, 'data', 'up'));
+  symlinkSync('../q', join(base, 'data', 'p', 'to-q'));
+  symlinkSync('../p', join(base, 'data', 'q', 'to-p'));
+  for (const path of ['data', 'data/**/*.jsonl']) {
+    const warnings: string[] = [];
+    assert.deepEqual(
+      (await resolveSources(path, base, { roots, onWarning: (w) => warnings.push(w) })).map((s) => [s.display, s.abs]),
+      [
+        // Each real file once, under the name the walk found it by where it is no link (data/p/f.jsonl, not
+        // data/q/to-p/f.jsonl), else under the first name (up/store/... sorts after data/...).
+        ['data/p/f.jsonl', join(base, 'data/p/f.jsonl')],
+        ['data/q/g.jsonl', join(base, 'data/q/g.jsonl')],
+        ['data/shard1/a.jsonl', join(base, 'data/shard1/a.jsonl')],
+        ['data/shard1/b.jsonl', join(base, 'data/shard1/b.jsonl')],
+        ['data/x.jsonl', join(base, 'data/x.jsonl')],
+      ],
+      path,
+    );
+    assert.ok(
+      warnings.includes(
+        'data/self is a symbolic link to data, a folder the walk came through to reach it: not walked, as it would lead round for ever',
+      ),
+      warnings.join('\n'),
+    );
+    assert.ok(
+      warnings.some((w) => w.startsWith('data/up is a symbolic link to ')),
+      warnings.join('\n'),
+    );
+    assert.ok(
+      warnings.some((w) => /^data\/(p\/to-q\/to-p|q\/to-p\/to-q) is a symbolic link to data\/[pq], a folder the walk came through/.test(w)),
+      warnings.join('\n'),
+    );
+    assert.equal(new Set(warnings).size, warnings.length, 'each loop said once');
+  }
+  // A glob that does not reach past the link's own level does not go into it.
+  assert.deepEqual(
+    (await resolveSources('data/*.jsonl', base, { roots })).map((s) => s.display),
+    ['data/x.jsonl'],
   );
 });
 

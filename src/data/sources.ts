@@ -5,7 +5,8 @@
  * A pipeline file is hostile until checked, so: every path must resolve (symlinks included) inside
  * the allowed data roots (roots.ts); globs are matched by a linear-time engine (RE2), because a
  * backtracking RegExp turns a pattern like `*a*a*a*a*a*a*b` into minutes per file name; and walks
- * are asynchronous, never follow symlinks, and stop with an error past an entry, file or time budget.
+ * are asynchronous, follow links (to folders too) only into the roots and never round a loop, and stop with an error
+ * past an entry, file or time budget.
  */
 import { opendir, readlink, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
@@ -80,6 +81,8 @@ export interface ResolveOptions {
   maxFiles?: number;
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** What the walk left out with a reason to say (a link to a folder it came through, which would lead round). */
+  onWarning?: (message: string) => void;
 }
 
 const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
@@ -207,30 +210,84 @@ function spend(b: Budget): void {
   }
 }
 
+/** A folder a walk lists: where it was reached (`dir`), what it is (`real`), and the folder it was reached from. */
+interface Walked {
+  dir: string;
+  real: string;
+  depth: number;
+  up?: Walked;
+  /** Reached through a link to a folder: its files are read under the link's name only when no other name lists them. */
+  viaLink: boolean;
+}
+
+/** What a walk needs to follow a link to a folder: the roots it must stay in, and where to say it left a loop out. */
+interface LinkWalk {
+  roots: readonly string[];
+  baseDir: string;
+  field: string;
+  /** Files found in a folder reached through a link. */
+  viaLink: Set<string>;
+  onWarning?: (message: string) => void;
+  warned: Set<string>;
+}
+
 /**
- * Lists regular files under `dir` (hidden entries skipped, symlinks never followed, so a walk
- * cannot leave the folder it started in), at most `maxDepth` folders deep; symbolic links go to `links`, for the
- * caller to take or refuse one by one (followedLinks).
+ * The real folder a link found by a walk leads to, when the walk is to go into it: undefined when it leads to no
+ * folder (a file, nothing: followedLinks decides), null when it leads to a folder the walk came through to reach it (a
+ * link to an ancestor, or links that lead round), left out with a warning, as following it would never end. One that
+ * leads out of the roots fails naming it, as a link to a file does.
  */
-async function walk(dir: string, maxDepth: number, b: Budget, out: string[], links: string[]): Promise<void> {
-  const stack: { dir: string; depth: number }[] = [{ dir, depth: 1 }];
+async function linkedFolder(p: string, here: Walked, w: LinkWalk): Promise<string | null | undefined> {
+  const st = await stat(p).catch(() => undefined);
+  if (!st?.isDirectory()) return undefined;
+  const real = await realOrMissing(p);
+  if (real === undefined) return undefined;
+  if (!isInside(real, w.roots)) throw outsideRootsError(display(p, w.baseDir), real, w.roots, w.field);
+  const inside = real.endsWith(sep) ? real : real + sep;
+  for (let a: Walked | undefined = here; a; a = a.up)
+    if (a.real === real || a.real.startsWith(inside)) {
+      const m = `${display(p, w.baseDir)} is a symbolic link to ${display(real, w.baseDir)}, a folder the walk came through to reach it: not walked, as it would lead round for ever`;
+      if (!w.warned.has(m)) {
+        w.warned.add(m);
+        w.onWarning?.(m);
+      }
+      return null;
+    }
+  return real;
+}
+
+/**
+ * Lists regular files under `dir` (hidden entries skipped), at most `maxDepth` folders deep. A link to a folder is
+ * walked like a folder once confined (linkedFolder: a folder of shards linked in from elsewhere lost its rows without a
+ * word), except one that leads round; other symbolic links go to `links`, for the caller to take or refuse one by one
+ * (followedLinks).
+ */
+async function walk(dir: string, maxDepth: number, b: Budget, out: string[], links: string[], w: LinkWalk): Promise<void> {
+  const stack: Walked[] = [{ dir, real: (await realOrMissing(dir)) ?? dir, depth: 1, viaLink: false }];
   while (stack.length > 0) {
-    const { dir: d, depth } = stack.pop()!;
+    const here = stack.pop()!;
     let handle;
     try {
-      handle = await opendir(d);
+      handle = await opendir(here.dir);
     } catch (e) {
-      if (d === dir) throw e;
+      if (here.dir === dir) throw e;
       continue; // a folder that vanished or cannot be read mid-walk contributes nothing
     }
     for await (const ent of handle) {
       spend(b);
       if (ent.name.startsWith('.')) continue;
-      const p = join(d, ent.name);
+      const p = join(here.dir, ent.name);
       if (ent.isDirectory()) {
-        if (depth < maxDepth) stack.push({ dir: p, depth: depth + 1 });
-      } else if (ent.isFile()) out.push(p);
-      else if (ent.isSymbolicLink()) links.push(p);
+        if (here.depth < maxDepth)
+          stack.push({ dir: p, real: join(here.real, ent.name), depth: here.depth + 1, up: here, viaLink: here.viaLink });
+      } else if (ent.isFile()) {
+        out.push(p);
+        if (here.viaLink) w.viaLink.add(p);
+      } else if (ent.isSymbolicLink()) {
+        const real = here.depth < maxDepth ? await linkedFolder(p, here, w) : undefined;
+        if (real === undefined) links.push(p);
+        else if (real !== null) stack.push({ dir: p, real, depth: here.depth + 1, up: here, viaLink: true });
+      }
     }
   }
 }
@@ -270,8 +327,8 @@ async function unfollowable(l: string, e: NodeJS.ErrnoException, baseDir: string
 /**
  * The symbolic links a walk found that stand for data files: a link to a file is read like one (git-annex, DVC and
  * hand-made shard folders are links; left out, their rows went missing without a word), once confined like every
- * file; a link to nothing (git-annex content not fetched) fails naming it. A link to a folder is not walked into
- * (no loops, no second copy of a tree), and one to a named pipe or device is not read: left out, as before.
+ * file; a link to nothing (git-annex content not fetched) fails naming it. A link to a folder the walk went into
+ * (walk) or left out (a loop, or past the depth a glob reaches), and one to a named pipe or device, is not read.
  */
 async function followedLinks(links: string[], baseDir: string, field: string, taken: Set<string>): Promise<string[]> {
   const out: string[] = [];
@@ -305,7 +362,8 @@ async function realOrMissing(abs: string): Promise<string | undefined> {
 
 /**
  * Resolves `path` against `baseDir`. A directory contributes its files with a known extension
- * (recursively, hidden entries and symlinks skipped) unless `format` is given, in which case all its files.
+ * (recursively, hidden entries skipped, links to files and folders followed within the roots) unless `format` is
+ * given, in which case all its files.
  */
 export async function resolveSources(path: string, baseDir: string, opts: ResolveOptions = {}): Promise<SourceFile[]> {
   const field = opts.field ?? 'path';
@@ -335,8 +393,9 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
   };
 
   let files: string[];
-  /** The files a walk took as links (followedLinks), told apart from those it found as files. */
+  /** The files a walk took as links (followedLinks) or found in a linked folder, told apart from those it found as files. */
   const walkedLinks = new Set<string>();
+  const linkWalk: LinkWalk = { roots, baseDir, field, viaLink: walkedLinks, onWarning: opts.onWarning, warned: new Set() };
   if (hasGlob(path)) {
     const absGlob = resolve(baseDir, path).split(sep).join('/');
     // Walk from the deepest folder without glob characters; match the rest of each path.
@@ -351,7 +410,7 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
     const links: string[] = [];
     if (realRoot !== undefined) {
       if (!isInside(realRoot, roots)) throw outsideRootsError(path, realRoot, roots, field);
-      await walk(root, maxDepth, budget, all, links);
+      await walk(root, maxDepth, budget, all, links, linkWalk);
     }
     const matching = (f: string) => matches(relative(root, f).split(sep).join('/'));
     files = [...all.filter(matching), ...(await followedLinks(links.filter(matching), baseDir, field, walkedLinks))];
@@ -368,7 +427,7 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
     if (st.isDirectory()) {
       files = [];
       const links: string[] = [];
-      await walk(abs, Infinity, budget, files, links);
+      await walk(abs, Infinity, budget, files, links, linkWalk);
       files.push(
         ...(await followedLinks(
           format === undefined ? links.filter((f) => formatFromExtension(f) !== undefined) : links,
@@ -407,8 +466,8 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
       hint: 'narrow the pattern, or merge small files into larger ones',
     });
   }
-  // A walk follows no symlink, but a folder swapped for one mid-walk would, and a link it took leads where it leads:
-  // check every file, naming the walked one.
+  // A walk follows links into the roots only, but a folder swapped for one mid-walk leads anywhere, and a link to a file
+  // leads where it leads: check every file, naming the walked one.
   const real = new Map<string, string>();
   for (const f of files) real.set(f, await confined(f, files.length === 1 && f === resolve(baseDir, path) ? path : display(f, baseDir)));
   files.sort(byCodeUnits);
