@@ -7,9 +7,9 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { FolderBackend } from '../src/store/folder-backend.ts';
@@ -259,11 +259,49 @@ describe('the shared folder’s swap lock', () => {
     assert.deepEqual(readdirSync(dirname(file)), ['pointer.json'], 'no lock or temp left');
   });
 
-  test('what crashed swappers left beside the lock (a folder built for it, an aside not yet deleted) goes with the next swap', async (t) => {
+  test('a swap that takes over no lock lists no folder: what crashed swappers left beside another lock, or its own, stays', async (t) => {
     const file = folder(t);
     writeFileSync(file, 'v1');
     const dead = spawn(process.execPath, ['-e', '']);
     await new Promise((r) => dead.once('exit', r));
+    // A folder a crashed swapper built for this pointer's lock, and one for another pointer's in the same folder.
+    const mine = `${file}.tempered-swap.0123456789abcdef.new`;
+    const theirs = join(dirname(file), 'other.json.tempered-swap.0123456789abcdef.new');
+    for (const f of [mine, theirs]) {
+      mkdirSync(f);
+      writeFileSync(`${f}/owner`, JSON.stringify({ ...newOwner('swap', Date.now()), pid: dead.pid, pidStart: undefined }));
+    }
+    // The folder holds one pointer per training, read over NFS: the readdir calls the swaps make, counted as they run.
+    const listed: string[] = [];
+    const readdir = fsp.readdir;
+    fsp.readdir = ((path: string, ...rest: never[]) => {
+      listed.push(String(path));
+      return (readdir as (...a: unknown[]) => unknown)(path, ...rest);
+    }) as typeof fsp.readdir;
+    try {
+      let tag = fileTag(Buffer.from('v1'));
+      for (let i = 0; i < 3; i++) {
+        const r = await swapFile(file, Buffer.from(`v${i + 2}`), tag);
+        assert.notEqual(r, 'conflict');
+        tag = (r as { etag: string }).etag;
+      }
+    } finally {
+      fsp.readdir = readdir;
+    }
+    assert.deepEqual(listed, [], 'no folder listed');
+    assert.equal(readFileSync(file, 'utf8'), 'v4');
+    // (store gc collects them once older than its horizon: tests/store-gc-uploads.test.ts.)
+    assert.deepEqual(readdirSync(dirname(file)).sort(), [basename(theirs), 'pointer.json', basename(mine)].sort());
+  });
+
+  test('what crashed swappers left beside the lock (a folder built for it, an aside not yet deleted) goes with the next takeover of a dead holder’s lock', async (t) => {
+    const file = folder(t);
+    writeFileSync(file, 'v1');
+    const dead = spawn(process.execPath, ['-e', '']);
+    await new Promise((r) => dead.once('exit', r));
+    // A holder killed with the lock (a host that died, with the swappers that waited on it).
+    mkdirSync(`${file}.tempered-swap`);
+    writeFileSync(`${file}.tempered-swap/owner`, JSON.stringify({ ...newOwner('swap', Date.now()), pid: dead.pid, pidStart: undefined }));
     // A swapper killed while it waited for the lock: its folder, with its owner and its new bytes.
     const built = `${file}.tempered-swap.0123456789abcdef.new`;
     mkdirSync(built);

@@ -138,6 +138,37 @@ test('on a shared folder, store gc deletes the temp file a writer killed mid-put
   assert.ok(existsSync(foreign), 'the file outside the keys tempered writes stays');
 });
 
+test('on a shared folder, store gc deletes what swappers killed mid-swap left beside a pointer’s lock, once unwritten since the horizon', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-gc-uploads-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const bucket = new FolderBackend(join(dir, 'shared'));
+  const store = new ArtifactStore(join(dir, 'gc'), { remote: bucket });
+  await pushCheckpoint(store, 'work', checkpoint(join(dir, 'ck'), 4));
+  // A swapper killed while it waited for the pointer's lock (its folder, with its owner and its new bytes), and one
+  // killed between its rename of a lock aside and its delete of it (folder-swap.ts): no swap but a takeover sweeps them.
+  const pointer = join(bucket.root, 'checkpoints', 'work.json');
+  const built = `${pointer}.tempered-swap.0123456789abcdef.new`;
+  const aside = `${pointer}.tempered-swap.0a1b2c3d4e5f.stale`;
+  for (const f of [built, aside]) {
+    mkdirSync(f);
+    writeFileSync(join(f, 'owner'), '{}');
+  }
+  writeFileSync(join(built, '0123456789abcdef.new'), '{"step":5}');
+  // Folders of that shape outside the keys tempered writes are not gc's.
+  const foreign = join(bucket.root, 'exports', 'x.tempered-swap.0123456789abcdef.new');
+  mkdirSync(foreign, { recursive: true });
+  const cache = new StageCache(join(dir, 'cache'), store);
+  const gc = (collect: boolean, now: number) => collectGarbage({ store, cache, roots: [], olderThanMs: HORIZON, collect, now });
+  assert.deepEqual((await gc(true, Date.now())).uploads, { abandoned: 0, aborted: 0 }, 'swaps that may still be going on');
+  assert.ok(existsSync(built) && existsSync(aside));
+  const later = Date.now() + HORIZON + DAY;
+  assert.deepEqual((await gc(false, later)).uploads, { abandoned: 2, aborted: 0 });
+  assert.ok(existsSync(built) && existsSync(aside), 'a dry run deletes nothing');
+  assert.deepEqual((await gc(true, later)).uploads, { abandoned: 2, aborted: 2 });
+  assert.ok(!existsSync(built) && !existsSync(aside), 'both gone');
+  assert.ok(existsSync(foreign), 'the folder outside the keys tempered writes stays');
+});
+
 test('`store gc --collect` puts what it aborted in its store.collected audit record, as everything else it deletes', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-gc-uploads-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -10,7 +10,7 @@ import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { InputError } from '../errors.ts';
 import type { ObjectBackend, PutFileOptions, StoredObject, UnfinishedUpload } from './object-backend.ts';
-import { fileTag, SWAP_LOCK, swapFile } from './folder-swap.ts';
+import { fileTag, SWAP_LEFTOVER, SWAP_LOCK, swapFile } from './folder-swap.ts';
 import { KEY_PREFIXES } from './key-layout.ts';
 
 /** The temp name place() writes an object under before it moves it in. */
@@ -109,15 +109,16 @@ export class FolderBackend implements ObjectBackend {
     yield* this.walk(prefix, (name) => !name.endsWith('.tmp'));
   }
 
-  /** Keys under `prefix` of the files whose name `keep` takes, in name order. */
-  private async *walk(prefix: string, keep: (name: string) => boolean): AsyncIterable<string> {
+  /** Keys under `prefix` of the files whose name `keep` takes (and of the folders `keepFolder` takes), in name order. */
+  private async *walk(prefix: string, keep: (name: string) => boolean, keepFolder = (_name: string) => false): AsyncIterable<string> {
     const walk = async function* (dir: string, root: string): AsyncIterable<string> {
       const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
       for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
         const p = join(dir, e.name);
         // (A swap's lock folder holds its writer's next version, which is no object yet.)
         if (e.isDirectory()) {
-          if (!SWAP_LOCK.test(e.name)) yield* walk(p, root);
+          if (keepFolder(e.name)) yield relative(root, p).split(sep).join('/');
+          else if (!SWAP_LOCK.test(e.name)) yield* walk(p, root);
         } else if (e.isFile() && keep(e.name)) yield relative(root, p).split(sep).join('/');
       }
     };
@@ -129,18 +130,25 @@ export class FolderBackend implements ObjectBackend {
   /**
    * The temp files of writers killed mid-put (`<key>.<pid>.<hex>.tmp`, place()): a put removes its own whatever
    * happens but a kill, and no listing shows them, so a checkpoint file of gigabytes stayed in a shared folder for good.
-   * Started when last written; no live put leaves its file unwritten for long.
+   * Started when last written; no live put leaves its file unwritten for long. Also the folders swappers killed
+   * mid-swap left beside a swap lock (folder-swap.ts, SWAP_LEFTOVER), which only a takeover of that lock sweeps
+   * otherwise: started when last written (a swap holds its folder for a minute at most, far under gc's horizon).
    */
   async *unfinishedUploads(prefix: string): AsyncIterable<UnfinishedUpload> {
-    for await (const key of this.walk(prefix, (name) => PUT_TEMP.test(name))) {
+    for await (const key of this.walk(
+      prefix,
+      (name) => PUT_TEMP.test(name),
+      (name) => SWAP_LEFTOVER.test(name),
+    )) {
       const st = await fsp.lstat(this.path(key)).catch(() => undefined);
       if (st) yield { key, id: key, started: st.mtime };
     }
   }
 
   async abortUpload(upload: UnfinishedUpload): Promise<void> {
-    // Only a name a put could have made: this deletes files.
+    // Only a name a put or a swap could have made: this deletes files.
     if (PUT_TEMP.test(upload.key)) await fsp.rm(this.path(upload.key), { force: true });
+    else if (SWAP_LEFTOVER.test(upload.key)) await fsp.rm(this.path(upload.key), { recursive: true, force: true });
   }
 
   async delete(key: string): Promise<void> {

@@ -16,6 +16,11 @@
  * starts over, and finds the version changed. (One that lands before that delete lands before the taker reads.) (A lock
  * made by mkdir and then filled would not do: a holder paused between its mkdir and its writes would write them into
  * the folder of the swapper that took it over, and rename through that one's lock.)
+ *
+ * A swapper killed mid-swap can leave its built folder or an aside beside the lock. They are swept only where one may be:
+ * by a swapper that took over a lock (its holder died, maybe with others of its host), and by `store gc`, which finds
+ * them as unfinished uploads (FolderBackend.unfinishedUploads) once older than its horizon. Never by every swap: that
+ * listed the pointers' whole folder (`checkpoints/`, one entry per training, over NFS) on every checkpoint.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -28,6 +33,8 @@ import { holderGone, newOwner, parseOwner } from '../util/dir-lock.ts';
  * the lock (`….<token>.new`): listings skip them.
  */
 export const SWAP_LOCK = /\.tempered-swap(\.[0-9a-f]+\.(stale|new))?$/;
+/** What a swapper killed mid-swap leaves beside the lock: its built folder (`.new`) or an aside not yet deleted (`.stale`). */
+export const SWAP_LEFTOVER = /\.tempered-swap\.[0-9a-f]+\.(stale|new)$/;
 /** A swap holds its lock for a read and a rename (milliseconds, a little more on NFS). */
 const STALE_MS = 10_000;
 const ATTEMPTS = 200;
@@ -87,13 +94,15 @@ export async function swapFile(
         }
         // A directory renamed onto a non-empty one: ENOTEMPTY on Linux, EEXIST elsewhere (POSIX allows both).
         if (!['ENOTEMPTY', 'EEXIST'].includes(code)) throw e;
-        if (!(await takeOverIfStale(lock, staleMs))) await sleep(Math.min(200, 5 * attempt));
+        const taken = await takeOverIfStale(lock, staleMs);
+        // A holder died (or was taken for dead): what other swappers of its host left may be beside the lock too.
+        // Housekeeping: a failure here is no reason to fail the swap.
+        if (taken === 'taken over') await sweep(lock, staleMs).catch(() => {});
+        else if (!taken) await sleep(Math.min(200, 5 * attempt));
         continue;
       }
       built = false;
       try {
-        // Housekeeping: a failure here is no reason to fail the swap.
-        await sweep(lock, staleMs).catch(() => {});
         await opts.locked?.();
         const current = await fsp.readFile(file).catch((e: NodeJS.ErrnoException) => {
           if (e.code === 'ENOENT') return undefined;
@@ -121,7 +130,7 @@ export async function swapFile(
 /**
  * Deletes what crashed swappers left beside the lock: a folder built for it whose swapper is gone (this machine) or
  * that is older than any swap still trying, and an aside older than `staleMs` (its taker deletes it right after its
- * rename). Never listed (SWAP_LOCK), they would otherwise stay for ever.
+ * rename). Never listed (SWAP_LOCK); what no takeover sweeps, `store gc` does.
  */
 async function sweep(lock: string, staleMs: number): Promise<void> {
   const prefix = `${basename(lock)}.`;
@@ -160,8 +169,8 @@ async function removeLock(lock: string): Promise<boolean> {
   return true;
 }
 
-/** Takes over a lock whose holder is gone or that is older than `staleMs`; whether it did. */
-async function takeOverIfStale(lock: string, staleMs: number): Promise<boolean> {
+/** Takes over a lock whose holder is gone or that is older than `staleMs`: 'taken over', true when it was gone already, false when it is held. */
+async function takeOverIfStale(lock: string, staleMs: number): Promise<'taken over' | boolean> {
   const st = await fsp.stat(lock).catch(() => undefined);
   if (!st) return true;
   const owner = parseOwner(await fsp.readFile(`${lock}/owner`, 'utf8').catch(() => undefined));
@@ -170,5 +179,5 @@ async function takeOverIfStale(lock: string, staleMs: number): Promise<boolean> 
   // the file server's clock, as the mkdir's mtime was; a host whose clock is off by more than staleMs misjudges locks
   // (the fence still holds: only liveness suffers).
   if (!holderGone(owner) && Date.now() - Math.max(st.mtimeMs, st.ctimeMs) < staleMs) return false;
-  return removeLock(lock);
+  return (await removeLock(lock)) ? 'taken over' : true;
 }
