@@ -63,6 +63,17 @@ for (const [name, make] of [
       assert.equal((await b.head('cache/aa/r.json'))?.bytes, 7);
     });
 
+    it('readTagged and readText take a small object up to their cap and refuse a larger one, naming it, the same way', async () => {
+      const b: ObjectBackend = make();
+      await b.putBytes('cache/aa/eight.json', Buffer.from('12345678'), { ifAbsent: false });
+      assert.equal((await b.readTagged('cache/aa/eight.json', 8))?.bytes.toString(), '12345678');
+      assert.equal(await readText(b, 'cache/aa/eight.json', 8), '12345678');
+      const refused = `${b.url}/cache/aa/eight.json is larger than 7 bytes; not a record`;
+      await assert.rejects(b.readTagged('cache/aa/eight.json', 7), { message: refused });
+      await assert.rejects(readText(b, 'cache/aa/eight.json', 7), { message: refused });
+      assert.equal(await b.readTagged('cache/aa/none.json', 7), undefined);
+    });
+
     it('head, list, delete and quarantine', async () => {
       const b: ObjectBackend = make();
       const f = file('abc');

@@ -9,7 +9,14 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { InputError } from '../errors.ts';
-import type { ObjectBackend, PutFileOptions, StoredObject, UnfinishedUpload } from './object-backend.ts';
+import {
+  readSmallObject,
+  SMALL_OBJECT_MAX_BYTES,
+  type ObjectBackend,
+  type PutFileOptions,
+  type StoredObject,
+  type UnfinishedUpload,
+} from './object-backend.ts';
 import { fileTag, SWAP_LEFTOVER, SWAP_LOCK, swapFile } from './folder-swap.ts';
 import { KEY_PREFIXES } from './key-layout.ts';
 
@@ -65,16 +72,25 @@ export class FolderBackend implements ObjectBackend {
     }
   }
 
-  async readTagged(key: string, maxBytes = 16 * 1024 * 1024): Promise<{ bytes: Buffer; etag: string } | undefined> {
+  async readTagged(key: string, maxBytes = SMALL_OBJECT_MAX_BYTES): Promise<{ bytes: Buffer; etag: string } | undefined> {
     const p = this.path(key);
-    const st = await fsp.stat(p).catch(() => undefined);
-    if (!st?.isFile()) return undefined;
-    if (st.size > maxBytes) throw new Error(`${this.url}/${key} is larger than ${maxBytes} bytes; not a record`);
-    const bytes = await fsp.readFile(p).catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') return undefined;
+    // One open file: its size and its bytes are of one version, whatever a swap renames in meanwhile.
+    const fh = await fsp.open(p, 'r').catch((e: NodeJS.ErrnoException) => {
+      // (ENOTDIR: a file where a folder of the key should be, as stat said before.)
+      if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return undefined;
       throw e;
     });
-    return bytes && { bytes, etag: fileTag(bytes) };
+    if (!fh) return undefined;
+    const st = await fh.stat().catch(async (e) => {
+      await fh.close();
+      throw e;
+    });
+    if (!st.isFile()) {
+      await fh.close();
+      return undefined;
+    }
+    const bytes = await readSmallObject(`${this.url}/${key}`, { size: st.size, body: createReadStream(p, { fd: fh }) }, maxBytes);
+    return { bytes, etag: fileTag(bytes) };
   }
 
   /** Under a lock that a paused holder cannot write through once it is taken over (folder-swap.ts). */

@@ -93,19 +93,44 @@ export class ObjectSizeMismatch extends Error {
   override name = 'ObjectSizeMismatch';
 }
 
-/** Collects a small object (a cache record, a pointer) into a string; undefined when absent. */
-export async function readText(backend: ObjectBackend, key: string, maxBytes = 16 * 1024 * 1024): Promise<string | undefined> {
-  const stream = await backend.read(key);
-  if (!stream) return undefined;
+/** The most a small object (a stage-cache record, a pointer, a lease) holds: a larger one is no record of tempered's. */
+export const SMALL_OBJECT_MAX_BYTES = 16 * 1024 * 1024;
+
+/**
+ * A small object's bytes, from its `body` (`size` when the store said it): refused, the body dropped unread, when that
+ * size is over `maxBytes` or `check` throws, and as soon as more than `maxBytes` arrived (a size that lied, or none).
+ * What every backend's readTagged and readText read through, so the cap and its message are one.
+ */
+export async function readSmallObject(
+  where: string,
+  object: { size?: number; body: Readable },
+  maxBytes = SMALL_OBJECT_MAX_BYTES,
+  check: () => void = () => {},
+): Promise<Buffer> {
+  const tooLarge = () => new Error(`${where} is larger than ${maxBytes} bytes; not a record`);
+  try {
+    if (object.size !== undefined && object.size > maxBytes) throw tooLarge();
+    check();
+  } catch (e) {
+    object.body.destroy();
+    throw e;
+  }
   const chunks: Buffer[] = [];
   let n = 0;
-  for await (const c of stream) {
+  for await (const c of object.body) {
     n += (c as Buffer).length;
     if (n > maxBytes) {
-      stream.destroy();
-      throw new Error(`${backend.url}/${key} is larger than ${maxBytes} bytes; not a record`);
+      object.body.destroy();
+      throw tooLarge();
     }
     chunks.push(c as Buffer);
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return Buffer.concat(chunks);
+}
+
+/** Collects a small object (a cache record, a pointer) into a string; undefined when absent. */
+export async function readText(backend: ObjectBackend, key: string, maxBytes = SMALL_OBJECT_MAX_BYTES): Promise<string | undefined> {
+  const body = await backend.read(key);
+  if (!body) return undefined;
+  return (await readSmallObject(`${backend.url}/${key}`, { body }, maxBytes)).toString('utf8');
 }

@@ -19,7 +19,15 @@ import { InputError } from '../errors.ts';
 import { downloadRanges, type RangeBody } from './ranged-download.ts';
 import { reuseChecksumAsPayloadHash } from './s3-payload-hash.ts';
 import { StoreRetryStrategy, storeRetryMs } from './s3-retry.ts';
-import { ObjectSizeMismatch, type ObjectBackend, type PutFileOptions, type StoredObject, type UnfinishedUpload } from './object-backend.ts';
+import {
+  ObjectSizeMismatch,
+  readSmallObject,
+  SMALL_OBJECT_MAX_BYTES,
+  type ObjectBackend,
+  type PutFileOptions,
+  type StoredObject,
+  type UnfinishedUpload,
+} from './object-backend.ts';
 
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { KEY_PREFIXES } from './key-layout.ts';
@@ -261,7 +269,7 @@ export class S3Backend implements ObjectBackend {
     return this.putOne(key, async () => bytes, { sha256, bytes: bytes.byteLength, ifAbsent: opts.ifAbsent });
   }
 
-  async readTagged(key: string, maxBytes = 16 * 1024 * 1024): Promise<{ bytes: Buffer; etag: string } | undefined> {
+  async readTagged(key: string, maxBytes = SMALL_OBJECT_MAX_BYTES): Promise<{ bytes: Buffer; etag: string } | undefined> {
     let r;
     try {
       r = await this.call('get', (c, lib) => c.send(new lib.GetObjectCommand({ Bucket: this.location.bucket, Key: this.key(key) })));
@@ -269,28 +277,15 @@ export class S3Backend implements ObjectBackend {
       if (isStatus(e, 404)) return undefined;
       throw e;
     }
-    if (r.ContentLength !== undefined && r.ContentLength > maxBytes) {
-      discard(r.Body);
-      throw new Error(`${this.url}/${key} is larger than ${maxBytes} bytes; not a record`);
-    }
-    if (!r.ETag) {
-      discard(r.Body);
-      throw new InputError(`${this.url}/${key}: the store answered without an ETag, which compare-and-swap writes need`, {
-        where: 'TEMPERED_STORE',
-        hint: 'the store must speak S3 with ETags and conditional writes (If-Match); check AWS_ENDPOINT_URL',
-      });
-    }
-    const chunks: Buffer[] = [];
-    let n = 0;
-    for await (const c of r.Body as Readable) {
-      n += (c as Buffer).length;
-      if (n > maxBytes) {
-        (r.Body as Readable).destroy();
-        throw new Error(`${this.url}/${key} is larger than ${maxBytes} bytes; not a record`);
-      }
-      chunks.push(c as Buffer);
-    }
-    return { bytes: Buffer.concat(chunks), etag: r.ETag };
+    const etag = r.ETag;
+    const bytes = await readSmallObject(`${this.url}/${key}`, { size: r.ContentLength, body: r.Body as Readable }, maxBytes, () => {
+      if (!etag)
+        throw new InputError(`${this.url}/${key}: the store answered without an ETag, which compare-and-swap writes need`, {
+          where: 'TEMPERED_STORE',
+          hint: 'the store must speak S3 with ETags and conditional writes (If-Match); check AWS_ENDPOINT_URL',
+        });
+    });
+    return { bytes, etag: etag! };
   }
 
   /** A conditional PutObject: `If-Match: <etag>`, or `If-None-Match: *` for an object that must not exist yet. */
