@@ -74,6 +74,22 @@ for (const [name, make] of [
       assert.equal(await b.readTagged('cache/aa/none.json', 7), undefined);
     });
 
+    it('deleteTagged deletes only the version read: a stale or missing one is a conflict and deletes nothing', async () => {
+      const b: ObjectBackend = make();
+      const first = await b.swapBytes('checkpoints/p.json', Buffer.from('{"v":1}'), undefined);
+      assert.notEqual(first, 'conflict');
+      const second = await b.swapBytes('checkpoints/p.json', Buffer.from('{"v":2}'), (first as { etag: string }).etag);
+      assert.notEqual(second, 'conflict');
+      assert.equal(await b.deleteTagged('checkpoints/p.json', (first as { etag: string }).etag), 'conflict');
+      assert.equal((await b.readTagged('checkpoints/p.json'))?.bytes.toString(), '{"v":2}');
+      assert.equal(await b.deleteTagged('checkpoints/p.json', (second as { etag: string }).etag), 'deleted');
+      assert.equal(await b.readTagged('checkpoints/p.json'), undefined);
+      assert.equal(await b.deleteTagged('checkpoints/p.json', (second as { etag: string }).etag), 'conflict', 'gone already');
+      const listed: string[] = [];
+      for await (const k of b.list('checkpoints/')) listed.push(k);
+      assert.deepEqual(listed, [], 'no lock or temp listed');
+    });
+
     it('head, list, delete and quarantine', async () => {
       const b: ObjectBackend = make();
       const f = file('abc');

@@ -13,7 +13,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { FolderBackend } from '../src/store/folder-backend.ts';
-import { fileTag, swapFile } from '../src/store/folder-swap.ts';
+import { deleteFile, fileTag, swapFile } from '../src/store/folder-swap.ts';
 import type { ObjectBackend } from '../src/store/object-backend.ts';
 import { S3Backend } from '../src/store/s3-backend.ts';
 import { newOwner } from '../src/util/dir-lock.ts';
@@ -25,6 +25,8 @@ import {
   pushCheckpoint,
   readSharedFinished,
 } from '../src/store/shared-checkpoints.ts';
+import { collectGarbage } from '../src/store/garbage.ts';
+import { StageCache } from '../src/store/stage-cache.ts';
 import { useTestS3, type TestS3 } from './helpers/seaweedfs.ts';
 
 type T = { after: (fn: () => void | Promise<void>) => void };
@@ -32,6 +34,7 @@ type T = { after: (fn: () => void | Promise<void>) => void };
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 let s3: TestS3 | undefined;
 const NAME = 'c'.repeat(64);
+const DAY = 86_400_000;
 
 function checkpoint(parent: string, step: number): string {
   const dir = join(parent, `step-${String(step).padStart(8, '0')}`);
@@ -179,6 +182,38 @@ for (const b of backends) {
       await assert.rejects(finishSharedCheckpoint(writer, NAME, { steps: 3 }, undefined, hold), PointerMovedError);
     });
 
+    test('a claim that lands while gc deletes the abandoned checkpoint keeps the pointer and its files: gc deletes nothing of it', async (t) => {
+      const { dir, remote, home } = setup(t);
+      const stale = home('stale');
+      const staleHold = await claimSharedCheckpoint(stale, NAME, 'attempt 1');
+      await pushCheckpoint(stale, NAME, checkpoint(join(dir, 'stale', 'ck'), 1), undefined, undefined, staleHold);
+      // gc, a horizon later, has judged it abandoned (again, just before deleting) and pauses right before the pointer goes.
+      const gcStore = home('gc');
+      const paused = gate();
+      const collecting = collectGarbage({
+        store: gcStore,
+        cache: new StageCache(join(dir, 'gc', 'cache'), gcStore),
+        roots: [],
+        olderThanMs: 30 * DAY,
+        now: Date.now() + 31 * DAY,
+        collect: true,
+        beforePointerDelete: paused.pass,
+      });
+      collecting.catch(() => {});
+      await paused.waiting;
+      // The work runs again: it claims the pointer, to resume from step 1.
+      const holder = home('holder');
+      const hold = await claimSharedCheckpoint(holder, NAME, 'attempt 2');
+      paused.open();
+      const report = await collecting;
+      assert.deepEqual(report.checkpoints, { abandoned: 1, abandonedBytes: report.checkpoints.abandonedBytes, deleted: 0 });
+      // The claim stands, and the checkpoint it resumes from is whole.
+      assert.equal((await remote.readTagged(`checkpoints/${NAME}.json`))?.etag, hold?.etag);
+      assert.equal(await pullCheckpoint(holder, NAME, join(dir, 'holder', 'ck'), undefined, hold), 1);
+      await pushCheckpoint(holder, NAME, checkpoint(join(dir, 'holder', 'ck'), 2), undefined, undefined, hold);
+      assert.equal(await pullCheckpoint(home('next'), NAME, join(dir, 'next', 'ck')), 2);
+    });
+
     test('a claim keeps the pointer as it was (a finished record, a checkpoint) and a pointer that was none names no checkpoint', async (t) => {
       const { dir, home } = setup(t);
       const empty = await claimSharedCheckpoint(home('a'), NAME, 'attempt 1');
@@ -213,6 +248,22 @@ test('SeaweedFS itself refuses a PutObject whose If-Match is not the object’s 
   assert.equal((await backend.readTagged('checkpoints/raw.json'))?.bytes.toString(), 'two');
 });
 
+test('SeaweedFS itself refuses a DeleteObject whose If-Match is not the object’s ETag (412), and deletes on the right one', async () => {
+  const backend = s3!.backend();
+  await backend.swapBytes('checkpoints/raw.json', Buffer.from('one'), undefined);
+  const { client, sdk } = await backend.connect();
+  const { bucket, prefix } = (backend as S3Backend).location;
+  const del = (IfMatch: string) =>
+    client.send(new sdk.DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}/checkpoints/raw.json`, IfMatch }));
+  await assert.rejects(del('"0123456789abcdef0123456789abcdef"'), (e: { $metadata?: { httpStatusCode?: number } }) => {
+    assert.equal(e.$metadata?.httpStatusCode, 412);
+    return true;
+  });
+  assert.equal((await backend.readTagged('checkpoints/raw.json'))?.bytes.toString(), 'one');
+  await del((await backend.readTagged('checkpoints/raw.json'))!.etag);
+  assert.equal(await backend.readTagged('checkpoints/raw.json'), undefined);
+});
+
 describe('the shared folder’s swap lock', () => {
   function folder(t: T) {
     const dir = mkdtempSync(join(tmpdir(), 'tempered-swap-'));
@@ -232,6 +283,23 @@ describe('the shared folder’s swap lock', () => {
     assert.equal(await stale, 'conflict', 'its rename from the lock folder it lost finds nothing; it looks again');
     assert.equal(readFileSync(file, 'utf8'), 'new');
     assert.deepEqual(readdirSync(dirname(file)), ['pointer.json'], 'no lock or temp left');
+  });
+
+  test('a deleter paused under its lock, which another swapper takes over, deletes nothing when it runs again', async (t) => {
+    const file = folder(t);
+    writeFileSync(file, 'v1');
+    const v1 = fileTag(Buffer.from('v1'));
+    const paused = gate();
+    const stale = deleteFile(file, v1, { beforeRename: paused.pass });
+    await paused.waiting;
+    // It found v1 under its lock; a swapper that finds the lock stale (here: at once) takes it over and writes.
+    assert.notEqual(await swapFile(file, Buffer.from('new'), v1, { staleMs: 0 }), 'conflict');
+    paused.open();
+    assert.equal(await stale, 'conflict', 'its rename into the lock folder it lost finds no folder; it looks again');
+    assert.equal(readFileSync(file, 'utf8'), 'new');
+    assert.deepEqual(readdirSync(dirname(file)), ['pointer.json'], 'no lock or temp left');
+    assert.equal(await deleteFile(file, fileTag(Buffer.from('new'))), 'deleted');
+    assert.deepEqual(readdirSync(dirname(file)), [], 'the file went with the lock');
   });
 
   test('a swapper paused just after it took the lock writes nothing through the lock of the swapper that took it over', async (t) => {

@@ -17,7 +17,7 @@ import {
   type StoredObject,
   type UnfinishedUpload,
 } from './object-backend.ts';
-import { fileTag, SWAP_LEFTOVER, SWAP_LOCK, swapFile } from './folder-swap.ts';
+import { deleteFile, fileTag, SWAP_LEFTOVER, SWAP_LOCK, swapFile } from './folder-swap.ts';
 import { KEY_PREFIXES } from './key-layout.ts';
 
 /** The temp name place() writes an object under before it moves it in. */
@@ -98,6 +98,11 @@ export class FolderBackend implements ObjectBackend {
     const dest = this.path(key);
     await fsp.mkdir(dirname(dest), { recursive: true });
     return swapFile(dest, bytes, expect);
+  }
+
+  /** Under the swap's lock (folder-swap.ts). */
+  async deleteTagged(key: string, expect: string): Promise<'deleted' | 'conflict'> {
+    return deleteFile(this.path(key), expect);
   }
 
   async read(key: string): Promise<Readable | undefined> {

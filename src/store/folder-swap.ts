@@ -61,6 +61,20 @@ export async function swapFile(
   expect: string | undefined,
   opts: SwapOptions = {},
 ): Promise<{ etag: string } | 'conflict'> {
+  return (await underLock(file, bytes, expect, opts)) ? { etag: fileTag(bytes) } : 'conflict';
+}
+
+/**
+ * Deletes `file` if its version is `expect`, under the same lock and fence as a swap: the file is renamed into a folder
+ * inside the lock (so a deleter whose lock was taken over finds no such folder and deletes nothing) and goes with the
+ * lock's release. 'conflict' when the file changed or went since `expect` was read.
+ */
+export async function deleteFile(file: string, expect: string, opts: SwapOptions = {}): Promise<'deleted' | 'conflict'> {
+  return (await underLock(file, undefined, expect, opts)) ? 'deleted' : 'conflict';
+}
+
+/** A swap (`bytes`) or a delete (undefined) of `file` if its version is `expect`; whether it was done. */
+async function underLock(file: string, bytes: Uint8Array | undefined, expect: string | undefined, opts: SwapOptions): Promise<boolean> {
   const lock = `${file}.tempered-swap`;
   const staleMs = opts.staleMs ?? STALE_MS;
   const owner = newOwner(`swap of ${file}`, Date.now());
@@ -74,12 +88,15 @@ export async function swapFile(
         await fsp.rm(own, { recursive: true, force: true });
         await fsp.mkdir(own);
         await fsp.writeFile(`${own}/owner`, JSON.stringify(owner));
-        const fh = await fsp.open(`${own}/${mine}`, 'wx');
-        try {
-          await fh.writeFile(bytes);
-          await fh.sync();
-        } finally {
-          await fh.close();
+        if (bytes === undefined) await fsp.mkdir(`${own}/${mine}`);
+        else {
+          const fh = await fsp.open(`${own}/${mine}`, 'wx');
+          try {
+            await fh.writeFile(bytes);
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
         }
         built = true;
       }
@@ -108,11 +125,13 @@ export async function swapFile(
           if (e.code === 'ENOENT') return undefined;
           throw e;
         });
-        if ((current === undefined ? undefined : fileTag(current)) !== expect) return 'conflict';
+        if ((current === undefined ? undefined : fileTag(current)) !== expect) return false;
         await opts.beforeRename?.();
-        // The fence: from inside the lock folder, so a swapper whose lock was taken over writes nothing.
-        await fsp.rename(`${lock}/${mine}`, file);
-        return { etag: fileTag(bytes) };
+        // The fence: from inside the lock folder (into it, for a delete), so a swapper whose lock was taken over writes
+        // nothing. (A delete's file lands in the folder's own subfolder: the lock of another swapper has none of that name.)
+        if (bytes === undefined) await fsp.rename(file, `${lock}/${mine}/${basename(file)}`);
+        else await fsp.rename(`${lock}/${mine}`, file);
+        return true;
       } catch (e) {
         // The lock was taken over under this swapper (its folder gone): start over, and look again.
         if (!['ENOENT', 'ESTALE'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;

@@ -82,6 +82,8 @@ export interface GarbageOptions {
   baselinesDir?: string;
   /** How long a checkpoint lock of a holder on another machine goes unrefreshed before it is taken over; default the horizon's length. */
   lockStaleMs?: number;
+  /** Runs after an abandoned checkpoint was judged again, just before its pointer is deleted: where a test pauses gc. */
+  beforePointerDelete?: (name: string) => Promise<void>;
 }
 
 export interface GarbageReport {
@@ -289,7 +291,8 @@ export async function collectGarbage(opts: GarbageOptions): Promise<GarbageRepor
     }
     if (opts.points) report.points.deleted = await opts.points.prune(horizon, false);
     for (const work of abandoned)
-      if (await space.deleteAbandoned(work, horizon)) isCheckpoint(work) ? report.checkpoints.deleted++ : report.leases.deleted++;
+      if (await space.deleteAbandoned(work, horizon, opts.beforePointerDelete))
+        isCheckpoint(work) ? report.checkpoints.deleted++ : report.leases.deleted++;
     for (const u of uploads) {
       await space.abortUpload(u);
       report.uploads.aborted++;
@@ -493,17 +496,26 @@ class Space {
   /**
    * Deletes an abandoned checkpoint unless something of it was written since it was judged (a run of
    * the same work took its lease and resumed from it): the pointer first, so none names deleted
-   * files, then the files, then the lease. Whether it was deleted.
+   * files, then the files, then the lease. Whether it was deleted. The pointer goes only if it is still the version
+   * read before the judgement (ObjectBackend.deleteTagged): a claim that lands after the judgement (a training that
+   * resumes from it) keeps it all, where an unconditional delete took the claim with it and failed that attempt.
    */
-  async deleteAbandoned(work: Abandoned, horizon: number): Promise<boolean> {
+  async deleteAbandoned(work: Abandoned, horizon: number, beforePointerDelete?: (name: string) => Promise<void>): Promise<boolean> {
     const recent = (o: StoredObject | undefined) => !!o && (o.modified?.getTime() ?? Infinity) >= horizon;
+    const pointer = work.keys.find((k) => k.startsWith('checkpoints/'));
+    // Read before the heads: a write after this read makes the pointer's head recent, or its tag stale at the delete.
+    const version = pointer === undefined ? undefined : await this.backend.readTagged(pointer);
     const heads = await Promise.all(work.keys.filter((k) => !k.startsWith(work.lease)).map((k) => this.backend.head(k)));
     if (heads.some(recent)) return false;
     // The lease by one listing: a generation written since the horizon (one taken since the judgement
     // is: a training that runs now, or is about to resume) keeps it all.
     for await (const o of this.backend.listObjects(work.lease)) if (recent(o)) return false;
-    const order = (k: string) => (k.startsWith('checkpoints/') ? 0 : k.startsWith('checkpoint-files/') ? 1 : 2);
-    for (const key of [...work.keys].sort((a, b) => order(a) - order(b))) await this.backend.delete(key);
+    await beforePointerDelete?.(work.name);
+    // (A pointer gone since the listing: another collection's delete; the rest goes as it would have.)
+    if (version && (await this.backend.deleteTagged(pointer!, version.etag)) === 'conflict') return false;
+    const rest = work.keys.filter((k) => k !== pointer);
+    const order = (k: string) => (k.startsWith('checkpoint-files/') ? 0 : 1);
+    for (const key of rest.sort((a, b) => order(a) - order(b))) await this.backend.delete(key);
     return true;
   }
 

@@ -79,6 +79,12 @@ export interface ObjectBackend {
   abortUpload?(upload: UnfinishedUpload): Promise<void>;
   /** Removes a key; absent keys are fine. */
   delete(key: string): Promise<void>;
+  /**
+   * Removes a small object only if it is still version `expect` (a tag from readTagged), atomically against every swap
+   * of the key: 'conflict' when it changed or went since. S3: DeleteObject with `If-Match` (412 or 404 the conflict); a
+   * folder: under the swap's lock. What gc deletes a checkpoint pointer with, so that a claim racing the delete stays.
+   */
+  deleteTagged(key: string, expect: string): Promise<'deleted' | 'conflict'>;
   /** Moves a damaged object to `quarantine/…` (kept for inspection) so that a fresh put can store it again. */
   quarantine(key: string): Promise<void>;
   /**

@@ -566,6 +566,28 @@ export class S3Backend implements ObjectBackend {
     await this.call('delete', (c, lib) => c.send(new lib.DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.key(key) })));
   }
 
+  /**
+   * A conditional DeleteObject (`If-Match: <etag>`), as swapBytes' put: AWS S3 and SeaweedFS 4.48 answer a stale tag with
+   * 412 (tests/shared-checkpoint-race.test.ts checks the server). A store that ignores the header deletes whatever
+   * version is there: README, "Garbage collection".
+   */
+  async deleteTagged(key: string, expect: string): Promise<'deleted' | 'conflict'> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.call('delete', (c, lib) =>
+          c.send(new lib.DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.key(key), IfMatch: expect })),
+        );
+        return 'deleted';
+      } catch (e) {
+        // 412: changed since; 404: gone since (AWS answers If-Match on a missing key so; SeaweedFS with 412).
+        if (isStatus(e, 412) || isStatus(e, 404) || (e as Error).name === 'PreconditionFailed') return 'conflict';
+        // A conditional write of the key under way: tried again, as AWS asks.
+        if (!isStatus(e, 409) || attempt >= 4) throw e;
+        await new Promise((r) => setTimeout(r, 100 * 2 ** attempt));
+      }
+    }
+  }
+
   async quarantine(key: string): Promise<void> {
     const Bucket = this.location.bucket;
     const aside = this.key(`${KEY_PREFIXES.quarantine}${key.replaceAll('/', '_')}.${Date.now()}`);
