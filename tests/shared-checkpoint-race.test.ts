@@ -80,7 +80,14 @@ for (const b of backends) {
       t.after(() => rmSync(dir, { recursive: true, force: true }));
       const remote = b.make(dir);
       const home = (n: string) => new ArtifactStore(join(dir, n, 'store'), { remote });
-      return { dir, remote, home };
+      /** Attempt 1 (home 'stale'), which later loses its lease: it claims the pointer and shares step 1; 'holder' takes over. */
+      const staleThenHolder = async () => {
+        const stale = home('stale');
+        const staleHold = await claimSharedCheckpoint(stale, NAME, 'attempt 1');
+        await pushCheckpoint(stale, NAME, checkpoint(join(dir, 'stale', 'ck'), 1), undefined, undefined, staleHold);
+        return { stale, staleHold, holder: home('holder') };
+      };
+      return { dir, remote, home, staleThenHolder };
     }
 
     test('swapBytes: create-only, then only from the version last seen; a stale or missing version is a conflict', async (t) => {
@@ -102,11 +109,8 @@ for (const b of backends) {
     });
 
     test('a writer paused between its lease check and its pointer write moves nothing once the new holder claimed the pointer', async (t) => {
-      const { dir, remote, home } = setup(t);
-      const stale = home('stale');
-      const holder = home('holder');
-      const staleHold = await claimSharedCheckpoint(stale, NAME, 'attempt 1');
-      await pushCheckpoint(stale, NAME, checkpoint(join(dir, 'stale', 'ck'), 1), undefined, undefined, staleHold);
+      const { dir, remote, home, staleThenHolder } = setup(t);
+      const { stale, staleHold, holder } = await staleThenHolder();
       // Attempt 1 uploads step 2's files, passes its lease check, and pauses right there (its lease is lost meanwhile).
       const paused = gate();
       const logs: string[] = [];
@@ -137,11 +141,8 @@ for (const b of backends) {
     });
 
     test('a stale writer that uploads the step the new holder shared (other bytes) replaces none of its files', async (t) => {
-      const { dir, remote, home } = setup(t);
-      const stale = home('stale');
-      const holder = home('holder');
-      const staleHold = await claimSharedCheckpoint(stale, NAME, 'attempt 1');
-      await pushCheckpoint(stale, NAME, checkpoint(join(dir, 'stale', 'ck'), 1), undefined, undefined, staleHold);
+      const { dir, remote, home, staleThenHolder } = setup(t);
+      const { stale, staleHold, holder } = await staleThenHolder();
       const hold = await claimSharedCheckpoint(holder, NAME, 'attempt 2');
       await pushCheckpoint(holder, NAME, checkpoint(join(dir, 'holder', 'ck'), 2), undefined, undefined, hold);
       // Attempt 1, not yet told of the takeover, shares its own step 2: other bytes (another host's threads).
@@ -183,10 +184,8 @@ for (const b of backends) {
     });
 
     test('a claim that lands while gc deletes the abandoned checkpoint keeps the pointer and its files: gc deletes nothing of it', async (t) => {
-      const { dir, remote, home } = setup(t);
-      const stale = home('stale');
-      const staleHold = await claimSharedCheckpoint(stale, NAME, 'attempt 1');
-      await pushCheckpoint(stale, NAME, checkpoint(join(dir, 'stale', 'ck'), 1), undefined, undefined, staleHold);
+      const { dir, remote, home, staleThenHolder } = setup(t);
+      const { holder } = await staleThenHolder();
       // gc, a horizon later, has judged it abandoned (again, just before deleting) and pauses right before the pointer goes.
       const gcStore = home('gc');
       const paused = gate();
@@ -202,7 +201,6 @@ for (const b of backends) {
       collecting.catch(() => {});
       await paused.waiting;
       // The work runs again: it claims the pointer, to resume from step 1.
-      const holder = home('holder');
       const hold = await claimSharedCheckpoint(holder, NAME, 'attempt 2');
       paused.open();
       const report = await collecting;
