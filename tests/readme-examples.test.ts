@@ -4,9 +4,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { findWeed } from '../infra/seaweedfs.ts';
 import { runCli } from './helpers/cli.ts';
 
 const root = join(import.meta.dirname, '..');
@@ -73,4 +75,18 @@ test("every command, and every flag of its --help, is in the README's CLI table 
     for (const flag of flags) if (!new RegExp(`${flag}(?![a-z-])`).test(where)) missing.push(`${command} ${flag}`);
   }
   assert.deepEqual(missing, []);
+});
+
+// The deployment table's SeaweedFS line put `-logtostderr`, weed's own flag, after `mini`: weed stopped at
+// `flag provided but not defined` before serving anything, so an operator copying it got no store.
+test("the README's `weed … mini …` line parses: every flag is weed's or mini's, in its place", async (t) => {
+  const weed = findWeed();
+  if (!weed) return t.skip('SeaweedFS (weed) is not installed: npx tempered setup');
+  const line = /`(weed [^`]*\bmini\b[^`]*)`/.exec(readme)?.[1];
+  assert.ok(line, 'the README shows how to start SeaweedFS with weed mini');
+  // `-h` after the flags: weed parses them all, then prints the usage instead of starting.
+  const parsed = spawnSync(weed, [...line.split(/\s+/).slice(1), '-h'], { encoding: 'utf8', cwd: tmpdir() });
+  const said = `${parsed.stdout}${parsed.stderr}`;
+  assert.match(said, /weed mini/, `weed answered with mini's usage: ${said.slice(0, 300)}`);
+  assert.doesNotMatch(said, /flag provided but not defined/);
 });
