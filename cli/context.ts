@@ -110,10 +110,18 @@ export async function createContext(): Promise<CliContext> {
     readMetrics: (ref) => formatStored(ref, formatMetrics),
     async fetchReports(st) {
       const store = getStore();
-      if (!store.remote) return;
       const missing = st.stages
         .flatMap((s) => [s.outputs?.report, s.outputs?.metrics])
         .filter((ref): ref is ArtifactRef => isArtifactRef(ref) && !store.has(ref.sha256));
+      // Without a shared store there is nowhere to fetch them from: most often the run's workers share a bucket this
+      // shell was not given, and a status without its reports looked complete.
+      if (!store.remote) {
+        if (missing.length)
+          console.error(
+            `note: ${missing.length} stage report(s) are not in this host's store (${store.root}), so the status is shown without them: where the run's workers share a TEMPERED_STORE, set it (and AWS_*) here as on them`,
+          );
+        return;
+      }
       for (const [i, ref] of missing.entries()) {
         const failed = await store.verify(ref).then(
           () => undefined,
