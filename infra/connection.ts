@@ -8,7 +8,7 @@ import type { ConnectionOptions as TlsConnectionOptions } from 'node:tls';
 import { ChannelCredentials, type CallCredentials, type ChannelOptions } from '@grpc/grpc-js';
 import { Connection, type ConnectionOptions } from '@temporalio/client';
 import { NativeConnection, type NativeConnectionOptions } from '@temporalio/worker';
-import { embeddedServerInfo } from './dev-server.ts';
+import { devServerPort, embeddedServerInfo } from './dev-server.ts';
 import { installRuntime } from './runtime.ts';
 import { temporalDataConverter } from './payload-codec.ts';
 
@@ -27,7 +27,7 @@ export const TASK_QUEUE = process.env.TEMPERED_TASK_QUEUE ?? 'tempered';
 export function temporalSettings(env: NodeJS.ProcessEnv = process.env): TemporalSettings {
   const embedded = !env.TEMPORAL_ADDRESS;
   const running = embedded ? embeddedServerInfo() : undefined;
-  const address = env.TEMPORAL_ADDRESS || (running?.address ?? `127.0.0.1:${env.TEMPERED_DEV_PORT ?? 7233}`);
+  const address = env.TEMPORAL_ADDRESS || (running?.address ?? `127.0.0.1:${devServerPort(env)}`);
   // Set but empty (a template's unset value) is unset, as for TEMPORAL_ADDRESS and Temporal's own CLI: '' reached the
   // server as a namespace name and came back as "Failed to list workflows".
   const namespace = env.TEMPORAL_NAMESPACE || 'default';

@@ -200,6 +200,19 @@ export function embeddedServerInfo(): DevServerHandle | undefined {
   return pidAlive(info.pid) ? info : undefined;
 }
 
+/**
+ * TEMPERED_DEV_PORT, or 7233 (set but empty: unset). Checked here, where every command reads it: `abc` reached the
+ * SDK as the address `127.0.0.1:abc` and Node's listen as NaN, neither error naming the variable.
+ */
+export function devServerPort(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.TEMPERED_DEV_PORT;
+  if (raw === undefined || raw === '') return DEFAULT_PORT;
+  const port = /^\d{1,5}$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+  if (!(port >= 1 && port <= 65535))
+    throw new Error(`TEMPERED_DEV_PORT=${raw} is not a port number (1 to 65535); unset it for the default, ${DEFAULT_PORT}`);
+  return port;
+}
+
 /** Starts the project's dev server unless it already runs; returns its handle. */
 export async function ensureEmbeddedServer(
   opts: { port?: number; uiPort?: number; log?: (m: string) => void } = {},
@@ -207,7 +220,7 @@ export async function ensureEmbeddedServer(
   const running = embeddedServerInfo();
   if (running && (await isHealthy(running.address))) return { ...running, started: false };
   const dir = ensureDir(statePaths().temporal);
-  const port = opts.port ?? Number(process.env.TEMPERED_DEV_PORT ?? DEFAULT_PORT);
+  const port = opts.port ?? devServerPort();
   opts.log?.(`starting the Temporal dev server on 127.0.0.1:${port} (state in ${dir})`);
   const handle = await startDevServer({ port, uiPort: opts.uiPort, dbFile: join(dir, 'temporal.db'), logFile: join(dir, 'server.log') });
   writeFileSync(serverFile(), JSON.stringify(handle, null, 2));

@@ -1,5 +1,5 @@
 /** `tempered server start|stop|status`: the embedded Temporal dev server. */
-import { embeddedServerInfo, ensureEmbeddedServer, isHealthy, stopEmbeddedServer } from '../../infra/dev-server.ts';
+import { devServerPort, embeddedServerInfo, ensureEmbeddedServer, isHealthy, stopEmbeddedServer } from '../../infra/dev-server.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
@@ -17,10 +17,15 @@ export async function serverCmd(ctx: CliContext, argv: string[]): Promise<number
   }
   switch (sub) {
     case 'start': {
-      const h = await ensureEmbeddedServer({
-        port: values.port ? Number(values.port) : undefined,
-        uiPort: values['ui-port'] ? Number(values['ui-port']) : undefined,
-      });
+      const port = portFlag('port', values.port, usage);
+      const uiPort = portFlag('ui-port', values['ui-port'], usage);
+      // The Web UI goes on the port + 1000 unless told: past 65535 the CLI refused it with its own words.
+      if (uiPort === undefined && (port ?? devServerPort()) + 1000 > 65535)
+        throw new CliError(
+          `the dev server's Web UI goes on its port + 1000, past 65535 for port ${port ?? devServerPort()}: give --ui-port too\nusage: ${usage}`,
+          2,
+        );
+      const h = await ensureEmbeddedServer({ port, uiPort });
       console.log(
         `${h.started ? 'started' : 'already running'}: Temporal dev server at ${h.address}, web UI ${h.uiUrl}, state ${h.dbFile} (pid ${h.pid})`,
       );
@@ -59,4 +64,13 @@ export async function serverCmd(ctx: CliContext, argv: string[]): Promise<number
     default:
       throw new CliError(`unknown server command '${sub ?? ''}'\nusage: ${usage}`, 2);
   }
+}
+
+/** A `--port`-like flag: a port number, 1 to 65535; undefined when not given. Node's and the Temporal CLI's own errors named NaN. */
+function portFlag(flag: 'port' | 'ui-port', raw: string | undefined, usage: string): number | undefined {
+  if (raw === undefined) return undefined;
+  const port = /^\d{1,5}$/.test(raw) ? Number(raw) : NaN;
+  if (!(port >= 1 && port <= 65535))
+    throw new CliError(`--${flag} takes a port number, 1 to 65535, not ${JSON.stringify(raw)}\nusage: ${usage}`, 2);
+  return port;
 }
