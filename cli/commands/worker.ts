@@ -217,6 +217,9 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
     const mismatch = sharingMismatch(ctx);
     if (mismatch) throw new CliError(`${mismatch}, or pass --single-host if this is the only worker\nusage: ${usage}`, 2);
   }
+  // First, before anything that waits (a store, a database), so it is read whatever comes next.
+  const npx = npxNote();
+  if (npx) console.error(`worker: ${npx}`);
   // Before the SDK's exporter is installed, which would run on without its port.
   const metrics = metricsAddress();
   const refusal = metrics ? await metricsAddressRefusal(metrics) : undefined;
@@ -306,6 +309,16 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   if (failure) throw failure.error;
   if (lacking) throw new CliError(lacking);
   return 0;
+}
+
+/**
+ * A worker started by `npx tempered worker` (npm exec) runs under npm's `sh -c`, which passes no SIGTERM on: a supervisor
+ * or `kill` that signals npx's process ended npx and left the worker polling, orphaned, with the old code during an
+ * upgrade. `npm run tempered` execs its launcher, which passes signals on. Said at start, where the operator looks.
+ */
+export function npxNote(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (env.npm_command !== 'exec') return undefined;
+  return "note: started through npx, whose shell passes no SIGTERM on: a SIGTERM to npx's process ends npx and leaves this worker running. Where a supervisor or `kill` stops it, start it with `npm run tempered -- worker …` or `node scripts/tempered.mjs worker …` (README, Deployment: the processes); Ctrl-C in a terminal stops it either way";
 }
 
 /** `--cuda-queues`: names among the queues this worker serves; undefined when not given. */
