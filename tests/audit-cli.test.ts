@@ -282,3 +282,34 @@ test('output larger than a pipe holds reaches a slow reader whole before the com
   assert.ok(out.length > 300_000, `${out.length} bytes`);
   assert.equal((JSON.parse(out) as unknown[]).length, 3);
 });
+
+// A run whose gate refused its model showed `model.not_promoted clf@1  (spec …)`: why was in --json alone.
+test("audit's line for model.not_promoted says why: the gate's failed clauses, or the whole verdict when none is marked", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'audit-not-promoted-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const log = await openAudit(join(home, 'audit.db'));
+  const gate = 'exact_match > baseline.exact_match + 0.05 && balanced_exact_match >= 0.7';
+  await log.append({
+    action: 'model.not_promoted',
+    subject: 'lm@1',
+    model: 'lm@1',
+    details: {
+      alias: 'production',
+      gate,
+      explanation: 'exact_match 0.45 > baseline.exact_match + 0.05 = 0.3 ✓; balanced_exact_match 0.5 >= 0.7 ✗',
+    },
+  });
+  const held = 'v2 was rolled back from production by oncall at 2026-12-07T10:00:00.000Z: a run does not promote it again';
+  await log.append({
+    action: 'model.not_promoted',
+    subject: 'lm@2',
+    model: 'lm@2',
+    details: { alias: 'production', gate, explanation: held },
+  });
+  await log.close();
+  const r = await runCli(['audit', '--action', 'model.not_promoted'], { TEMPERED_HOME: home });
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.match(lines[0]!, /model\.not_promoted +lm@1 +\(gate: balanced_exact_match 0\.5 >= 0\.7 ✗\)$/);
+  assert.ok(lines[1]!.includes(`(gate: ${held})`), lines[1]);
+});

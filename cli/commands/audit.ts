@@ -15,6 +15,18 @@ import { trainedOn } from '../../src/audit/run-spec.ts';
 /** Data hashes a record's line shows. */
 const DATA_HASHES_SHOWN = 8;
 
+/**
+ * Why a run's deploy left a version where it was: the gate's failed clauses (its whole verdict when none is marked, as
+ * for a version held after a rollback). The line said only `model.not_promoted clf@1`, the reason in --json alone.
+ */
+function notPromotedWhy(r: AuditRecord): string | undefined {
+  const explanation = (r.details as { explanation?: unknown }).explanation;
+  if (r.action !== 'model.not_promoted' || typeof explanation !== 'string' || !explanation) return undefined;
+  const failed = explanation.split('; ').filter((c) => c.endsWith('✗'));
+  const why = failed.length ? failed.join('; ') : explanation;
+  return `gate: ${why.length > 160 ? `${why.slice(0, 159)}…` : why}`;
+}
+
 function line(r: AuditRecord): string {
   const extra: string[] = [];
   // An alias move says which alias went where, and why: two promotes of one version to two aliases read alike otherwise.
@@ -34,6 +46,8 @@ function line(r: AuditRecord): string {
   if (!rollback && typeof d.alias === 'string' && d.to !== undefined) extra.push(`${d.alias}: ${v(d.from)} → ${v(d.to)}`);
   if (typeof d.reason === 'string' && d.reason)
     extra.push(`reason ${JSON.stringify(d.reason.length > 80 ? `${d.reason.slice(0, 79)}…` : d.reason)}`);
+  const why = notPromotedWhy(r);
+  if (why) extra.push(why);
   // A record about a run's stage that is about a model too (register: which version its model is).
   if (r.model && r.model !== r.subject) extra.push(`${r.model}${typeof d.registered === 'string' ? ` (${d.registered})` : ''}`);
   const from = (r.details as { reusedFrom?: { runId?: unknown; stageId?: unknown } }).reusedFrom;
