@@ -90,3 +90,25 @@ test("the README's `weed … mini …` line parses: every flag is weed's or mini
   assert.match(said, /weed mini/, `weed answered with mini's usage: ${said.slice(0, 300)}`);
   assert.doesNotMatch(said, /flag provided but not defined/);
 });
+
+// Hand-written JSON in a shell quote is easy to break (a missing brace, a stray quote) and nothing else reads it.
+test("the README's curl examples send JSON bodies that parse, to the served name, with the token serve requires", () => {
+  const lines = block('v1/chat/completions -H');
+  const shell = lines.filter((l) => !l.startsWith('#')).join('\n');
+  const bodies = [...shell.matchAll(/-d '([^']*)'/g)].map((m) => m[1]!);
+  assert.ok(bodies.length >= 2, 'a plain and a streamed request');
+  for (const body of bodies) {
+    const parsed = JSON.parse(body.replace(/\n\s*/g, ' ')) as { model?: unknown; messages?: unknown };
+    assert.equal(parsed.model, 'sst2-sentiment-smollm2');
+    assert.ok(Array.isArray(parsed.messages) && parsed.messages.length > 0);
+  }
+  assert.ok(
+    bodies.some((b) => /"stream": true/.test(b)),
+    'a streamed one',
+  );
+  assert.match(shell, /^export TEMPERED_SERVE_TOKEN=/m);
+  assert.ok(
+    (shell.match(/-H "Authorization: Bearer \$TEMPERED_SERVE_TOKEN"/g) ?? []).length === bodies.length,
+    'each request sends the token',
+  );
+});
