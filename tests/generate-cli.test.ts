@@ -2,7 +2,10 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../src/audit/log.ts';
@@ -273,6 +276,36 @@ test('generate NAME@latest is the newest version; a bare NAME is production, and
   const bare = await runCli(['generate', 'lm', ...flags], own);
   assert.equal(bare.code, 1, bare.stderr);
   assert.match(bare.stderr, /model 'lm' has no version or alias 'production'/);
+});
+
+// A model source not in the cache was downloaded without a word: the command sat silent for minutes on a large model.
+test('generate says what it downloads for a model source that is not in the cache yet, and nothing once it is', async (t) => {
+  const commit = 'c'.repeat(40);
+  const files = new Map(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f))] as const));
+  // The Hub's layout on loopback: /org/name/resolve/<revision>/<file>, the commit and the file's sha256 in the headers.
+  const hub = createServer((req, res) => {
+    const m = /^\/org\/tiny-llm\/resolve\/[^/]+\/(.+)$/.exec(req.url ?? '');
+    const body = m ? files.get(decodeURIComponent(m[1]!)) : undefined;
+    if (!body) return void res.writeHead(404).end();
+    res.writeHead(200, {
+      'content-length': body.length,
+      etag: `"${createHash('sha256').update(body).digest('hex')}"`,
+      'x-repo-commit': commit,
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  });
+  await new Promise<void>((r) => hub.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise<void>((r) => hub.close(() => r())));
+  const own = { TEMPERED_HOME: join(home, 'download-state'), HF_ENDPOINT: `http://127.0.0.1:${(hub.address() as AddressInfo).port}` };
+  const args = ['generate', 'hf:org/tiny-llm', 'hi', '--raw', '--max-tokens', '2', '--threads', '1'];
+  const first = await runCli(args, own);
+  assert.equal(first.code, 0, first.stderr);
+  const weights = files.get('model.safetensors')!.length;
+  assert.match(first.stderr, new RegExp(`^downloading hf:org/tiny-llm model\\.safetensors \\(${(weights / 1024).toFixed(1)} KiB\\)$`, 'm'));
+  assert.match(first.stderr, /^downloading hf:org\/tiny-llm config\.json/m);
+  const again = await runCli(args, own);
+  assert.equal(again.code, 0, again.stderr);
+  assert.doesNotMatch(again.stderr, /downloading/);
 });
 
 test('tempered serve <model folder> answers the OpenAI chat route with the given template and stops on SIGTERM', async () => {
