@@ -50,6 +50,9 @@ test("models show and diff say which version production.* were measured against;
     },
   );
   await register('r4', 'd', [{ name: 'train', sha256: sha('4'), rows: 960 }], { f1_macro: 0.95, production: production(2, 0.91) });
+  // Two code versions, one a tree with uncommitted changes: the diff names both, not only that they differ.
+  await reg.registerVersion(testVersion('spam', '5', { runId: 'r5', codeVersion: '0.1.0+aaaaaaaaaaaa' }));
+  await reg.registerVersion(testVersion('spam', '6', { runId: 'r6', codeVersion: '0.1.0+aaaaaaaaaaaa-dirty' }));
   await reg.close();
 
   const show = await runCli(['models', 'show', 'spam@2'], env);
@@ -70,6 +73,9 @@ test("models show and diff say which version production.* were measured against;
   assert.match(data, /added {6}extra {12}ffffffffffff…\n/);
   assert.match(data, /removed {4}eval {13}eeeeeeeeeeee… \(200 rows\)/);
   assert.doesNotMatch(data, /added {6}train|removed {4}train/);
+  const code = await runCli(['models', 'diff', 'spam', '5', '6'], env);
+  assert.equal(code.code, 0, code.stderr);
+  assert.match(code.stdout, /^spam: v5 → v6 {2}\(code changed: 0\.1\.0\+aaaaaaaaaaaa → 0\.1\.0\+aaaaaaaaaaaa-dirty\)$/m);
   // Against the same version, the differences are given.
   const same = await runCli(['models', 'diff', 'spam', '3', '4'], env);
   assert.match(same.stdout, /production\.f1_macro\s+0\.9000 → 0\.9100 {2}\(\+0\.0100\)/);

@@ -459,7 +459,8 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         const how = await howMadeDiff(ctx, va, vb, d.specHashChanged);
         out({ ...d, ...how }, () =>
           [
-            `${name}: v${d.a} → v${d.b}${d.specHashChanged ? '  (spec changed)' : ''}${d.codeVersionChanged ? '  (code changed)' : ''}${d.baseModelChanged ? '  (base model changed)' : ''}`,
+            // Which code: "(code changed)" alone left the reader to find both versions, one of them perhaps a -dirty tree.
+            `${name}: v${d.a} → v${d.b}${d.specHashChanged ? '  (spec changed)' : ''}${d.codeVersionChanged ? `  (code changed: ${va.lineage.codeVersion ?? 'unrecorded'} → ${vb.lineage.codeVersion ?? 'unrecorded'})` : ''}${d.baseModelChanged ? '  (base model changed)' : ''}`,
             'metrics:',
             ...metricDiffLines(d.metrics),
             ...[productionComparisonNote(d)].flatMap((note) => (note ? [`  (${note})`] : [])),
