@@ -7,7 +7,7 @@ import { InputError, IntegrityError } from '../../src/errors.ts';
 import { modelHashOf } from '../../src/audit/model-hash.ts';
 import { databaseExists } from '../../src/db/database.ts';
 import { diskFullError, isDiskFull } from '../../src/util/disk-full.ts';
-import { changeAlias } from '../../src/registry/alias-change.ts';
+import { changeAlias, GateRefused } from '../../src/registry/alias-change.ts';
 import { modelCard } from '../../src/registry/card.ts';
 import { diffModelVersions, productionComparisonNote } from '../../src/registry/diff.ts';
 import { productionNote } from '../../src/registry/production.ts';
@@ -516,6 +516,14 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
           : holder !== null
             ? { expect: holder }
             : {}),
+      }).catch((e: unknown) => {
+        // A refusal is the gate's verdict, not a fault: said as such, without "gate: gate refused" and a stack-trace hint.
+        if (e instanceof GateRefused)
+          throw new CliError(
+            `${positionals[0]!} was not promoted to ${alias}: the gate refused it: ${e.explanation}\n  ${e.hint ?? ''}`,
+            1,
+          );
+        throw e;
       });
       if (auditPending)
         console.error(
