@@ -259,7 +259,7 @@ test('serve NAME@latest is refused: serve follows an alias, and took @latest for
 
 // A run whose gate refused it leaves a version on no alias: the registry's error offers 'latest', and generate and chat
 // took @latest for production, so asking as told failed again with "has no version or alias 'production'".
-test('generate NAME@latest is the newest version; a bare NAME is production, and its absence names the versions there are', async () => {
+test('generate NAME@latest is the newest version; a bare NAME is production, and where none is, it says how to ask for one or promote it', async () => {
   const own = { TEMPERED_HOME: join(home, 'latest-state') };
   const paths = statePaths(own.TEMPERED_HOME);
   const tree = await new ArtifactStore(paths.store).putTree(dir);
@@ -275,7 +275,10 @@ test('generate NAME@latest is the newest version; a bare NAME is production, and
   assert.match(latest.stderr, /\[lm@1: \d+ prompt tokens, 2 new/);
   const bare = await runCli(['generate', 'lm', ...flags], own);
   assert.equal(bare.code, 1, bare.stderr);
-  assert.match(bare.stderr, /model 'lm' has no version or alias 'production'/);
+  assert.match(
+    bare.stderr,
+    /^tempered: lm has no production version: no run's gate promoted one .*\n {2}ask a version \(lm@latest is v1\), or promote one: tempered models promote lm@1\n$/,
+  );
 });
 
 // A model source not in the cache was downloaded without a word: the command sat silent for minutes on a large model.

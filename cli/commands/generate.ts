@@ -56,6 +56,16 @@ export async function resolveModelRef(
   const reg = await openRegistry(ctx.paths.registryDb);
   let version;
   try {
+    if (wanted === 'production' && (await reg.aliasVersion(name, 'production')) === null) {
+      // A run whose gate refused its model registers it on no alias: the registry's "no version or alias
+      // 'production'" did not say that, nor how to ask for the version there is.
+      const newest = await reg.getVersion(name, 'latest').catch(() => undefined);
+      if (newest)
+        throw new CliError(
+          `${name} has no production version: no run's gate promoted one and no one promoted one by hand (\`tempered models history ${name}\`)\n` +
+            `  ask a version (${name}@latest is v${newest.version}), or promote one: tempered models promote ${name}@${newest.version}`,
+        );
+    }
     version = await reg.getVersion(name, wanted);
   } finally {
     await reg.close();
