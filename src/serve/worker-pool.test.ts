@@ -56,9 +56,10 @@ interface Served {
 }
 
 /** The real server answering with `pool` as model `id`, and a client of its /predict. */
-async function serveThrough(pool: PooledPredictor, id: string): Promise<Served> {
+async function serveThrough(pool: PooledPredictor, id: string, logger?: 'errors'): Promise<Served> {
   const server = await createModelServer({
     token: TOKEN,
+    logger,
     pollMs: 60_000,
     resolveCurrent: async () => ({
       key: 'k',
@@ -224,7 +225,8 @@ test('a request with a text the model cannot take gets a 400 naming that input; 
   const direct = await loadPredictor(dir, { threads: 1 });
   let served: Served | undefined;
   try {
-    served = await serveThrough(pool, 'unfit@1');
+    // With the error log `tempered serve` runs.
+    served = await serveThrough(pool, 'unfit@1', 'errors');
     const { predict } = served;
     // The first request holds the thread; the next two queue meanwhile and go to onnxruntime as one batch.
     const first = predict(['ꙮ']);
@@ -232,8 +234,21 @@ test('a request with a text the model cannot take gets a 400 naming that input; 
     const good = predict(['ꙮꙮ', 'ꙮ']);
     const bad = predict(['ꙮ', 'a great day', 'ꙮ', 'a fine night']);
     while (pool.stats().queued < 6) await tick();
-    release(hold);
-    const [a, g, b] = await Promise.all([first, good, bad]);
+    const logged: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string | Uint8Array) => (logged.push(String(chunk)), true)) as typeof process.stderr.write;
+    let a: Response, g: Response, b: Response;
+    try {
+      release(hold);
+      [a, g, b] = await Promise.all([first, good, bad]);
+    } finally {
+      process.stderr.write = write;
+    }
+    // The operator is told which model cannot take the text (before: a warning, which that log leaves out, and no folder).
+    assert.ok(
+      logged.some((l) => l.includes(`${dir}: texts[1]: the text holds token id`)),
+      `the server's log names the model's folder: ${JSON.stringify(logged)}`,
+    );
     assert.equal(a.status, 200);
     // Before: 500 for both, the thread's input error a plain Error that failed the whole batch.
     assert.equal(g.status, 200);

@@ -58,12 +58,13 @@ export class UnfitTextError extends InputError {
   readonly reason: string;
   /** Every such text's place. */
   readonly indices: number[];
-  constructor(unfit: { index: number; reason: string }[]) {
+  /** `folder`: the model's, what the operator must fix (its tokenizer files or maxLength); the client is told `reason`. */
+  constructor(unfit: { index: number; reason: string }[], folder: string) {
     const [first] = unfit;
     const more = unfit.length > 1 ? ` (texts ${unfit.map((u) => u.index).join(', ')} cannot be taken)` : '';
-    super(`${first!.reason}${more}`, {
-      where: `texts[${first!.index}]`,
-      hint: "the model's tokenizer reaches ids, types or lengths the model has no rows for: use the tokenizer files saved with these weights",
+    super(`texts[${first!.index}]: ${first!.reason}${more}`, {
+      where: folder,
+      hint: "the folder's tokenizer reaches ids, types or lengths the model has no rows for: put back the tokenizer files saved with these weights, or train again with maxLength at most config.json's max_position_embeddings",
     });
     this.index = first!.index;
     this.reason = first!.reason;
@@ -255,7 +256,7 @@ export async function loadPooledPredictor(folder: string, opts: PoolOptions = {}
           at += r.texts.length;
           // The thread left out the texts the model cannot take, so the batch's other requests were answered in it.
           const unfit = r.each ? [] : mine.flatMap((p, index) => ('unfit' in p ? [{ index, reason: p.unfit }] : []));
-          if (unfit.length > 0) r.reject(new UnfitTextError(unfit));
+          if (unfit.length > 0) r.reject(new UnfitTextError(unfit, folder));
           else r.resolve(mine);
         }
       } else {
