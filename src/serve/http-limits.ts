@@ -54,22 +54,53 @@ export function errorsToStderr(write: (line: string) => void = (l) => process.st
  */
 export function clientErrorHandler(
   answered: (status: number, code: string) => void = () => {},
-  headersFor: (socket: Socket) => { headers: Record<string, string>; answered: boolean } = () => ({ headers: {}, answered: false }),
+  headersFor: (socket: Socket) => ClientErrorContext = () => ({ headers: {}, answered: false }),
 ) {
-  return (err: NodeJS.ErrnoException, socket: Socket): void => answerClientError(err, socket, answered, headersFor(socket));
+  return (err: NodeJS.ErrnoException, socket: Socket): void => answerClientError(err, socket, answered, headersFor);
 }
+
+/** What the server knows of the connection whose request Node's parser refused. */
+export interface ClientErrorContext {
+  /** Headers for the refusal (CORS, for the refused request's Origin). */
+  headers: Record<string, string>;
+  /** The refused request was answered already (a 401 sent while its body still came): no second answer. */
+  answered: boolean;
+  /** Settles once the answers to earlier requests on the connection (pipelined) are written whole; none: undefined. */
+  earlier?: Promise<unknown>;
+}
+
+/** Connections whose refusal waits for the answers before it: Node's parser may report its error again meanwhile. */
+const waiting = new WeakSet<Socket>();
 
 function answerClientError(
   err: NodeJS.ErrnoException,
   socket: Socket,
   answered: (status: number, code: string) => void,
-  more: { headers: Record<string, string>; answered: boolean },
+  headersFor: (socket: Socket) => ClientErrorContext,
 ): void {
   // A connection reset has nobody left to answer; a request already answered (a 401 sent while its body still came)
-  // gets no second answer on its connection, which the client would read as the next response's bytes, nor does one
-  // pipelined behind a request still waiting for its answer, which the client would read as that request's.
-  if (err.code === 'ECONNRESET' || socket.destroyed || more.answered) {
+  // gets no second answer on its connection, which the client would read as the next response's bytes.
+  if (err.code === 'ECONNRESET' || socket.destroyed) {
     socket.destroy();
+    return;
+  }
+  if (waiting.has(socket)) return;
+  const more = headersFor(socket);
+  if (more.answered) {
+    socket.destroy();
+    return;
+  }
+  // Answers go out in the order of their requests: a refusal written while an earlier request (pipelined on the
+  // connection) still waits for its answer would be read as that answer. So the refusal waits until those answers are
+  // written whole, then goes out: closing at once lost them too (the earlier request's work done, its answer never sent).
+  if (more.earlier) {
+    waiting.add(socket);
+    // Nothing more is read from a connection whose request could not be parsed.
+    socket.pause();
+    void more.earlier.then(() => {
+      waiting.delete(socket);
+      answerClientError(err, socket, answered, headersFor);
+    });
     return;
   }
   // A connection that never sent a byte made no request: Node's check times it out as it does a stalled one, but a 408

@@ -214,12 +214,12 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
       // Origin was read, and none of an earlier request on the connection is taken for it.
       const conn = connections.get(socket);
       const current = conn !== undefined && !conn.latest.req.complete ? conn.latest : undefined;
-      // Answers go out in the order of their requests: while an earlier request's answer is not written whole (requests
-      // pipelined on one connection), a refusal written now is read as that request's answer, so none is written.
-      const earlier = [...(conn?.unanswered ?? [])].some((res) => res !== current?.res);
+      // The answers to earlier requests on the connection (pipelined) not yet written whole: the refusal goes after them.
+      const earlier = [...(conn?.unanswered ?? [])].filter((res) => res !== current?.res);
       return {
         headers: current ? corsAnswerHeaders(corsOrigins, current.req.headers.origin) : {},
-        answered: (current?.res.headersSent ?? false) || earlier,
+        answered: current?.res.headersSent ?? false,
+        earlier: earlier.length === 0 ? undefined : Promise.all(earlier.map((res) => new Promise((done) => res.once('close', done)))),
       };
     }),
     // OpenAI's shape of request id; every answer carries it in `x-request-id` (the openai SDK's `_request_id`,
