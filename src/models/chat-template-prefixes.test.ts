@@ -235,6 +235,37 @@ test("marks the template writes itself, in its text or in a special token, are n
   assert.notEqual(new ChatTemplate(sliced.text.replace("{{ '\\uFFFF' }}", ''), 'sliced loop').renderMarkingTurns(convo), undefined);
 });
 
+test('a namespace the loop writes into, read after the loop under another name, is rendered reply by reply', () => {
+  // The text after the loop saw the whole conversation's count where each beginning's rendering sees its own: read off
+  // the marks, reply 1's generation prompt had the space the count of 4 writes, and the space was left out of its labels.
+  const count = (before: string, after: string) =>
+    new ChatTemplate(
+      `{% set ns = namespace(c=0) %}${before}{% for m in messages %}{% set ns.c = ns.c + 1 %}<{{ m.role }}>{{ m.content }}<|endoftext|>{% endfor %}{% if add_generation_prompt %}<assistant>{% if ${after} >= 4 %} {% endif %}{% endif %}`,
+      `${before} … ${after}`,
+    );
+  const aliased = [
+    count('{% set alias = ns %}', "alias['c']"),
+    count('{% set held = [ns] %}', "held[0]['c']"),
+    count('{% set outer = namespace(inner=ns) %}', "outer['inner']['c']"),
+    count(
+      "{% set outer = namespace(inner=namespace(c=0)) %}{% set d = {'k': outer.inner} %}{% set namespace = d.get %}{% set ns = namespace('k') %}",
+      "outer['inner']['c']",
+    ),
+  ];
+  const convo = [
+    { role: 'user', content: 'hi' },
+    { role: 'assistant', content: ' there' },
+    { role: 'user', content: 'yo' },
+    { role: 'assistant', content: ' ok' },
+  ];
+  for (const t of aliased) {
+    assert.equal(t.renderMarkingTurns(convo), undefined, t.source);
+    assert.deepEqual(outcome(tiny, convo, t), outcome(tiny, convo, replyByReply(t)), t.source);
+  }
+  // Read by its own name only, the namespace is still read off the marks (TINY_TEMPLATES[2] writes its count in turns).
+  assert.notEqual(count('', '0').renderMarkingTurns(convo), undefined);
+});
+
 test('a conversation of many replies is rendered a few times, not once per reply', () => {
   let renders = 0;
   const counting = new (class extends ChatTemplate {

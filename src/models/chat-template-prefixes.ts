@@ -10,7 +10,8 @@
  * many messages there are (`messages` is read only by that loop and as `messages[0]`; `loop.last`, `loop.length`,
  * `loop.revindex` and `loop.nextitem` are not read), whether the generation prompt is asked before the loop has ended
  * (`add_generation_prompt` is read only after it, or in an `if loop.last and add_generation_prompt` that ends the loop's
- * body and sets nothing, as Zephyr's and TinyLlama's templates write it), or, after the loop, anything the loop wrote; and
+ * body and sets nothing, as Zephyr's and TinyLlama's templates write it), or, after the loop, anything the loop wrote (a
+ * namespace it writes into is reachable by its own name only, so that no other name carries what it wrote past the loop); and
  * neither the template nor its special tokens hold a mark's character. The loop may go over `messages`, over
  * `messages[c:]`, or over a variable set to one of them before it whichever way its `if`s go and read nowhere else
  * (Mistral's `{% set loop_messages = messages[1:] %}` after a system message, its `raise_exception` on roles that do not
@@ -128,6 +129,39 @@ function messageList(iterable: unknown, before: Node[], every: { node: Node }[])
   return { reads, leading: true };
 }
 
+/** The names whose attributes `nodes` set; undefined where one sets an attribute of anything but a name. */
+function namespacesWritten(nodes: readonly unknown[]): Set<string> | undefined {
+  const out = new Set<string>();
+  for (const { node } of walk(nodes)) {
+    if (node.type !== 'Set' || !isNode(node.assignee) || node.assignee.type !== 'MemberExpression') continue;
+    const object = node.assignee.object;
+    if (!isNode(object) || object.type !== 'Identifier') return undefined;
+    out.add(object.value as string);
+  }
+  return out;
+}
+
+/**
+ * Whether each of `written` (undefined: unknown) holds, wherever `every` (the whole template's nodes) names it, only a
+ * namespace made there and never handed on: it is set only to `namespace(…)` (with `namespace` never rebound) and read
+ * only for an attribute (a name as an attribute or a keyword is no read).
+ */
+function namespacesUnaliased(every: readonly { node: Node; parent: Node | undefined }[], written: Set<string> | undefined): boolean {
+  if (written === undefined) return false;
+  if (written.size === 0) return true;
+  const makesNamespace = (v: unknown) => isNode(v) && v.type === 'CallExpression' && isIdentifier(v.callee, 'namespace');
+  return every.every(({ node, parent: p }) => {
+    if (node.type !== 'Identifier') return true;
+    if (node.value === 'namespace') return p?.type === 'CallExpression' && p.callee === node;
+    if (!written.has(node.value as string)) return true;
+    return (
+      (p?.type === 'MemberExpression' && (p.object === node || (p.property === node && p.computed === false))) ||
+      (p?.type === 'KeywordArgumentExpression' && p.key === node) ||
+      (p?.type === 'Set' && p.assignee === node && makesNamespace(p.value))
+    );
+  });
+}
+
 /** A template markTurns marked. */
 export interface MarkedLoop {
   /**
@@ -235,6 +269,11 @@ export function markTurns(program: { body: object[] }): MarkedLoop | undefined {
     if (node.type === 'CallExpression' && isNode(node.callee) && node.callee.type === 'MemberExpression')
       for (const n of names([node.callee.object])) written.add(n);
   }
+  // A namespace is the one value a set changes in place, so what the loop writes into one reaches whatever else holds
+  // it: `{% set alias = ns %}` before the loop and `alias['n']` after it read the loop's count under names the loop
+  // never wrote. A namespace the loop writes into must be reachable by its own name only: that name is only ever set to
+  // a new `namespace(…)` and read only for an attribute, and `namespace` itself is only called.
+  if (!namespacesUnaliased(all, namespacesWritten(inLoop))) return undefined;
   // A loop that leaves out messages at the start is told from the count of its turns, which a break would make wrong.
   if (leading && walk(inLoop).some(({ node }) => node.type === 'Break')) return undefined;
   const readAfter = names([...body.slice(at + 1), ...macros]);
