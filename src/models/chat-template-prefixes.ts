@@ -17,8 +17,8 @@
  * (Mistral's `{% set loop_messages = messages[1:] %}` after a system message, its `raise_exception` on roles that do not
  * alternate): the messages it leaves out at the start (a system message the first turn writes) are as many as the
  * rendering has turns fewer than messages, and such a loop may not `break`. A template is judged on its syntax, so one
- * that merely might look ahead (a macro that reads `add_generation_prompt`, a `messages | length`, a `messages[-1:]`) is rendered reply by reply as before;
- * so is a rendering whose marks are not where the judgement says they must be.
+ * that merely might look ahead (a macro that reads `add_generation_prompt`, a `messages | length`, a `messages[-1:]`)
+ * is rendered reply by reply as before; so is a rendering whose marks are not where the judgement says they must be.
  *
  * The budget (chat-template-budget.ts): every rendering made to encode a conversation renders within the budget of the
  * whole conversation's rendering, not one sized by the beginning it renders. A training row is the whole conversation,
