@@ -266,6 +266,36 @@ test('a namespace the loop writes into, read after the loop under another name, 
   assert.notEqual(count('', '0').renderMarkingTurns(convo), undefined);
 });
 
+test('a loop over messages[c:] that continues is rendered reply by reply: a turn it skips is not a message left out at the start', () => {
+  // The library drops what an iteration wrote when it continues, its mark included: the empty user message made the
+  // count of turns say one message was left out at the start, and reply 1 was located on the user's turn before it
+  // (labels on '<user>hi<|endoftext|>', none on the reply).
+  const turn = "{% if m.content == '' %}{% continue %}{% endif %}<{{ m.role }}>{{ m.content }}<|endoftext|>";
+  const templates = [
+    new ChatTemplate(`{% for m in messages[0:] %}${turn}{% endfor %}`, 'sliced loop that continues'),
+    new ChatTemplate(
+      `{% if messages[0].role == 'system' %}{% set rest = messages[1:] %}{% else %}{% set rest = messages %}{% endif %}{% for m in rest %}${turn}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}`,
+      'Mistral-style loop that continues',
+    ),
+  ];
+  const convo = [
+    { role: 'user', content: 'hi' },
+    { role: 'assistant', content: 'yo' },
+    { role: 'user', content: '' },
+    { role: 'assistant', content: 'ok' },
+  ];
+  for (const t of templates) {
+    assert.equal(t.renderMarkingTurns(convo), undefined, t.source);
+    assert.deepEqual(outcome(tiny, convo, t), outcome(tiny, convo, replyByReply(t)), t.source);
+  }
+  // Over `messages` itself it stays read off the marks: a turn fewer than messages there sends the conversation reply
+  // by reply (TINY_TEMPLATES[5]).
+  assert.notEqual(
+    new ChatTemplate(`{% for m in messages %}${turn}{% endfor %}`, 'loop that continues').renderMarkingTurns(convo),
+    undefined,
+  );
+});
+
 test('a conversation of many replies is rendered a few times, not once per reply', () => {
   let renders = 0;
   const counting = new (class extends ChatTemplate {

@@ -9,16 +9,17 @@
  * Which templates: the loop over the messages is at the top of the template, and nothing in the template can tell how
  * many messages there are (`messages` is read only by that loop and as `messages[0]`; `loop.last`, `loop.length`,
  * `loop.revindex` and `loop.nextitem` are not read), whether the generation prompt is asked before the loop has ended
- * (`add_generation_prompt` is read only after it, or in an `if loop.last and add_generation_prompt` that ends the loop's
- * body and sets nothing, as Zephyr's and TinyLlama's templates write it), or, after the loop, anything the loop wrote (a
- * namespace it writes into is reachable by its own name only, so that no other name carries what it wrote past the loop); and
- * neither the template nor its special tokens hold a mark's character. The loop may go over `messages`, over
- * `messages[c:]`, or over a variable set to one of them before it whichever way its `if`s go and read nowhere else
- * (Mistral's `{% set loop_messages = messages[1:] %}` after a system message, its `raise_exception` on roles that do not
- * alternate): the messages it leaves out at the start (a system message the first turn writes) are as many as the
- * rendering has turns fewer than messages, and such a loop may not `break`. A template is judged on its syntax, so one
- * that merely might look ahead (a macro that reads `add_generation_prompt`, a `messages | length`, a `messages[-1:]`)
- * is rendered reply by reply as before; so is a rendering whose marks are not where the judgement says they must be.
+ * (`add_generation_prompt` is read only after it, or in an `if loop.last and add_generation_prompt` that ends the
+ * loop's body and sets nothing, as Zephyr's and TinyLlama's templates write it), or, after the loop, anything the loop
+ * wrote (a namespace it writes into is reachable by its own name only, so that no other name carries what it wrote past
+ * the loop); and neither the template nor its special tokens hold a mark's character. The loop may go over `messages`,
+ * over `messages[c:]`, or over a variable set to one of them before it whichever way its `if`s go and read nowhere else
+ * (Mistral's `{% set loop_messages = messages[1:] %}` after a system message, its `raise_exception` on roles that do
+ * not alternate): the messages it leaves out at the start (a system message the first turn writes) are as many as the
+ * rendering has turns fewer than messages, and such a loop may not `break` or `continue`. A template is judged on its
+ * syntax, so one that merely might look ahead (a macro that reads `add_generation_prompt`, a `messages | length`, a
+ * `messages[-1:]`) is rendered reply by reply as before; so is a rendering whose marks are not where the judgement says
+ * they must be.
  *
  * The budget (chat-template-budget.ts): every rendering made to encode a conversation renders within the budget of the
  * whole conversation's rendering, not one sized by the beginning it renders. A training row is the whole conversation,
@@ -166,7 +167,7 @@ function namespacesUnaliased(every: readonly { node: Node; parent: Node | undefi
 export interface MarkedLoop {
   /**
    * The loop may leave out messages at the start (it iterates `messages[c:]`): as many as its rendering has turns fewer
-   * than messages, since such a loop is never let break.
+   * than messages, since such a loop is never let break or continue.
    */
   leading: boolean;
 }
@@ -274,8 +275,11 @@ export function markTurns(program: { body: object[] }): MarkedLoop | undefined {
   // never wrote. A namespace the loop writes into must be reachable by its own name only: that name is only ever set to
   // a new `namespace(…)` and read only for an attribute, and `namespace` itself is only called.
   if (!namespacesUnaliased(all, namespacesWritten(inLoop))) return undefined;
-  // A loop that leaves out messages at the start is told from the count of its turns, which a break would make wrong.
-  if (leading && walk(inLoop).some(({ node }) => node.type === 'Break')) return undefined;
+  // A loop that leaves out messages at the start is told from the count of its turns, which a break would make wrong,
+  // and so would a continue: the library drops what an iteration wrote when it continues, its mark included, so a turn
+  // skipped on an empty message counted as one more message left out at the start, and the replies before it were
+  // located on the turns before theirs (a user's turn trained as the assistant's reply).
+  if (leading && walk(inLoop).some(({ node }) => node.type === 'Break' || node.type === 'Continue')) return undefined;
   const readAfter = names([...body.slice(at + 1), ...macros]);
   if ([...written].some((n) => readAfter.has(n))) return undefined;
   if (isPromptIf) {
@@ -344,8 +348,8 @@ export function replyRenderings(template: ChatTemplate, messages: ChatMessage[],
   }
   if (marked === undefined) return one;
   const parts = marked.text.split(TURN_MARK);
-  // The messages before the first turn: none, or those a loop over `messages[c:]` leaves out (it never breaks, so each
-  // message from the c-th on has its turn).
+  // The messages before the first turn: none, or those a loop over `messages[c:]` leaves out (it never breaks or
+  // continues, so each message from the c-th on has its turn).
   const first = messages.length + 2 - parts.length;
   if (parts.length < 2 || first < 0 || (first > 0 && !marked.leading)) return one;
   // turnStart[t]: where the loop's turn t (message first + t) starts in `whole`, and where the loop ends after the last.
