@@ -50,9 +50,14 @@ interface Node {
 const isNode = (v: unknown): v is Node => typeof v === 'object' && v !== null && typeof (v as Node).type === 'string';
 const isIdentifier = (v: unknown, name: string): boolean => isNode(v) && v.type === 'Identifier' && v.value === name;
 
-/** Every node under `roots`, each with its parent (iterative: a hostile template nests deeper than the stack). */
+/**
+ * Every node under `roots` once, each with its parent (iterative: a hostile template nests deeper than the stack). Once:
+ * the roots may nest (a macro's body holds the macros defined in it, and every macro is a root), and walking each
+ * nested one again made 1,000 nested macros take 3.6 s.
+ */
 function walk(roots: readonly unknown[]): { node: Node; parent: Node | undefined }[] {
   const out: { node: Node; parent: Node | undefined }[] = [];
+  const seen = new Set<Node>();
   const stack: [unknown, Node | undefined][] = roots.map((r) => [r, undefined]);
   while (stack.length > 0) {
     const [v, parent] = stack.pop()!;
@@ -60,7 +65,8 @@ function walk(roots: readonly unknown[]): { node: Node; parent: Node | undefined
       for (const c of v) stack.push([c, parent]);
       continue;
     }
-    if (!isNode(v)) continue;
+    if (!isNode(v) || seen.has(v)) continue;
+    seen.add(v);
     out.push({ node: v, parent });
     for (const c of Object.values(v)) if (typeof c === 'object' && c !== null) stack.push([c, v]);
   }
