@@ -6,7 +6,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, closeSync, constants, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
@@ -467,5 +468,25 @@ describe('S3 artifact store', () => {
       // The file's other tests need the server whatever happened here.
       await s3.server.restart().catch(() => undefined);
     }
+  });
+});
+
+describe('the folder backend', () => {
+  // A guard, not a timing: before, the read waited for a writer for good (an open of a FIFO blocks until one comes).
+  it('readTagged takes a key that is no regular file (a FIFO, a folder) for absent, without opening it', { timeout: 60_000 }, async (t) => {
+    const b = new FolderBackend(tmp('folder-backend-'));
+    mkdirSync(join(b.root, 'checkpoints', 'dir.json'), { recursive: true });
+    const fifo = join(b.root, 'checkpoints', 'fifo.json');
+    execFileSync('mkfifo', [fifo]);
+    // (A read left waiting is let go, so that this file's process can end whatever happened.)
+    t.after(() => {
+      try {
+        closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK));
+      } catch {
+        // ENXIO: no reader waits on it.
+      }
+    });
+    assert.equal(await b.readTagged('checkpoints/dir.json'), undefined);
+    assert.equal(await b.readTagged('checkpoints/fifo.json'), undefined);
   });
 });

@@ -74,12 +74,15 @@ export class FolderBackend implements ObjectBackend {
 
   async readTagged(key: string, maxBytes = SMALL_OBJECT_MAX_BYTES): Promise<{ bytes: Buffer; etag: string } | undefined> {
     const p = this.path(key);
-    // One open file: its size and its bytes are of one version, whatever a swap renames in meanwhile.
-    const fh = await fsp.open(p, 'r').catch((e: NodeJS.ErrnoException) => {
-      // (ENOTDIR: a file where a folder of the key should be, as stat said before.)
+    // (ENOTDIR: a file where a folder of the key should be.)
+    const absent = (e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return undefined;
       throw e;
-    });
+    };
+    // Only a regular file is opened: an open of a FIFO waits for a writer, for good.
+    if (!(await fsp.stat(p).catch(absent))?.isFile()) return undefined;
+    // One open file: its size and its bytes are of one version, whatever a swap renames in meanwhile.
+    const fh = await fsp.open(p, 'r').catch(absent);
     if (!fh) return undefined;
     const st = await fh.stat().catch(async (e) => {
       await fh.close();
