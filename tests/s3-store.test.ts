@@ -489,4 +489,21 @@ describe('the folder backend', () => {
     assert.equal(await b.readTagged('checkpoints/dir.json'), undefined);
     assert.equal(await b.readTagged('checkpoints/fifo.json'), undefined);
   });
+
+  it('read refuses a key that is no regular file (a FIFO, a folder), naming it, without waiting on it', { timeout: 60_000 }, async (t) => {
+    const b = new FolderBackend(tmp('folder-backend-'));
+    mkdirSync(join(b.root, 'cache', 'aa', 'dir.json'), { recursive: true });
+    const fifo = join(b.root, 'cache', 'aa', 'fifo.json');
+    execFileSync('mkfifo', [fifo]);
+    t.after(() => {
+      try {
+        closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK));
+      } catch {
+        // ENXIO: no reader waits on it.
+      }
+    });
+    await assert.rejects(readText(b, 'cache/aa/fifo.json'), /fifo\.json is not a regular file/);
+    await assert.rejects(readText(b, 'cache/aa/dir.json'), /dir\.json is not a regular file/);
+    assert.equal(await readText(b, 'cache/aa/none.json'), undefined);
+  });
 });

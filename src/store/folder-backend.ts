@@ -5,7 +5,7 @@
  * name) and readers never see half a file.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, promises as fsp } from 'node:fs';
+import { constants as fsConstants, createReadStream, promises as fsp } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { InputError } from '../errors.ts';
@@ -110,11 +110,22 @@ export class FolderBackend implements ObjectBackend {
 
   async read(key: string): Promise<Readable | undefined> {
     const p = this.path(key);
-    const fh = await fsp.open(p, 'r').catch((e: NodeJS.ErrnoException) => {
+    // Non-blocking, and looked at before it is read: opening a FIFO planted at a key waited for a writer for good
+    // (a libuv thread with it), and a folder there failed only once the stream was read.
+    const fh = await fsp.open(p, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK).catch((e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT') return undefined;
       throw e;
     });
-    return fh ? createReadStream(p, { fd: fh }) : undefined;
+    if (!fh) return undefined;
+    const st = await fh.stat().catch(async (e: unknown) => {
+      await fh.close();
+      throw e;
+    });
+    if (!st.isFile()) {
+      await fh.close();
+      throw new Error(`${p} is not a regular file: the store's folder holds something else at key ${key}; remove it`);
+    }
+    return createReadStream(p, { fd: fh });
   }
 
   async head(key: string): Promise<StoredObject | undefined> {
