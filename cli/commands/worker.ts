@@ -18,6 +18,8 @@ import { runBackends, sharingMismatch } from './sharing.ts';
 import type { RunBackends } from '../../workflows/types.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ArtifactStore } from '../../src/store/artifact-store.ts';
+import { existsSync } from 'node:fs';
+import { configuredDataRoots, DATA_ROOTS_ENV, dataRoots } from '../../src/data/roots.ts';
 
 /** The most a stopping `tempered worker` waits for its work to end: the 10 s grace of its stages, then 15 s. */
 const STOP_DEADLINE_MS = 25_000;
@@ -145,6 +147,8 @@ export async function startLocalWorker(ctx: CliContext, queue: string): Promise<
     );
   const mismatch = ctx.settings().embedded ? undefined : sharingMismatch(ctx);
   if (mismatch) console.error(`warning: ${mismatch}`);
+  const roots = dataRootsNote({ cluster: !ctx.settings().embedded || !!ctx.store().remote });
+  if (roots) console.error(`worker: ${roots}`);
   const worker = await buildWorker(ctx, queue);
   const running = worker.run();
   return {
@@ -225,6 +229,8 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   const refusal = metrics ? await metricsAddressRefusal(metrics) : undefined;
   if (refusal) throw new CliError(refusal);
   const store = ctx.store();
+  const roots = dataRootsNote({ cluster: !ctx.settings().embedded || !!store.remote });
+  if (roots) console.error(`worker: ${roots}`);
   const cacheLimit = store.remote ? cacheLimitBytes(store.root) : undefined;
   // A wrong shared-store setting (no such bucket, refused credentials) stops the worker now rather
   // than failing its first stage; a store or database that does not answer is waited for before it
@@ -319,6 +325,22 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
 export function npxNote(env: NodeJS.ProcessEnv = process.env): string | undefined {
   if (env.npm_command !== 'exec') return undefined;
   return "note: started through npx, whose shell passes no SIGTERM on: a SIGTERM to npx's process ends npx and leaves this worker running. Where a supervisor or `kill` stops it, start it with `npm run tempered -- worker …` or `node scripts/tempered.mjs worker …` (README, Deployment: the processes); Ctrl-C in a terminal stops it either way";
+}
+
+/**
+ * Where this worker reads a pipeline's local inputs from, said at start. The pipeline file's folder comes in the run
+ * from whoever submitted it, so on a cluster (other people's submissions) a worker without TEMPERED_DATA_ROOTS reads
+ * under any folder a submitter names; with it, the folders it names alone (src/data/roots.ts dataRoots).
+ */
+export function dataRootsNote(o: { cluster: boolean }, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const listed = configuredDataRoots(env);
+  if (listed) {
+    const missing = listed.filter((r) => !existsSync(r));
+    const datasets = dataRoots('.', { env }).filter((r) => !listed.includes(r));
+    return `local inputs are read only under ${listed.join(', ')} (${DATA_ROOTS_ENV})${datasets.length ? ` and the shared datasets folder ${datasets.join(', ')}` : ''}, never under a pipeline file's folder outside them${missing.length ? `; ${missing.join(', ')} does not exist on this host, so allows nothing` : ''}`;
+  }
+  if (!o.cluster) return undefined;
+  return `note: ${DATA_ROOTS_ENV} is not set, so this worker reads a pipeline's local inputs under whatever folder the submitter's pipeline file names (any folder of this host, its state folder too), and their lines can reach the store and \`status\` as quarantined rows; set ${DATA_ROOTS_ENV} on it to the folders local inputs may come from, to confine them`;
 }
 
 /** `--cuda-queues`: names among the queues this worker serves; undefined when not given. */

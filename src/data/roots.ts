@@ -11,23 +11,44 @@ import { InputError } from '../errors.ts';
 import { temperedHome } from '../state-paths.ts';
 import { findDatasetsDir } from './datasets-dir.ts';
 
-/** Worker setting: extra allowed folders, separated like PATH (':' on POSIX). */
+/**
+ * Worker setting: the folders local inputs may come from, separated like PATH (':' on POSIX). Where set, the whole
+ * list (besides the shared datasets folder): the pipeline file's folder is the submitter's word, not the worker's.
+ */
 export const DATA_ROOTS_ENV = 'TEMPERED_DATA_ROOTS';
 
 /**
- * The allowed roots for a pipeline whose file sits in `baseDir`: that folder, the state folder
- * (`stateDir`, and `TEMPERED_HOME` when set), the shared datasets folder when there is one, and
- * every folder listed in `TEMPERED_DATA_ROOTS`.
+ * The folders `TEMPERED_DATA_ROOTS` names, resolved, or undefined where it names none (unset, empty or blank: as
+ * `TEMPERED_DATA_ROOTS=$UNSET_VARIABLE` reads).
+ */
+export function configuredDataRoots(env: NodeJS.ProcessEnv = process.env): string[] | undefined {
+  const listed = (env[DATA_ROOTS_ENV] ?? '')
+    .split(delimiter)
+    .map((r) => r.trim())
+    .filter((r) => r !== '')
+    .map((r) => resolve(r));
+  return listed.length > 0 ? [...new Set(listed)] : undefined;
+}
+
+/**
+ * The allowed roots for a pipeline whose file sits in `baseDir`. Where `TEMPERED_DATA_ROOTS` is set: its folders and
+ * the shared datasets folder when there is one, and nothing else. `baseDir` travels in the run's input from whoever
+ * submitted it (a pipeline file at /etc/p.yaml on their machine made /etc a root on every worker), and the state folder
+ * holds the worker's registry and audit databases, other runs' artifacts and checkpoints, and its model cache; the
+ * datasets folder is the worker's own setting (TEMPERED_DATASETS, or the checkout's shared/datasets). Unset (one
+ * machine, whose pipeline folders are its user's): `baseDir`, the state folder (`stateDir`, and `TEMPERED_HOME` when
+ * set) and the shared datasets folder.
  */
 export function dataRoots(baseDir: string, opts: { stateDir?: string; env?: NodeJS.ProcessEnv } = {}): string[] {
   const env = opts.env ?? process.env;
+  const datasets = findDatasetsDir(env);
+  const listed = configuredDataRoots(env);
+  if (listed) return [...new Set([...listed, ...(datasets ? [resolve(datasets)] : [])])];
   const roots = [resolve(baseDir)];
   if (opts.stateDir) roots.push(resolve(opts.stateDir));
   const home = temperedHome(env);
   if (home) roots.push(resolve(home));
-  const datasets = findDatasetsDir(env);
   if (datasets) roots.push(resolve(datasets));
-  for (const r of (env[DATA_ROOTS_ENV] ?? '').split(delimiter)) if (r.trim() !== '') roots.push(resolve(r.trim()));
   return [...new Set(roots)];
 }
 
@@ -48,12 +69,25 @@ export function isInside(real: string, roots: readonly string[]): boolean {
   return roots.some((r) => real === r || real.startsWith(r.endsWith(sep) ? r : r + sep));
 }
 
-export function outsideRootsError(shown: string, real: string, roots: readonly string[], field: string): InputError {
+/**
+ * A path outside the roots. `env` is the worker's, as dataRoots read it: where `TEMPERED_DATA_ROOTS` is set, only it
+ * can let the path in, and the pipeline file's folder counts for nothing.
+ */
+export function outsideRootsError(
+  shown: string,
+  real: string,
+  roots: readonly string[],
+  field: string,
+  env: NodeJS.ProcessEnv = process.env,
+): InputError {
+  const listed = configuredDataRoots(env) !== undefined;
   return new InputError(
-    `${JSON.stringify(shown)} resolves to ${real}, which is outside the allowed data roots (${roots.join(', ') || 'none'})`,
+    `${JSON.stringify(shown)} resolves to ${real}, which is outside the allowed data roots (${roots.join(', ') || 'none'})${listed ? `: this worker reads local inputs only from the folders ${DATA_ROOTS_ENV} names (and the shared datasets folder), not from the pipeline file's folder` : ''}`,
     {
       where: field,
-      hint: `keep data under the pipeline file's folder, or add its folder to ${DATA_ROOTS_ENV} on the worker (folders separated by '${delimiter}')`,
+      hint: listed
+        ? `add a folder that holds ${real} to ${DATA_ROOTS_ENV} on the workers (folders separated by '${delimiter}') and restart them, or use an https:// source with a sha256 pin`
+        : `keep data under the pipeline file's folder, or add its folder to ${DATA_ROOTS_ENV} on the worker (folders separated by '${delimiter}')`,
     },
   );
 }

@@ -112,12 +112,16 @@ test('confinement: .. and absolute paths outside the data roots are refused, nam
   await assert.rejects(resolveSources('../../../../../../../../etc/passwd', base, { roots, format: 'jsonl' }), refused);
   await assert.rejects(resolveSources('/etc/*', base, { roots, format: 'jsonl' }), refused);
   await assert.rejects(resolveSources('/**', base, { roots, format: 'jsonl' }), refused, 'a whole-filesystem walk never starts');
-  // The setting widens the roots.
-  const wider = dataRoots(base, { env: { [DATA_ROOTS_ENV]: outside } });
+  // The setting lets its folders in, and is then the whole list: the pipeline's folder, which a worker takes from
+  // whoever submitted the run, is no longer one.
+  const listed = dataRoots(base, { env: { [DATA_ROOTS_ENV]: outside } });
   assert.deepEqual(
-    (await resolveSources(rel, base, { roots: wider })).map((s) => s.abs),
+    (await resolveSources(rel, base, { roots: listed })).map((s) => s.abs),
     [join(base, rel)],
   );
+  writeFileSync(join(base, 'own.jsonl'), '{"text":"x","label":"y"}\n');
+  assert.equal((await resolveSources('own.jsonl', base, { roots })).length, 1);
+  await assert.rejects(resolveSources('own.jsonl', base, { roots: listed }), refused);
 });
 
 test('confinement holds after symlinks: a link to a file or folder outside is refused, also when a walk finds it', async () => {
