@@ -108,6 +108,7 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
       actor: req.actor,
       cacheKey: req.cacheKey,
       ...(req.freshTraining ? { freshTraining: true } : {}),
+      ...(req.ownCheckpoints ? { ownCheckpoints: req.ownCheckpoints } : {}),
       // Inputs are hard-linked into the scratch folder as the stage gets them, so a worker's cache
       // pruning never takes a file from under a running stage.
       store: deps.store.pinningInto(join(workDir, INPUT_PINS)),

@@ -50,6 +50,17 @@ export function newRunId(name: string): string {
   return `${name}-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}-${randomBytes(3).toString('hex')}`;
 }
 
+/**
+ * RunOptions.ownCheckpoints of a run submitted with noCache: its trainings start from step 0 and resume only their own
+ * checkpoints, not those another run of the same work left (a run killed mid-training). A resume (noCache unset, the
+ * old run's options) keeps the one it has, so it continues that run's training. Only file-name-safe characters: it
+ * names folders and bucket keys.
+ */
+function ownCheckpointsOf(workflowId: string, options: RunInput['options']): Pick<RunInput['options'], 'ownCheckpoints'> {
+  if (!options.noCache || options.ownCheckpoints) return {};
+  return { ownCheckpoints: `${workflowId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 64)}-${randomBytes(6).toString('hex')}` };
+}
+
 export async function submitRun(
   client: Client,
   input: RunInput,
@@ -61,7 +72,8 @@ export async function submitRun(
   const workflowId = opts.runId ?? newRunId(scheduleId ?? input.plan.name);
   // The spec file's text is for the audit trail (auditRunSubmitted, from this same input), never read by the workflow:
   // kept out of the history, where it would sit, credentials and all, for whoever reads the namespace.
-  const { specText: _kept, ...options } = input.options;
+  const { specText: _kept, ...submitted } = input.options;
+  const options = { ...submitted, ...ownCheckpointsOf(workflowId, submitted) };
   return client.workflow.start(WORKFLOW_TYPE, {
     workflowId,
     taskQueue: opts.taskQueue,

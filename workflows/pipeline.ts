@@ -222,6 +222,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
           writeCache: stage.cache !== false,
           // An activity's input is not compared on replay, and left out when unset, runs without it send what they did.
           ...(options.freshTraining ? { freshTraining: true as const } : {}),
+          ...(options.ownCheckpoints ? { ownCheckpoints: options.ownCheckpoints } : {}),
           ...(looksItselfUp ? { lookup: { reuse: useCache } } : {}),
           ...backends,
         };

@@ -15,6 +15,14 @@ export interface RunOptions {
    * ignored, not resumed (`models reproduce`, whose rerun must owe nothing to another run's weights).
    */
   freshTraining?: boolean;
+  /**
+   * Set by submitRun on a run submitted with noCache (`--no-cache`): what names the checkpoint folders its trainings
+   * write and resume (`<cache key>.fresh-<this>-<stage>`), beside the work's, so that it trains from step 0 and resumes
+   * no checkpoint another run of the same work left. A resume copies the run's options, this included, so it continues
+   * from the checkpoints of the run it resumes (and of that run's own resumes). The run's id and a random part: a run id
+   * used again (`submit --run-id`) names another training. Absent in runs submitted before 7 Dec 2026 (README, Upgrading).
+   */
+  ownCheckpoints?: string;
   /** Run this one resumes, for lineage. */
   resumeOf?: string;
   /** Path of the spec file as submitted, for the audit trail. */
@@ -227,6 +235,8 @@ export interface StageRequest {
   writeCache: boolean;
   /** RunOptions.freshTraining; absent when not set, so requests of runs without it are as before. */
   freshTraining?: true;
+  /** RunOptions.ownCheckpoints; absent when not set. */
+  ownCheckpoints?: string;
   /** The run's store and database (RunOptions.backends), which the worker checks against its own. */
   backends?: RunBackends;
   /**

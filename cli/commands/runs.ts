@@ -585,7 +585,8 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
       `note: run ${old} succeeded; resuming reruns it from the stage cache: its stages come back as they were, except those whose inputs changed since (an evaluation against a production version that has moved runs again)`,
     );
   // Same spec and params; finished stages come back from the cache and the failed stage's
-  // checkpoints are found by its cache key, so only unfinished work runs again. The options keep the
+  // checkpoints are found by its cache key, so only unfinished work runs again (a --no-cache run's by ownCheckpoints,
+  // which its options keep: its own folder, never another run's of the work). The options keep the
   // run's scheduleId: a schedule's run resumed stays the schedule's (memo, run id, audit, run gate).
   const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: actor() } };
   if (!values.json)

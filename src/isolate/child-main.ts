@@ -45,6 +45,7 @@ async function run(job: ChildJob): Promise<void> {
     actor: job.actor,
     cacheKey: job.cacheKey,
     ...(job.freshTraining ? { freshTraining: true } : {}),
+    ...(job.ownCheckpoints ? { ownCheckpoints: job.ownCheckpoints } : {}),
     store: openArtifactStore(job.storeRoot, job.storeUrl).pinningInto(join(job.workDir, INPUT_PINS)),
     workDir: job.workDir,
     stateDir: job.stateDir,

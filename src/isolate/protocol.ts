@@ -24,6 +24,7 @@ export interface ChildJob
     | 'actor'
     | 'cacheKey'
     | 'freshTraining'
+    | 'ownCheckpoints'
     | 'workDir'
     | 'stateDir'
     | 'resumeFrom'

@@ -149,6 +149,7 @@ export function runStageInChild(
               actor: ctx.actor,
               cacheKey: ctx.cacheKey,
               ...(ctx.freshTraining ? { freshTraining: true } : {}),
+              ...(ctx.ownCheckpoints ? { ownCheckpoints: ctx.ownCheckpoints } : {}),
               storeRoot: ctx.store.root,
               storeUrl: ctx.store.remote?.url,
               pluginFile: pluginFileOf(kind),

@@ -435,8 +435,14 @@ export const trainStage: StageKind<TrainConfig> = {
     // left for its resume, and mark them COMPLETE at the end, so that resume would restart from step 0; and it would
     // wait on (or, in a shared store, move the pointer of) a real run of the same work training at the same time. Its
     // own retries still find its own checkpoints there: they are of this rerun, begun from step 0.
+    // A `--no-cache` run (ownCheckpoints) likewise, under a name its resumes keep, so `tempered resume` continues its
+    // training: in the work's folder it resumed whatever step another run of the work had reached and left there.
     const workName = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
-    const checkpointName = ctx.freshTraining ? `${workName}.fresh-${ctx.runId}-${ctx.stageId}` : workName;
+    const checkpointName = ctx.ownCheckpoints
+      ? `${workName}.fresh-${ctx.ownCheckpoints}-${ctx.stageId}`
+      : ctx.freshTraining
+        ? `${workName}.fresh-${ctx.runId}-${ctx.stageId}`
+        : workName;
     const checkpointDir = join(paths.checkpoints, checkpointName);
     // An earlier attempt of this stage finished, and its completion was lost before the workflow recorded it: nothing
     // to wait for or download (a retry on another worker would fetch the base model first). The record is read without
@@ -644,7 +650,8 @@ export const trainStage: StageKind<TrainConfig> = {
       shared?.assertHeld();
       signal.throwIfAborted();
       await finishSharedCheckpoint(ctx.store, checkpointName, record, ctx.log, pointer);
-      // A fresh training's folder (its name has this run's id) is read by its own retries only; `store gc` deletes it.
+      // A fresh training's folder (its name has this run's id) is read by its own retries and resumes only; `store gc`
+      // deletes it.
       return outputs;
     } finally {
       await shared?.release();

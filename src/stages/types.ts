@@ -29,6 +29,11 @@ export interface StageContext {
    * own earlier attempts' checkpoints are still resumed.
    */
   freshTraining?: boolean;
+  /**
+   * A training of a run submitted with `--no-cache`, or of a resume of one (RunOptions.ownCheckpoints): it writes and
+   * resumes the checkpoints of that run and its resumes only, under this name, never those of another run of the work.
+   */
+  ownCheckpoints?: string;
   store: ArtifactStore;
   /** Scratch folder on the store's filesystem, removed after the attempt. */
   workDir: string;

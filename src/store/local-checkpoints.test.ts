@@ -377,6 +377,38 @@ test('a training of work whose stage-cache record is older than its checkpoints 
   assert.equal(latestCheckpoint(join(checkpoints, key('a'))), join(checkpoints, key('a'), 'step-3'), 'the retraining resumes');
 });
 
+test("a --no-cache run's own checkpoint folders (<key>.fresh-…) go by their age or finish, never by the work's stage-cache record", async (t) => {
+  const { checkpoints, cache, gc } = home(t, 'fresh');
+  const at = (name: string) => join(checkpoints, name);
+  const own = (c: string) => `${key(c)}.fresh-nightly-20261207-0a1b2c3d4e5f-train`;
+  // The work completed on another run an hour ago, after this --no-cache run's attempt died (a day ago): its own retry,
+  // which looks nothing up, reads the folder, so the record does not make it garbage.
+  checkpoint(checkpoints, own('a'), 3);
+  age(at(own('a')), 1);
+  await cache.put({
+    key: key('a'),
+    kind: 'train',
+    outputs: {},
+    producedBy: { runId: 'r0', stageId: 'train' },
+    createdAt: new Date(Date.now() - 3600_000).toISOString(),
+  });
+  // Abandoned: a --no-cache run nobody resumed for 40 days.
+  checkpoint(checkpoints, own('b'), 2);
+  age(at(own('b')), 40);
+  // Finished, killed before it cleared its checkpoints.
+  checkpoint(checkpoints, own('c'), 2);
+  writeFileSync(join(at(own('c')), 'COMPLETE'), '{}');
+
+  const r = (await gc(true)).localCheckpoints!;
+  assert.deepEqual(Object.fromEntries(r.items.map((i) => [i.name, [i.why, i.deleted]])), {
+    [own('b')]: ['abandoned', true],
+    [own('c')]: ['finished', true],
+  });
+  assert.equal(latestCheckpoint(at(own('a'))), join(at(own('a')), 'step-3'), 'its retry resumes');
+  assert.ok(!existsSync(at(own('b'))));
+  assert.deepEqual(readdirSync(at(own('c'))), ['COMPLETE']);
+});
+
 test('a lock of a holder on another machine that has not refreshed it for minutes (a long native run) is not taken over: its writer keeps its temp folder and its lock', async (t) => {
   const { checkpoints, gc } = home(t, 'remote');
   const folder = join(checkpoints, key('a'));

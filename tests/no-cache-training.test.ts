@@ -1,0 +1,157 @@
+/**
+ * `tempered submit --no-cache` trains from step 0 though another run of the same work left a checkpoint in the work's
+ * folder (a run whose worker was stopped mid-training), and resumes only its own: a retry or `tempered resume` of it
+ * continues from the last checkpoint it wrote, never from the other run's. Before, it took up the other run's
+ * checkpoint (a retry said it resumed from a step further than the run ever got). Real dev server, real CLI workers.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Client, Connection } from '@temporalio/client';
+import { ArtifactStore } from '../src/store/artifact-store.ts';
+import { StageCache } from '../src/store/stage-cache.ts';
+import { statePaths } from '../src/state-paths.ts';
+import type { ArtifactRef } from '../src/types.ts';
+import type { RunStatus } from '../workflows/types.ts';
+import { runCli, startCliServer, startCliWorker, stopCliWorker } from './helpers/cli.ts';
+import { writeTrainPipeline } from './helpers/train-fixture.ts';
+
+const MAX_STEPS = 60;
+let cluster: Awaited<ReturnType<typeof startCliServer>>;
+let env: Record<string, string>;
+let home: string;
+let pipeline: string;
+let reference: RunStatus;
+
+const train = (st: RunStatus) => st.stages.find((s) => s.id === 'train')!;
+const resumedFrom = (st: RunStatus) => (train(st).outputs!.baseModel as { resumedFromStep: number | null }).resumedFromStep;
+const modelSha = (st: RunStatus) => (train(st).outputs!.model as ArtifactRef).sha256;
+
+async function runStatus(runId: string): Promise<RunStatus> {
+  const r = await runCli(['status', runId, '--json'], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  return JSON.parse(r.stdout) as RunStatus;
+}
+
+async function submit(args: string[]): Promise<string> {
+  const r = await runCli(['submit', pipeline, ...args, ...(args.includes('--wait') ? ['--no-local-worker'] : [])], env, {
+    timeoutMs: 300_000,
+  });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  return /submitted run (\S+)/.exec(r.stdout)![1]!;
+}
+
+/**
+ * The work's folder holds the other run's last checkpoint (step MAX_STEPS), as a run stopped just before its end leaves
+ * it; and, that run not having finished, no stage-cache record of the work (a resume, which reads the cache, would
+ * reuse it instead of training).
+ */
+async function leaveOtherRunsCheckpoint(): Promise<string> {
+  const store = new ArtifactStore(join(home, 'store'));
+  await new StageCache(statePaths(home).cache, store).evict(train(reference).cacheKey!);
+  const work = join(home, 'checkpoints', train(reference).cacheKey!);
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
+  const left = join(work, `step-${String(MAX_STEPS).padStart(8, '0')}`);
+  await store.materializeTree(train(reference).outputs!.checkpoint as ArtifactRef, left);
+  return left;
+}
+
+/** The highest step-N in the checkpoint folders whose name starts with `prefix`; 0 when none. */
+function latestStep(prefix: string): number {
+  const root = join(home, 'checkpoints');
+  let best = 0;
+  for (const d of existsSync(root) ? readdirSync(root, { withFileTypes: true }) : [])
+    if (d.isDirectory() && d.name.startsWith(prefix))
+      for (const n of readdirSync(join(root, d.name))) {
+        const m = /^step-(\d+)$/.exec(n);
+        if (m) best = Math.max(best, Number(m[1]));
+      }
+  return best;
+}
+
+before(async () => {
+  cluster = await startCliServer('tempered-no-cache-');
+  home = cluster.home;
+  const data = join(home, 'project');
+  mkdirSync(data);
+  pipeline = writeTrainPipeline(data, { maxSteps: MAX_STEPS, checkpointEvery: 2 });
+  env = { TEMPORAL_ADDRESS: cluster.server.address, TEMPERED_HOME: home, TEMPERED_TASK_QUEUE: 'no-cache-test', TEMPERED_ACTOR: 'tester' };
+  const w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
+  try {
+    reference = await runStatus(await submit(['--wait']));
+  } finally {
+    await stopCliWorker(w);
+  }
+  assert.equal(reference.state, 'succeeded');
+  assert.equal(resumedFrom(reference), null);
+});
+
+after(async () => cluster?.close());
+
+describe('--no-cache training', () => {
+  it('trains from step 0, not from the checkpoint another run of the work left, and leaves that one', async () => {
+    const left = await leaveOtherRunsCheckpoint();
+    const w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
+    try {
+      const st = await runStatus(await submit(['--no-cache', '--wait']));
+      assert.equal(st.state, 'succeeded');
+      assert.equal(train(st).cacheKey, train(reference).cacheKey, 'the same work');
+      assert.equal(resumedFrom(st), null, 'trained from step 0');
+      assert.equal(train(st).outputs!.steps, MAX_STEPS);
+      assert.equal(modelSha(st), modelSha(reference), 'the same bytes as the run trained from step 0');
+      assert.ok(existsSync(left) && readdirSync(left).length > 0, "the other run's checkpoint is still there");
+    } finally {
+      await stopCliWorker(w);
+    }
+  });
+
+  it("tempered resume of a --no-cache run that died continues from that run's own last checkpoint", async () => {
+    const left = await leaveOtherRunsCheckpoint();
+    const key = train(reference).cacheKey!;
+    let w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
+    let runId: string;
+    try {
+      runId = await submit(['--no-cache']);
+      // Its own folder, named after it: killed once it holds a checkpoint, mid-training. Before, it trained in the
+      // work's folder, resumed the other run's last step and finished at once, writing none of its own.
+      const own = `${key}.fresh-${runId.replace(/[^A-Za-z0-9_-]/g, '_')}-`;
+      for (let i = 0; latestStep(own) < 4; i++) {
+        assert.ok(
+          i < 12_000,
+          `run ${runId} wrote no checkpoint of its own (folders: ${readdirSync(join(home, 'checkpoints')).join(', ')})`,
+        );
+        assert.ok(!existsSync(join(home, 'checkpoints', key, 'COMPLETE')), "it finished in the work's folder, from the other run's step");
+        assert.ok(
+          !readdirSync(join(home, 'checkpoints')).some((n) => n.startsWith(own) && existsSync(join(home, 'checkpoints', n, 'COMPLETE'))),
+          'it finished before its kill',
+        );
+        await sleep(10);
+      }
+      w.kill('SIGKILL');
+      await new Promise((r) => w.once('exit', r));
+      const connection = await Connection.connect({ address: cluster.server.address });
+      try {
+        await new Client({ connection }).workflow.getHandle(runId).terminate('simulated crash of the whole deployment');
+      } finally {
+        await connection.close();
+      }
+      const killedAt = latestStep(own);
+      assert.ok(killedAt >= 4 && killedAt < MAX_STEPS, `killed mid-training (its last checkpoint is of step ${killedAt})`);
+      w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
+      const r = await runCli(['resume', runId, '--json', '--wait', '--no-local-worker'], env, { timeoutMs: 300_000 });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const st = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as RunStatus;
+      assert.equal(st.resumeOf, runId);
+      assert.equal(train(st).state, 'succeeded');
+      assert.equal(resumedFrom(st), killedAt, "resumed from the dead run's own last checkpoint, not the other run's");
+      assert.equal(modelSha(st), modelSha(reference), 'the same bytes as a training never interrupted');
+      assert.ok(existsSync(left) && readdirSync(left).length > 0, "the other run's checkpoint is still there");
+    } finally {
+      await stopCliWorker(w);
+    }
+  });
+});
