@@ -113,3 +113,56 @@ test('a train stage aborted after its second checkpoint on home A resumes on hom
   assert.equal((whole.baseModel as { resumedFromStep: number | null }).resumedFromStep, null);
   assert.equal((resumed.model as { sha256: string }).sha256, (whole.model as { sha256: string }).sha256, 'bitwise the same exported model');
 });
+
+test("a --no-cache run's training (ownCheckpoints) starts from step 0 though the bucket holds another run's checkpoint of the work, and its resume on another home continues its own", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-sharedown-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const url = s3.freshUrl();
+  const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
+  const tablePath = join(dir, 'train.arrow');
+  writeRepeatTable(tablePath);
+  const home = (name: string) => {
+    const root = join(dir, name);
+    return { root, store: new ArtifactStore(join(root, 'store'), { remote: s3.backend(url) }) };
+  };
+  const trainRef = await home('home-a').store.putFile(tablePath, { mediaType: 'application/vnd.apache.arrow.file' });
+  const cfg = tinyLoraTrainConfig(modelDir, trainRef, { maxSteps: 4, seed: 3 });
+  const key = 'e'.repeat(64);
+  /** Runs the stage of `runId` on `name`, aborted once it reported its checkpoint of step 2 when `abortAt2`. */
+  const run = (name: string, runId: string, ownCheckpoints: string | undefined, abortAt2 = false) => {
+    const stop = new AbortController();
+    return trainStage.run(cfg, {
+      ...testStageContext({
+        ...home(name),
+        baseDir: dir,
+        cacheKey: key,
+        runId,
+        signal: stop.signal,
+        progress: (p) => {
+          if (abortAt2 && (p as { resume?: { latest?: string } }).resume?.latest?.endsWith('step-00000002')) stop.abort();
+        },
+      }),
+      ...(ownCheckpoints ? { ownCheckpoints } : {}),
+    });
+  };
+  const resumedFrom = (o: Record<string, unknown>) => (o.baseModel as { resumedFromStep: number | null }).resumedFromStep;
+  const pointerStep = async (name: string) =>
+    (JSON.parse((await readText(s3.backend(url), `checkpoints/${name}.json`))!) as { step: number }).step;
+
+  // Another run of the work, its worker stopped mid-training: its checkpoint is the work's in the bucket.
+  await assert.rejects(run('home-a', 'other', undefined, true), (e: unknown) => (e as Error).name === 'AbortError');
+  const others = await pointerStep(key);
+  assert.ok(others >= 2);
+
+  // A --no-cache run on another home: from step 0.
+  const fresh = await run('home-b', 'nocache-1', 'nocache-1-0a0a0a0a0a0a');
+  assert.equal(resumedFrom(fresh), null, "trained from step 0, not from the other run's checkpoint");
+  assert.equal(await pointerStep(key), others, "the other run's checkpoint is left as it was");
+
+  // A --no-cache run stopped mid-training on home C, resumed (another run id, the same ownCheckpoints) on home D.
+  await assert.rejects(run('home-c', 'nocache-2', 'nocache-2-1b1b1b1b1b1b', true), (e: unknown) => (e as Error).name === 'AbortError');
+  const own = await pointerStep(`${key}.fresh-nocache-2-1b1b1b1b1b1b-train`);
+  const resumed = await run('home-d', 'nocache-2-resumed', 'nocache-2-1b1b1b1b1b1b');
+  assert.equal(resumedFrom(resumed), own, 'the resume continued its own checkpoint');
+  assert.equal((resumed.model as { sha256: string }).sha256, (fresh.model as { sha256: string }).sha256, 'the same weights as from step 0');
+});
