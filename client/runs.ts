@@ -54,11 +54,12 @@ export function newRunId(name: string): string {
  * RunOptions.ownCheckpoints of a run submitted with noCache: its trainings start from step 0 and resume only their own
  * checkpoints, not those another run of the same work left (a run killed mid-training). A resume (noCache unset, the
  * old run's options) keeps the one it has, so it continues that run's training. Only file-name-safe characters: it
- * names folders and bucket keys.
+ * names folders and bucket keys, and is short: a folder name holds 255 bytes, the cache key, stage id and
+ * gc's aside suffix (local-checkpoints.ts) included.
  */
 function ownCheckpointsOf(workflowId: string, options: RunInput['options']): Pick<RunInput['options'], 'ownCheckpoints'> {
   if (!options.noCache || options.ownCheckpoints) return {};
-  return { ownCheckpoints: `${workflowId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 64)}-${randomBytes(6).toString('hex')}` };
+  return { ownCheckpoints: `${workflowId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40)}-${randomBytes(6).toString('hex')}` };
 }
 
 export async function submitRun(

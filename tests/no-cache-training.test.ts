@@ -118,7 +118,7 @@ describe('--no-cache training', () => {
       runId = await submit(['--no-cache']);
       // Its own folder, named after it: killed once it holds a checkpoint, mid-training. Before, it trained in the
       // work's folder, resumed the other run's last step and finished at once, writing none of its own.
-      const own = `${key}.fresh-${runId.replace(/[^A-Za-z0-9_-]/g, '_')}-`;
+      const own = `${key}.fresh-${runId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40)}-`;
       for (let i = 0; latestStep(own) < 4; i++) {
         assert.ok(
           i < 12_000,
