@@ -95,9 +95,20 @@ export const deployStage: StageKind<Config> = {
       // The gate judges against the alias as it is now, and the move below only happens if it is
       // still there (compare-and-swap): a promotion in between makes this attempt fail and retry.
       const holder = await reg.aliasVersion(cfg.name, alias);
+      // The alias already serves this model (a rerun whose training came from the cache registers the version it
+      // holds): nothing to move, and a gate would only judge the model against itself (production.rows on the rows
+      // a rerun evaluated, say) and record a refusal of the very version that stays on the alias.
+      const serving = holder === null ? undefined : await servesSameModel(reg, cfg.name, holder, cfg.version);
+      if (serving) {
+        const explanation =
+          serving === 'same-version'
+            ? `v${cfg.version} is already ${alias}: nothing to promote, and no gate judged it against itself`
+            : `${alias} is v${holder}, which has the same model bytes as v${cfg.version}: nothing to promote, and no gate judged it against itself; ${alias} stays on v${holder}`;
+        return { promoted: true, alias, ref, explanation };
+      }
       // A person took this version off the alias: a rerun (a schedule's next run, a resume) that makes the same model
       // bytes registers the same version, and its gate, which judged it fit before, would put it straight back.
-      const backedOut = holder === cfg.version ? undefined : await rolledBackFrom(reg, cfg.name, alias, cfg.version);
+      const backedOut = await rolledBackFrom(reg, cfg.name, alias, cfg.version);
       if (backedOut) {
         const explanation = `v${cfg.version} was rolled back from ${alias} by ${backedOut.actor} at ${backedOut.at}${backedOut.reason ? ` (${backedOut.reason})` : ''}: a run does not promote it again; \`tempered models promote ${ref}${alias === 'production' ? '' : ` --alias ${alias}`}\` does, by hand`;
         return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
@@ -106,11 +117,11 @@ export const deployStage: StageKind<Config> = {
       if (cfg.gate) {
         const context: Record<string, unknown> = { ...candidate };
         const evaluated = productionEvaluated(context.production);
-        if (evaluated !== undefined && holder !== cfg.version && evaluated !== (holder === null ? null : `${cfg.name}@${holder}`)) {
+        if (evaluated !== undefined && evaluated !== (holder === null ? null : `${cfg.name}@${holder}`)) {
           explanation = `${alias} is ${holder === null ? 'unset' : `v${holder}`} now, but evaluate compared against ${evaluated ?? 'no production model'}; rerun the pipeline to compare with the current ${alias}`;
           return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
         }
-        const fallback = context.production === undefined && holder !== null && holder !== cfg.version;
+        const fallback = context.production === undefined && holder !== null;
         // Fall back to the metrics the current holder of the alias was registered with.
         if (fallback) context.production = unflattenMetrics((await reg.getVersion(cfg.name, holder)).metrics);
         let res: ReturnType<typeof evaluateGate>;
@@ -211,6 +222,23 @@ function productionEvaluated(p: unknown): string | null | undefined {
   if (p === undefined) return undefined;
   if (p && typeof p === 'object' && typeof (p as { version?: unknown }).version === 'string') return (p as { version: string }).version;
   return undefined;
+}
+
+/**
+ * Whether the version holding the alias is the candidate ('same-version'), or another version with the candidate's
+ * model bytes ('same-bytes'): a run's register stage makes the same bytes the same version, but versions registered
+ * otherwise (by hand through the library, an imported registry) may share them.
+ */
+async function servesSameModel(
+  reg: { getVersion(name: string, version: number): Promise<{ artifacts: { role: string; sha256: string }[] }> },
+  name: string,
+  holder: number,
+  version: number,
+): Promise<'same-version' | 'same-bytes' | undefined> {
+  if (holder === version) return 'same-version';
+  const model = async (v: number) => (await reg.getVersion(name, v)).artifacts.find((a) => a.role === 'model')?.sha256;
+  const held = await model(holder);
+  return held !== undefined && held === (await model(version)) ? 'same-bytes' : undefined;
 }
 
 /**

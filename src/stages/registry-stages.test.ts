@@ -271,6 +271,73 @@ async function rolledBackStaysOff(t: { after: (fn: () => void) => void }, url?: 
 test('a version a person rolled back is not promoted again by a run that registers the same model, until a person promotes it', (t) =>
   rolledBackStaysOff(t));
 
+/**
+ * A rerun whose training came from the stage cache registers the version production already holds, and evaluate
+ * compared it with itself on the rerun's rows: the gate must not judge it against itself (instruct.yaml's gate refused
+ * it on production.rows 20 >= 100 and recorded model.not_promoted for the very version that stayed on the alias).
+ */
+test('a rerun whose model is the version the alias holds says so: no gate against itself, no not_promoted record', async (t) => {
+  const { dir, ctx, model, store } = setup(t);
+  const gate = 'f1_macro >= 0.8 && (!has(production) || (production.rows >= 100 && production.candidate.f1_macro >= production.f1_macro))';
+  const runOf = async (i: number, bytes: string, production?: string) => {
+    const c = (stageId: string) => ctx({ runId: `nightly-${i}`, executionId: `e${i}`, stageId });
+    const metrics = await store.putJson(
+      evaluation(0.9, production ? { production: { f1_macro: 0.9, version: production, rows: 20, candidate: { f1_macro: 0.9 } } } : {}),
+    );
+    const v = await registerStage.run({ name: 'spam', model: await model(bytes), metrics }, c('register'));
+    return deployStage.run({ name: 'spam', version: v.version as number, gate, metrics }, c('deploy'));
+  };
+  assert.equal((await runOf(1, 'm1')).promoted, true);
+  const again = await runOf(2, 'm1', 'spam@1');
+  assert.deepEqual(again, {
+    promoted: true,
+    alias: 'production',
+    ref: 'spam@1',
+    explanation: 'v1 is already production: nothing to promote, and no gate judged it against itself',
+  });
+  // Held after a rollback that landed on it: the same.
+  assert.equal((await runOf(3, 'm2', 'spam@1')).promoted, false, 'v2 on 20 rows is refused by the gate, as it should be');
+  const reg = await openRegistry(join(dir, 'registry.db'));
+  t.after(() => reg.close());
+  await reg.setAlias('spam', 'production', 2, { actor: 'oncall' });
+  await reg.rollback('spam', 'production', { actor: 'oncall', reason: 'v2 was bad' });
+  assert.match(String((await runOf(4, 'm1', 'spam@1')).explanation), /^v1 is already production/);
+  assert.equal(await reg.aliasVersion('spam', 'production'), 1);
+
+  // Another version with the same model bytes (versions registered outside a run's register stage are not deduped).
+  const same = await model('m1');
+  const v3 = await reg.registerVersion({
+    name: 'spam',
+    runId: 'by-hand',
+    stageId: 'import',
+    specHash: 'spec',
+    data: [],
+    artifacts: [{ role: 'model', uri: same.uri, sha256: same.sha256, bytes: same.bytes }],
+  });
+  await reg.setAlias('spam', 'production', v3.version.version, { actor: 'oncall' });
+  const twin = await runOf(5, 'm1', `spam@${v3.version.version}`);
+  assert.equal(twin.ref, 'spam@1');
+  assert.equal(twin.promoted, true);
+  assert.equal(
+    twin.explanation,
+    'production is v3, which has the same model bytes as v1: nothing to promote, and no gate judged it against itself; production stays on v3',
+  );
+  assert.equal(await reg.aliasVersion('spam', 'production'), 3);
+
+  const audit = await openAudit(join(dir, 'audit.db'));
+  t.after(() => audit.close());
+  assert.deepEqual(
+    (await audit.query({ action: 'model.not_promoted' })).map((r) => [r.subject, r.runId]),
+    [['spam@2', 'nightly-3']],
+    'the only refusal is of v2',
+  );
+  assert.deepEqual(
+    (await audit.query({ action: 'model.promoted' })).map((r) => [r.subject, r.runId]),
+    [['spam@1', 'nightly-1']],
+    'the reruns moved nothing, so they record no promotion (the by-hand moves record theirs through the library caller)',
+  );
+});
+
 test('deploy does not promote on production metrics that went stale after evaluate', async (t) => {
   const { ctx, model, store } = setup(t);
   for (const [i, bytes] of ['a', 'b', 'c'].entries())
