@@ -8,7 +8,9 @@
  *   another version of the same model); left out when evaluate compared with another model's version,
  *   since N alone would read as a version of this one;
  * - `production.decontaminated` = 1 (scored only on the test rows it was not trained on) or 0 (its
- *   training data could not be read: scored on all test rows).
+ *   training data could not be read: scored on all test rows);
+ * - `production.same_model` = 1 when production's model was the candidate's bytes (evaluate then gives the candidate's
+ *   scores as production's instead of scoring them twice); absent otherwise.
  * `models show` says which version production.* refers to, `models diff` gives no deltas between
  * production.* measured against different versions, and `models promote --gate` uses a candidate's
  * own production.* only when they were measured against the version that holds the alias now.
@@ -16,7 +18,7 @@
 import type { ModelVersion } from './types.ts';
 
 /** Names under `production.` that only evaluate measures: a version's registered metrics lack them. */
-const EVALUATE_ONLY = ['rows', 'contaminated_rows', 'decontaminated', 'candidate'];
+const EVALUATE_ONLY = ['rows', 'contaminated_rows', 'decontaminated', 'candidate', 'same_model'];
 
 /** `production.rows`, `production.candidate.f1_macro`, …: a name a holder's registered metrics cannot answer. */
 export function isEvaluateOnlyName(name: string): boolean {
@@ -31,12 +33,14 @@ export function isEvaluateOnlyName(name: string): boolean {
 export function registryProductionMetrics(metrics: Record<string, unknown>, name: string): Record<string, unknown> {
   const p = metrics.production;
   if (p === null || typeof p !== 'object' || Array.isArray(p)) return metrics;
-  const { version, decontaminated, ...rest } = p as Record<string, unknown>;
+  const { version, decontaminated, same_model, ...rest } = p as Record<string, unknown>;
   const production: Record<string, unknown> = rest;
   const n = typeof version === 'string' ? versionOf(version, name) : undefined;
   if (n !== undefined) production.version = n;
   if (typeof decontaminated === 'boolean') production.decontaminated = decontaminated ? 1 : 0;
   else if (decontaminated !== undefined) production.decontaminated = decontaminated;
+  if (typeof same_model === 'boolean') production.same_model = same_model ? 1 : 0;
+  else if (same_model !== undefined) production.same_model = same_model;
   return { ...metrics, production };
 }
 

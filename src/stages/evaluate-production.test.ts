@@ -53,7 +53,7 @@ function own(m: Metrics): Metrics {
 
 /** production.* without what says which rows they are over. */
 function scores(p: Metrics): Metrics {
-  const { version: _v, rows: _r, contaminated_rows: _c, decontaminated: _d, candidate: _k, ...rest } = p;
+  const { version: _v, rows: _r, contaminated_rows: _c, decontaminated: _d, candidate: _k, same_model: _s, ...rest } = p;
   return rest;
 }
 
@@ -87,15 +87,26 @@ test('causal LM: production is scored only on the test rows it was not trained o
   const freshOnly = await store.putFile(promptTable(join(root, 'lm-fresh.arrow'), fresh.slice(0, 16)), { mediaType: ARROW });
   const generation = { maxNewTokens: 2, samples: 6 };
   const evaluate = async (model: ArtifactRef, t: ArtifactRef, more: Record<string, unknown> = {}) => {
-    const out = await evaluateStage.run({ model, test: t, generation, threads: 2, ...more }, ctx('evaluate'));
-    return { metrics: read(out.metrics), report: read(out.report), comparison: out.comparison };
+    const said: string[] = [];
+    const out = await evaluateStage.run(
+      { model, test: t, generation, threads: 2, ...more },
+      ctx('evaluate', 'r1', (p) => void said.push(p.message ?? '')),
+    );
+    return { metrics: read(out.metrics), report: read(out.report), comparison: out.comparison, said };
   };
   // Each model alone on the rows production never saw: what production.* and production.candidate.* must be.
   const prodOnFresh = await evaluate(prod, freshOnly);
   const candOnFresh = await evaluate(cand, freshOnly);
 
-  // The production model itself as the candidate: its score on all test rows is half memory.
+  // The production model itself as the candidate (a rerun from the stage cache): its score on all test rows is half
+  // memory; production is not scored again, its scores are the candidate's on the rows it was not trained on.
   const self = await evaluate(prod, test, { production: { name: 'letters' } });
+  assert.equal(self.metrics.production.same_model, true);
+  assert.deepEqual(
+    self.said.filter((m) => /^letters@1 \(current production\): (response-token loss|generated)/.test(m)),
+    [],
+    'production, the same model bytes, was not scored a second time',
+  );
   assert.equal(self.metrics.exact_match, (16 + 16 * prodOnFresh.metrics.exact_match) / 32, 'perfect on the rows it was trained on');
   assert.ok(prodOnFresh.metrics.exact_match < 0.5, `chance on the others: ${prodOnFresh.metrics.exact_match}`);
   assert.equal(self.metrics.generated, 32);
@@ -125,6 +136,7 @@ test('causal LM: production is scored only on the test rows it was not trained o
   // Another candidate: production.* the same, production.candidate.* its scores on those rows, its own over all 32.
   const other = await evaluate(cand, test, { production: { name: 'letters' } });
   assert.deepEqual(scores(other.metrics.production), own(prodOnFresh.metrics));
+  assert.equal(other.metrics.production.same_model, undefined, 'another model');
   assert.deepEqual(other.metrics.production.candidate, own(candOnFresh.metrics));
   assert.equal(other.metrics.generated, 32);
   // Samples: production's answer on the rows it was scored on, none on those it was trained on.
@@ -161,8 +173,12 @@ test('causal LM: production is scored only on the test rows it was not trained o
   // What `status` prints of the comparison, in each case.
   assert.equal(none.comparison, 'letters@1 (current production) not scored: it was trained on the input of every test row (8)');
   assert.equal(
-    self.comparison,
+    other.comparison,
     'letters@1 (current production) scored on 16 test rows it was not trained on, beside the fine-tuned model on the same rows; 16 left out',
+  );
+  assert.equal(
+    self.comparison,
+    "letters@1 (current production) is the fine-tuned model itself (the same model bytes), not scored again: production.* are the fine-tuned model's scores on the 16 test rows it was not trained on; 16 left out",
   );
   assert.equal(prodOnFresh.comparison, undefined, 'no comparison without evaluate.production');
   const gate = '!has(production) || (production.rows >= 1 && production.candidate.exact_match >= production.exact_match)';
@@ -208,12 +224,13 @@ test('causal LM: a production version whose training data cannot be read is scor
     // All 8 rows, the 4 it was trained on too: the figures are the candidate's own (it is the same model).
     assert.deepEqual(scores(p), own(metrics), name);
     assert.deepEqual(p.candidate, own(metrics), name);
+    assert.equal(p.same_model, true, name);
     assert.equal(report.contamination.decontaminated, false);
     assert.match(report.contamination.reason, reason);
     assert.match(
       String(out.comparison),
       new RegExp(
-        `^${name}@1 \\(current production\\) scored on all 8 test rows, some of which it may have been trained on: ${reason.source}`,
+        `^${name}@1 \\(current production\\) is the fine-tuned model itself \\(the same model bytes\\), not scored again: production\\.\\* are the fine-tuned model's scores on all 8 test rows, some of which it may have been trained on: ${reason.source}`,
       ),
     );
     assert.ok(
@@ -295,6 +312,28 @@ test('classifier: production is scored on the test rows whose text, normalised a
   assert.deepEqual(scores(p), await evaluate(prod, freshOnly));
   assert.deepEqual(p.candidate, await evaluate(cand, freshOnly));
   assert.equal(p.n, unseen.length);
+  assert.equal(p.same_model, undefined);
+
+  // Production itself as the candidate (a rerun from the stage cache): not scored again, its scores are the candidate's.
+  const said: string[] = [];
+  const self = await evaluateStage.run(
+    { model: prod, test, threads: 2, production: { name: 'sentiment' } },
+    ctx('evaluate', 'r1', (m) => void said.push(m.message ?? '')),
+  );
+  const sp = read(self.metrics).production;
+  assert.equal(sp.same_model, true);
+  assert.deepEqual(
+    said.filter((m) => m.startsWith('evaluating sentiment@1')),
+    [],
+    'production, the same model bytes, was not scored a second time',
+  );
+  assert.deepEqual(scores(sp), await evaluate(prod, freshOnly));
+  assert.deepEqual(sp.candidate, scores(sp));
+  assert.deepEqual([sp.rows, sp.contaminated_rows, sp.version], [unseen.length, 12, 'sentiment@1']);
+  assert.match(
+    String(self.comparison),
+    /^sentiment@1 \(current production\) is the fine-tuned model itself \(the same model bytes\), not scored again/,
+  );
 });
 
 test('validation: gates may read production.rows, .contaminated_rows, .decontaminated and production.candidate.*', async () => {

@@ -70,7 +70,7 @@ function own(m: Metrics): Metrics {
 
 /** production.* without what says which rows they are over. */
 function scores(p: Metrics): Metrics {
-  const { version: _v, rows: _r, contaminated_rows: _c, decontaminated: _d, candidate: _k, ...rest } = p;
+  const { version: _v, rows: _r, contaminated_rows: _c, decontaminated: _d, candidate: _k, same_model: _s, ...rest } = p;
   return rest;
 }
 
@@ -142,6 +142,8 @@ test('causal LM: production is compared on the test rows whose input alone it wa
     const r = await evaluate(production, testTable);
     const p = r.metrics.production;
     assert.deepEqual([p.version, p.rows, p.contaminated_rows, p.decontaminated], [`${production}@1`, 8, 5, true], what);
+    // Production is the model evaluated (the same bytes): its figures are the candidate's, not scored twice.
+    assert.equal(p.same_model, true, what);
     // Production's scores, and the candidate's beside them, are over the 8 fresh words; the candidate's own over all 13.
     assert.deepEqual(scores(p), own(onFresh), what);
     assert.deepEqual(p.candidate, own(onFresh), what);
@@ -161,7 +163,7 @@ test('causal LM: production is compared on the test rows whose input alone it wa
     );
     assert.equal(
       r.comparison,
-      `${production}@1 (current production) scored on 8 test rows it was not trained on, beside the fine-tuned model on the same rows; 5 left out`,
+      `${production}@1 (current production) is the fine-tuned model itself (the same model bytes), not scored again: production.* are the fine-tuned model's scores on the 8 test rows it was not trained on; 5 left out`,
       what,
     );
     assert.ok(
@@ -175,7 +177,13 @@ test('causal LM: production is compared on the test rows whose input alone it wa
   // Neither table records it: under the template every fresh word passes for a near duplicate of a training word,
   // and production is not compared at all. What the template's own text did before the check left it out.
   const neither = await evaluate('unrecorded', 'unrecorded');
-  assert.deepEqual(neither.metrics.production, { version: 'unrecorded@1', rows: 0, contaminated_rows: 13, decontaminated: true });
+  assert.deepEqual(neither.metrics.production, {
+    version: 'unrecorded@1',
+    rows: 0,
+    contaminated_rows: 13,
+    decontaminated: true,
+    same_model: true,
+  });
   assert.deepEqual([neither.report.contamination.near_duplicate_rows, neither.report.contamination.rows], [9, 0]);
   assert.equal(neither.comparison, 'unrecorded@1 (current production) not scored: it was trained on the input of every test row (13)');
 });

@@ -108,6 +108,11 @@ interface ProductionModel {
   tree: ArtifactRef;
   /** The data sets its registered lineage records (its training rows are the `train` one). */
   data: DataRef[];
+  /**
+   * Its model folder is the fine-tuned model's, byte for byte (a rerun whose training came from the stage cache, against
+   * the version that run promoted): its scores are the fine-tuned model's, so it is not scored a second time.
+   */
+  sameModel: boolean;
 }
 
 /** The version the spec's `production` alias points at now, with its exported model folder. */
@@ -119,7 +124,14 @@ async function productionModel(cfg: Config, stateDir: string): Promise<Productio
   const tree = v && versionArtifact(v, 'model');
   return (
     v &&
-    tree && { id: `${v.name}@${v.version}`, alias, label: `${v.name}@${v.version} (current ${alias})`, tree, data: v.lineage.data ?? [] }
+    tree && {
+      id: `${v.name}@${v.version}`,
+      alias,
+      label: `${v.name}@${v.version} (current ${alias})`,
+      tree,
+      data: v.lineage.data ?? [],
+      sameModel: tree.sha256 === cfg.model.sha256,
+    }
   );
 }
 
@@ -213,8 +225,8 @@ function nearSettings(seen: { nearSettings: { shingle: string; size: number; thr
 }
 
 /** What gates see of the rows production was scored on (production.rows, .contaminated_rows, .decontaminated). */
-function rowGateMetrics(p: ProductionRows, rows: number) {
-  return { rows, contaminated_rows: p.contaminatedRows, decontaminated: p.decontaminated };
+function rowGateMetrics(p: ProductionRows, rows: number, prod: ProductionModel) {
+  return { rows, contaminated_rows: p.contaminatedRows, decontaminated: p.decontaminated, ...(prod.sameModel ? { same_model: true } : {}) };
 }
 
 /**
@@ -222,9 +234,11 @@ function rowGateMetrics(p: ProductionRows, rows: number) {
  * on rows production may have learnt must not pass unnoticed behind a gate that reads `production.rows >= 100`.
  */
 function comparisonLine(prod: ProductionModel, p: ProductionRows, rows: number): string {
-  if (!p.decontaminated)
+  if (!p.decontaminated && !prod.sameModel)
     return `${prod.label} scored on all ${rows} test rows, some of which it may have been trained on: ${String(p.report.reason)}`;
   if (rows === 0) return `${prod.label} not scored: it was trained on the input of every test row (${p.contaminatedRows})`;
+  if (prod.sameModel)
+    return `${prod.label} is the fine-tuned model itself (the same model bytes), not scored again: production.* are the fine-tuned model's scores on ${p.decontaminated ? `the ${rows} test rows it was not trained on; ${p.contaminatedRows} left out` : `all ${rows} test rows, some of which it may have been trained on: ${String(p.report.reason)}`}`;
   return `${prod.label} scored on ${rows} test rows it was not trained on, beside the fine-tuned model on the same rows; ${p.contaminatedRows} left out`;
 }
 
@@ -477,6 +491,11 @@ export const evaluateStage: StageKind<Config> = {
           description: "false when production's training data could not be read: scored on all test rows",
         },
         candidate: { ...own, description: 'the fine-tuned model on the rows production was scored on' },
+        same_model: {
+          type: 'boolean',
+          optional: true,
+          description: "true when production's model is the fine-tuned model's bytes: production.* are then its scores, not scored twice",
+        },
       };
     return { type: 'object', fields };
   },
@@ -565,19 +584,23 @@ export const evaluateStage: StageKind<Config> = {
         // Every test row is one production was trained on: nothing to compare on, and the scores are absent.
         comparison = comparisonLine(prod, rows, 0);
         ctx.log(comparison);
-        metrics.production = { version: prod.id, ...rowGateMetrics(rows, 0) };
+        metrics.production = { version: prod.id, ...rowGateMetrics(rows, 0, prod) };
         report.production = { id: prod.id };
       } else {
-        ctx.progress({ fraction: 0.7, message: `evaluating ${prod.label} ${scoredOn(rows)}` });
-        const p = await evaluateClassifier({
-          modelFolder: await materialize(ctx, prod.tree),
-          table: rows.table,
-          tableName: 'evaluate.test',
-          labels,
-          threads: cfg.threads,
-        });
+        // Production the fine-tuned model itself: scored once, as the fine-tuned model on production's rows.
+        let p: Awaited<ReturnType<typeof evaluateClassifier>> | undefined;
+        if (!prod.sameModel) {
+          ctx.progress({ fraction: 0.7, message: `evaluating ${prod.label} ${scoredOn(rows)}` });
+          p = await evaluateClassifier({
+            modelFolder: await materialize(ctx, prod.tree),
+            table: rows.table,
+            tableName: 'evaluate.test',
+            labels,
+            threads: cfg.threads,
+          });
+        }
         // The fine-tuned model on the same rows, so a gate compares like with like.
-        ctx.progress({ fraction: 0.85, message: 'evaluating the fine-tuned model on the rows production was scored on' });
+        if (!rows.same) ctx.progress({ fraction: 0.85, message: 'evaluating the fine-tuned model on the rows production was scored on' });
         const c = rows.same
           ? main
           : await evaluateClassifier({
@@ -587,14 +610,16 @@ export const evaluateStage: StageKind<Config> = {
               labels,
               threads: cfg.threads,
             });
+        const scored = p ?? c;
         metrics.production = {
-          ...reportToGateMetrics(p.metrics),
+          ...reportToGateMetrics(scored.metrics),
           version: prod.id,
-          ...rowGateMetrics(rows, p.metrics.n),
+          ...rowGateMetrics(rows, scored.metrics.n, prod),
           candidate: reportToGateMetrics(c.metrics),
         };
-        report.production = { id: prod.id, metrics: p.metrics, candidate: c.metrics };
-        comparison = comparisonLine(prod, rows, p.metrics.n);
+        report.production = { id: prod.id, metrics: scored.metrics, candidate: c.metrics, ...(prod.sameModel ? { same_model: true } : {}) };
+        comparison = comparisonLine(prod, rows, scored.metrics.n);
+        if (prod.sameModel) ctx.log(comparison);
       }
     }
     return {
@@ -655,7 +680,8 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
     prodRows && prodRows.rows !== 0 && !prodRows.same
       ? { table: prodRows.table, records: gen ? await readPromptResponses(prodRows.table) : undefined }
       : undefined;
-  const models = 1 + (cfg.baseline ? 1 : 0) + (prodRows && prodRows.rows !== 0 ? (onProdRows ? 2 : 1) : 0);
+  // Production the fine-tuned model itself (prod.sameModel) is scored once: as the fine-tuned model on production's rows.
+  const models = 1 + (cfg.baseline ? 1 : 0) + (prodRows && prodRows.rows !== 0 ? (onProdRows ? 1 : 0) + (prod.sameModel ? 0 : 1) : 0);
   let done = 0;
   /** `on`: another table than the test rows (production's rows), with its prompts and references for generation. */
   const score = async (
@@ -799,17 +825,21 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
     if (prodRows.rows === 0) {
       // Every test row is one production was trained on: nothing to compare on, and the scores are absent.
       ctx.log(comparisonLine(prod, prodRows, 0));
-      metrics.production = { version: prod.id, ...rowGateMetrics(prodRows, 0) };
+      metrics.production = { version: prod.id, ...rowGateMetrics(prodRows, 0, prod) };
     } else {
-      production = await score('production', prod.label, await materialize(ctx, prod.tree), undefined, onProdRows);
+      const own = prod.sameModel
+        ? undefined
+        : await score('production', prod.label, await materialize(ctx, prod.tree), undefined, onProdRows);
       // The fine-tuned model on the same rows, so a gate compares like with like.
       const candidate = onProdRows
         ? await score('fine-tuned', "fine-tuned model (on production's rows)", modelDir, undefined, onProdRows)
         : main;
+      production = own ?? candidate;
+      if (prod.sameModel) ctx.log(comparisonLine(prod, prodRows, production.rows));
       metrics.production = {
         ...production.metrics,
         version: prod.id,
-        ...rowGateMetrics(prodRows, production.rows),
+        ...rowGateMetrics(prodRows, production.rows, prod),
         candidate: candidate.metrics,
       };
     }
