@@ -5,6 +5,7 @@ import type { ClientRunStatus, RunSummary } from '../client/runs.ts';
 import { failureHints, retryNote } from '../client/failure-notes.ts';
 import type { InputErrorCode } from '../src/errors.ts';
 import { redactJson, redactSecrets } from '../src/util/redact.ts';
+import { humanBytes } from '../src/util/human-bytes.ts';
 
 const ICON: Record<string, string> = {
   pending: '·',
@@ -31,12 +32,7 @@ export function describeOutput(v: unknown): string {
   return String(v);
 }
 
-export function humanBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
-  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
-  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
-}
+export { humanBytes };
 
 export function progressText(s: StageStatus): string {
   const p = s.progress as { fraction?: number; message?: string; metrics?: Record<string, number> } | undefined;

@@ -8,12 +8,13 @@ import { databaseExists } from '../../src/db/database.ts';
 import { InputError } from '../../src/errors.ts';
 import { checkGenerateOptions, generate } from '../../src/generate/generate.ts';
 import { loadTextGenerator, promptTokens } from '../../src/generate/text-generator.ts';
+import { downloadProgress } from '../../src/models/download-progress.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
 import type { ModelVersion } from '../../src/registry/types.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
-import { humanBytes, terminalTextFor } from '../format.ts';
+import { terminalTextFor } from '../format.ts';
 import { parseModelRef } from './models.ts';
 import { exportedTask, isModelSource, readChatTemplate, threadsFlag } from './serve.ts';
 
@@ -42,7 +43,7 @@ export async function resolveModelRef(
     // A model source is a language model's; a classifier's export folder (`models pull` wrote one) is read as it is.
     if (existsSync(ref) && statSync(ref).isDirectory() && exportedTask(ref) === 'classification')
       return { dir: ref, id: ref, revision: 'local' };
-    const m = await resolveModelSource(ref, { cacheDir: ctx.paths.models, onProgress: downloadProgress() });
+    const m = await resolveModelSource(ref, { cacheDir: ctx.paths.models, onProgress: downloadProgress((l) => console.error(l)) });
     return { dir: m.dir, id: m.identity.source, revision: m.identity.revision };
   }
   const { name, at } = parseModelRef(ref);
@@ -76,25 +77,6 @@ export async function resolveModelRef(
     .store()
     .checkoutTree({ uri: tree.uri, sha256: tree.sha256, bytes: tree.bytes, mediaType: tree.mediaType ?? '' }, ctx.paths.serving);
   return { dir, id: `${version.name}@${version.version}`, version };
-}
-
-/**
- * Says on stderr what is being downloaded, when it starts and then every 5 s: a model source not yet in the cache
- * (a multi-GB hf: model) was fetched without a word, the command silent until the model had loaded.
- */
-export function downloadProgress(say: (line: string) => void = (l) => console.error(l), everyMs = 5000) {
-  const last = new Map<string, number>();
-  return (what: string, bytes: number, total: number | undefined): void => {
-    const now = Date.now();
-    const before = last.get(what);
-    if (before === undefined) {
-      last.set(what, now);
-      say(`downloading ${what}${total ? ` (${humanBytes(total)})` : ''}`);
-    } else if (now - before >= everyMs) {
-      last.set(what, now);
-      say(`  ${what}: ${humanBytes(bytes)}${total ? ` of ${humanBytes(total)} (${Math.floor((100 * bytes) / total)}%)` : ''}`);
-    }
-  };
 }
 
 /** A fine-tuned classifier has no language-model head: the loader would only have said it is no LLaMA. */

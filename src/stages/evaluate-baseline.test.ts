@@ -5,6 +5,9 @@
  * the real evaluate stage.
  */
 import { test } from 'node:test';
+import { createHash } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +15,7 @@ import { join } from 'node:path';
 import { exportTinyClassifier } from '../serve/tiny-classifier.testing.ts';
 import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testing.ts';
 import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
+import { humanBytes } from '../util/human-bytes.ts';
 import { evaluateStage } from './evaluate.ts';
 import { stageTestbed } from './stage-context.testing.ts';
 import type { ArtifactRef } from '../types.ts';
@@ -89,5 +93,65 @@ test('a baseline that cannot be kept (no room, no folder) is reported, and the e
   assert.ok(
     messages.some((m) => /frozen-feature baseline not kept for the next evaluation: .*baselines/.test(m)),
     messages.join('\n'),
+  );
+});
+
+// The base model of a first run (an hf: source of hundreds of MB) downloaded for minutes with nothing in the stage log.
+test('a base model not in the cache yet is downloaded saying so in the stage log and progress, and nothing once it is', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'eval-download-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const testbed = stageTestbed(root, 'w');
+  const { store, logs } = testbed;
+  const modelDir = tinyBertDir(join(root, 'bert'), 7, TINY_MINILM);
+  const files = new Map(
+    readdirSync(modelDir, { withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => [e.name, readFileSync(join(modelDir, e.name))] as const),
+  );
+  // The Hub's layout on loopback: /org/name/resolve/<revision>/<file>, the commit and the file's sha256 in the headers.
+  const hub = createServer((req, res) => {
+    const m = /^\/org\/tiny-bert\/resolve\/[^/]+\/(.+)$/.exec(req.url ?? '');
+    const body = m ? files.get(decodeURIComponent(m[1]!)) : undefined;
+    if (!body) return void res.writeHead(404).end();
+    res.writeHead(200, {
+      'content-length': body.length,
+      etag: `"${createHash('sha256').update(body).digest('hex')}"`,
+      'x-repo-commit': 'c'.repeat(40),
+    });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  });
+  await new Promise<void>((r) => hub.listen(0, '127.0.0.1', r));
+  t.after(() => new Promise<void>((r) => hub.close(() => r())));
+  const endpoint = process.env.HF_ENDPOINT;
+  process.env.HF_ENDPOINT = `http://127.0.0.1:${(hub.address() as AddressInfo).port}`;
+  t.after(() => (endpoint === undefined ? delete process.env.HF_ENDPOINT : (process.env.HF_ENDPOINT = endpoint)));
+
+  const train = await store.putFile(writeTextTable(join(root, 'train.arrow'), syntheticRows(32, 1)), { mediaType: ARROW });
+  const test1 = await store.putFile(writeTextTable(join(root, 'test.arrow'), syntheticRows(8, 9)), { mediaType: ARROW });
+  const model = await store.putTree(await exportTinyClassifier(join(root, 'a'), { modelDir }));
+  const evaluate = async (seed: number) => {
+    const messages: string[] = [];
+    logs.length = 0;
+    const ctx = testbed.ctx('evaluate', 'r1', (p) => void (p.message && messages.push(p.message)));
+    await evaluateStage.run({ model, test: test1, baseline: { model: 'hf:org/tiny-bert', train, seed }, threads: 1 }, ctx);
+    return { messages, logs: [...logs] };
+  };
+  const first = await evaluate(0);
+  // Each file as it starts (the tiny model's in a few milliseconds: no 5 s mark reached), its size as people read it.
+  assert.deepEqual(
+    first.logs.filter((l) => l.includes('downloading')),
+    ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors'].map(
+      (f) => `downloading hf:org/tiny-bert ${f} (${humanBytes(files.get(f)!.length)})`,
+    ),
+  );
+  assert.ok(
+    first.messages.some((m) => m.startsWith('base model: downloading hf:org/tiny-bert model.safetensors')),
+    first.messages.join('\n'),
+  );
+  // Another seed scores the baseline again, from the cached download.
+  const again = await evaluate(1);
+  assert.deepEqual(
+    again.logs.filter((l) => l.includes('downloading')),
+    [],
   );
 });

@@ -17,6 +17,7 @@ import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
+import { downloadProgress } from '../models/download-progress.ts';
 import { POOLINGS, type Pooling } from '../models/pooling.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import type { ValueShape } from '../spec/types.ts';
@@ -293,7 +294,16 @@ function baselineMemo<T>(stateDir: string, inputs: Record<string, unknown>) {
 
 async function resolveBaseline(cfg: NonNullable<Config['baseline']>, ctx: StageContext) {
   const { resolveModelSource } = await lib();
-  return resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), { cacheDir: statePaths(ctx.stateDir).models, signal: ctx.signal });
+  return resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), {
+    cacheDir: statePaths(ctx.stateDir).models,
+    signal: ctx.signal,
+    // A base model not in the cache yet (a first run, an hf: source of hundreds of MB) downloads for minutes: the stage
+    // log says what and how far, where it said nothing.
+    onProgress: downloadProgress((line) => {
+      ctx.log(line.trim());
+      ctx.progress({ message: `base model: ${line.trim()}` });
+    }),
+  });
 }
 
 export const evaluateStage: StageKind<Config> = {
