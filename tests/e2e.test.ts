@@ -124,7 +124,15 @@ describe('fine-tuning end to end', () => {
       deploy: 'succeeded',
     });
     assert.equal(again.stages.find((s) => s.id === 'register')!.outputs!.version, 1, 'same model bytes, same version');
-    assert.match(String(again.stages.find((s) => s.id === 'deploy')!.outputs!.explanation), /already pointed at v1/);
+    // Production is this very model: evaluate does not score it twice, and deploy judges no gate against it.
+    assert.match(
+      String(again.stages.find((s) => s.id === 'evaluate')!.outputs!.comparison),
+      /^e2e-clf@1 \(current production\) is the fine-tuned model itself \(the same model bytes\), not scored again/,
+    );
+    assert.equal(
+      again.stages.find((s) => s.id === 'deploy')!.outputs!.explanation,
+      'v1 is already production: nothing to promote, and no gate judged it against itself',
+    );
     const reg = await openRegistry(join(env.dir, 'registry.db'));
     try {
       assert.equal((await reg.listVersions('e2e-clf')).length, 1);
