@@ -226,8 +226,8 @@ function productionEvaluated(p: unknown): string | null | undefined {
 
 /**
  * Whether the version holding the alias is the candidate ('same-version'), or another version with the candidate's
- * model bytes ('same-bytes'): a run's register stage makes the same bytes the same version, but versions registered
- * otherwise (by hand through the library, an imported registry) may share them.
+ * model bytes ('same-bytes'): a run's register stage makes the same bytes the same version (the lowest such), but
+ * versions registered before it did so, or through the registry library without `reuseVersionWithSame`, may share them.
  */
 async function servesSameModel(
   reg: { getVersion(name: string, version: number): Promise<{ artifacts: { role: string; sha256: string }[] }> },
