@@ -346,7 +346,7 @@ function goneSinceListed(cfg: IngestConfig, f: SourceFile, e: unknown): unknown 
 /**
  * `confineTo`: the real data roots a listed file must still resolve into when its turn to be read comes (a local
  * source; a download is the stage's own file). `walkWarnings`: what listing the files left out with a word (a link
- * that leads round), for the report.
+ * to a folder that leads round or out of the roots), for the report.
  */
 async function ingestFiles(
   cfg: IngestConfig,
@@ -612,7 +612,7 @@ async function ingestFiles(
 
     const warnings = [
       ...walkWarnings.slice(0, DUPLICATE_FILES),
-      ...(walkWarnings.length > DUPLICATE_FILES ? [`${walkWarnings.length - DUPLICATE_FILES} more links that lead round left out`] : []),
+      ...(walkWarnings.length > DUPLICATE_FILES ? [`${walkWarnings.length - DUPLICATE_FILES} more links to folders left out`] : []),
       ...leftOutDuplicates.slice(0, DUPLICATE_FILES),
       ...(leftOutDuplicates.length > DUPLICATE_FILES ? ['more files have such headers'] : []),
       ...readWarnings.slice(0, DUPLICATE_FILES),

@@ -12,7 +12,7 @@ import { opendir, readlink, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { RE2JS } from 're2js';
 import { InputError } from '../errors.ts';
-import { dataRoots, isInside, outsideRootsError, realRoots } from './roots.ts';
+import { DATA_ROOTS_ENV, dataRoots, isInside, outsideRootsError, realRoots } from './roots.ts';
 
 export type SourceFormat = 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow';
 
@@ -81,7 +81,7 @@ export interface ResolveOptions {
   maxFiles?: number;
   timeoutMs?: number;
   signal?: AbortSignal;
-  /** What the walk left out with a reason to say (a link to a folder it came through, which would lead round). */
+  /** What the walk left out with a reason to say (a link to a folder it came through, or one outside the roots). */
   onWarning?: (message: string) => void;
 }
 
@@ -231,26 +231,40 @@ interface LinkWalk {
   warned: Set<string>;
 }
 
+/** Says `m` once per listing, however many ways the walk comes upon what it names. */
+function warnOnce(w: LinkWalk, m: string): void {
+  if (w.warned.has(m)) return;
+  w.warned.add(m);
+  w.onWarning?.(m);
+}
+
 /**
  * The real folder a link found by a walk leads to, when the walk is to go into it: undefined when it leads to no
- * folder (a file, nothing: followedLinks decides), null when it leads to a folder the walk came through to reach it (a
- * link to an ancestor, or links that lead round), left out with a warning, as following it would never end. One that
- * leads out of the roots fails naming it, as a link to a file does.
+ * folder (a file, nothing: followedLinks decides), null when it is left out with a warning naming it: it leads to a
+ * folder the walk came through to reach it (a link to an ancestor, or links that lead round), as following it would
+ * never end, or out of the roots. Whether a folder outside holds files the walk wants cannot be known without walking
+ * it, and a pipeline folder holds such links for other ends (`venv -> /opt/...`, a cache): failing on one made a `**`
+ * glob or a folder path unusable there. A link to a FILE that leads out still fails (followedLinks): it is data.
  */
 async function linkedFolder(p: string, here: Walked, w: LinkWalk): Promise<string | null | undefined> {
   const st = await stat(p).catch(() => undefined);
   if (!st?.isDirectory()) return undefined;
   const real = await realOrMissing(p);
   if (real === undefined) return undefined;
-  if (!isInside(real, w.roots)) throw outsideRootsError(display(p, w.baseDir), real, w.roots, w.field);
+  if (!isInside(real, w.roots)) {
+    warnOnce(
+      w,
+      `${display(p, w.baseDir)} is a symbolic link to ${real}, a folder outside the allowed data roots: not walked (to read it, add that folder to ${DATA_ROOTS_ENV} on the worker)`,
+    );
+    return null;
+  }
   const inside = real.endsWith(sep) ? real : real + sep;
   for (let a: Walked | undefined = here; a; a = a.up)
     if (a.real === real || a.real.startsWith(inside)) {
-      const m = `${display(p, w.baseDir)} is a symbolic link to ${display(real, w.baseDir)}, a folder the walk came through to reach it: not walked, as it would lead round for ever`;
-      if (!w.warned.has(m)) {
-        w.warned.add(m);
-        w.onWarning?.(m);
-      }
+      warnOnce(
+        w,
+        `${display(p, w.baseDir)} is a symbolic link to ${display(real, w.baseDir)}, a folder the walk came through to reach it: not walked, as it would lead round for ever`,
+      );
       return null;
     }
   return real;
