@@ -14,6 +14,7 @@ import { ingest } from './ingest.ts';
 import { dedupe } from './dedupe.ts';
 import { formatDataReport } from './report.ts';
 import type { IngestConfig } from './config.ts';
+import { repeatedMessageKey } from './conversation.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ingest-chat-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
@@ -232,6 +233,27 @@ test('a message naming role or content twice is a duplicate-field bad row, as a 
     `{"meta":{"role":1,"role":2},"messages":${msgs('{"role":"user","content":"\\"role\\": \\"a\\", \\"role\\": \\"b\\""}', reply)}}\n`,
   );
   assert.equal((await run(dir, { path: 'c.jsonl' })).rowsOut, 1);
+});
+
+test('the repeated-key scan passes over escapes in strings exactly, and over millions of them', () => {
+  const row = (...messages: string[]) => `{"messages":[${messages.join(',')}]}`;
+  // Escaped quotes and backslashes in a content, a content that ends in a backslash, a key that holds an escaped quote:
+  // the closing quote is found after each, so what follows is read as keys again.
+  const noisy = JSON.stringify({ role: 'user', content: 'say "hi" \\ {"role": "x", "role": "y"} \\' });
+  assert.equal(repeatedMessageKey(row(noisy, '{"role":"assistant","content":"a\\\\"}'), 'messages'), undefined);
+  assert.deepEqual(repeatedMessageKey(row(noisy, '{"role":"assistant","content":"a\\\\","content":"b"}'), 'messages'), {
+    index: 1,
+    key: 'content',
+  });
+  assert.deepEqual(repeatedMessageKey(row('{"role":"user","a\\"b":1,"content":"x","a\\"b":2}'), 'messages'), { index: 0, key: 'a"b' });
+  // A content of 16 million escaped quotes (32M characters, a line within LINE_LIMIT_BYTES), then a repeated key: found,
+  // where a regex step without a bound overflowed V8's backtrack stack (a RangeError).
+  const huge = JSON.stringify({ role: 'user', content: '"'.repeat(16_000_000) });
+  assert.deepEqual(repeatedMessageKey(row(huge, '{"role":"assistant","role":"user","content":"ok"}'), 'messages'), {
+    index: 1,
+    key: 'role',
+  });
+  assert.deepEqual(repeatedMessageKey(`[${huge},{"role":"a","content":"b","content":"c"}]`), { index: 1, key: 'content' });
 });
 
 test('maxLength bounds each message, and a missing messages field is the mapping error it is', async () => {

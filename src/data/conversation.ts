@@ -39,6 +39,15 @@ function shown(v: unknown): string {
   return v === undefined ? 'missing' : Array.isArray(v) ? 'a list' : typeof v === 'object' ? 'an object' : typeof v;
 }
 
+/**
+ * A run of a JSON string's content, sticky: unescaped characters and escapes, up to its closing quote. Finding that
+ * quote by indexOf stopped at every escaped one (a reply holding JSON or code is full of them), and the scan cost about
+ * twice JSON.parse on such rows; by regex steps, about once. At most 64 steps a match: an unbounded one overflowed V8's
+ * backtrack stack on a string of millions of escapes (a RangeError where a row was read). Nothing follows the group, so
+ * a match never backtracks, and one that cannot begin fails at once.
+ */
+const STRING_RUN = /(?:[^"\\]+|\\[^]){1,64}/y;
+
 interface Frame {
   object: boolean;
   /** An object whose next string is a key. */
@@ -56,7 +65,7 @@ interface Frame {
  * JSON.parse took: a list of messages, or, with `field`, an object whose field `field` holds one (a JSONL row). JSON.parse
  * keeps a repeated key's last value without a word, and other readers the first, so `{"role": "user", "content": "a",
  * "content": "b"}` trained on what a reviewer did not read; the duplicate-field check of a row's own keys did not look
- * into its messages. Strings are passed over whole (indexOf), so the cost is in the keys and brackets.
+ * into its messages. Strings are passed over whole (indexOf, STRING_RUN), so the cost is in the keys and brackets.
  */
 export function repeatedMessageKey(text: string, field?: string): { index: number; key: string } | undefined {
   const stack: Frame[] = [];
@@ -66,15 +75,17 @@ export function repeatedMessageKey(text: string, field?: string): { index: numbe
     const c = text.charCodeAt(i);
     const top = stack.at(-1);
     if (c === 0x22) {
-      // The string's closing quote: the next one not escaped by an odd run of backslashes.
-      let end = i;
-      for (;;) {
-        end = text.indexOf('"', end + 1);
-        if (end === -1) return undefined;
-        let backslashes = 0;
-        while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes++;
-        if (backslashes % 2 === 0) break;
-      }
+      // The string's closing quote: the next one, unless an escape comes before it (then STRING_RUN finds it).
+      let end = text.indexOf('"', i + 1);
+      if (end === -1) return undefined;
+      if (text.charCodeAt(end - 1) === 0x5c)
+        for (let at = i + 1; ; at = STRING_RUN.lastIndex) {
+          STRING_RUN.lastIndex = at;
+          if (STRING_RUN.test(text)) continue;
+          if (text.charCodeAt(at) !== 0x22) return undefined;
+          end = at;
+          break;
+        }
       if (top?.object && top.keyNext) {
         top.keyNext = false;
         const raw = text.slice(i + 1, end);
