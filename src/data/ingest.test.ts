@@ -816,13 +816,16 @@ test(
  * Ingest of folder `d` (a.jsonl, b.jsonl) with `swap` run on b.jsonl at the moment between its confinement check and
  * its opening, where a race would have to hit; the error it fails with, or the rows read when it does not.
  */
-async function swappedAsOpened(swap: (dir: string, real: string) => void): Promise<unknown> {
+async function swappedAsOpened(
+  swap: (dir: string, real: string) => void,
+  at: 'beforeCheck' | 'beforeOpen' = 'beforeOpen',
+): Promise<unknown> {
   const dir = tmp();
   mkdirSync(join(dir, 'd'));
   writeFileSync(join(dir, 'd/a.jsonl'), good(0));
   writeFileSync(join(dir, 'd/b.jsonl'), good(1));
   let swapped = false;
-  confinedOpenHooks.beforeOpen = (real) => {
+  confinedOpenHooks[at] = (real) => {
     if (swapped || !real.endsWith('b.jsonl')) return;
     swapped = true;
     swap(dir, real);
@@ -841,7 +844,7 @@ async function swappedAsOpened(swap: (dir: string, real: string) => void): Promi
     );
     return e;
   } finally {
-    confinedOpenHooks.beforeOpen = undefined;
+    confinedOpenHooks[at] = undefined;
     assert.ok(swapped);
   }
 }
@@ -859,6 +862,16 @@ test('a listed file swapped for a link that leads out between its check and its 
   assert.ok(e instanceof InputError && e.where === 'd/b.jsonl', String(e));
   assert.match(e.message, /^d\/b\.jsonl: the file was replaced by a symbolic link as it was opened after "d" was listed/);
   assert.match(e.hint ?? '', /changing the data while the stage reads it/);
+});
+test('a listed file swapped for a link the moment after its path is resolved is refused as the link it is', async () => {
+  const outside = secretFolder();
+  const e = await swappedAsOpened((_dir, real) => {
+    rmSync(real);
+    symlinkSync(join(outside, 'b.jsonl'), real);
+  }, 'beforeCheck');
+  // It was "replaced by a named pipe, socket or device": what lstat saw was the link.
+  assert.ok(e instanceof InputError && e.where === 'd/b.jsonl', String(e));
+  assert.match(e.message, /^d\/b\.jsonl: the file was replaced by a symbolic link as it was opened after "d" was listed/);
 });
 test('a listed file whose folder is swapped for a link that leads out between its check and its opening is refused', async () => {
   const outside = secretFolder();

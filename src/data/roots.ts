@@ -100,10 +100,15 @@ export function confine(abs: string, shown: string, realRootList: readonly strin
 }
 
 /**
- * Test seam: called between a file's confinement check and its opening, the moment a swap (a link that leads out, a
- * named pipe) would have to hit; a test swaps the file here, where a real race would by chance.
+ * Test seams: called at the moments a swap (a link that leads out, a named pipe) would have to hit; a test swaps the
+ * file there, where a real race would by chance.
  */
-export const confinedOpenHooks: { beforeOpen?: (real: string) => void | Promise<void> } = {};
+export const confinedOpenHooks: {
+  /** Between resolving the path and looking at what it resolved to (lstat). */
+  beforeCheck?: (real: string) => void | Promise<void>;
+  /** Between that check and the opening. */
+  beforeOpen?: (real: string) => void | Promise<void>;
+} = {};
 
 /** No link followed at the last step (the path is the resolved one), no wait for a writer should it be a pipe. */
 const CONFINED_OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | (constants.O_NOCTTY ?? 0);
@@ -153,12 +158,16 @@ export async function openConfined(f: ConfinedFile, realRootList: readonly strin
   try {
     real = await realpath(f.abs);
     if (!isInside(real, realRootList)) throw outsideRootsError(f.shown, real, realRootList, field);
+    await confinedOpenHooks.beforeCheck?.(real);
     checked = await lstat(real);
   } catch (e) {
     throw noEntry(e, f.abs) || noEntry(e, real!) ? goneSinceListed(f, e) : e;
   }
   // A named pipe put in its place: opening it would wait for a writer, for ever if none comes.
   const notFile = () => changedSinceListed(f, 'replaced by a named pipe, socket or device');
+  const link = (cause?: unknown) => changedSinceListed(f, 'replaced by a symbolic link as it was opened', cause);
+  // What realpath gave is no link; one there now was put there since (it read as a named pipe, socket or device).
+  if (checked.isSymbolicLink()) throw link();
   if (!checked.isFile()) throw notFile();
   await confinedOpenHooks.beforeOpen?.(real);
   let fh: FileHandle;
@@ -166,7 +175,8 @@ export async function openConfined(f: ConfinedFile, realRootList: readonly strin
     fh = await open(real, CONFINED_OPEN_FLAGS);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException)?.code;
-    if (code === 'ELOOP') throw changedSinceListed(f, 'replaced by a symbolic link as it was opened', e);
+    // O_NOFOLLOW at a link: ELOOP (Linux, macOS); FreeBSD says EMLINK, NetBSD EFTYPE.
+    if (code === 'ELOOP' || code === 'EMLINK' || code === 'EFTYPE') throw link(e);
     throw noEntry(e, real) ? goneSinceListed(f, e) : e;
   }
   try {
