@@ -274,6 +274,30 @@ test('a walk goes into links to folders inside the roots, each file read once; a
   );
 });
 
+test('a walk goes through each folder in name order, so its warnings are the same on every file system', async () => {
+  const base = mkdtempSync(join(tmpdir(), 'pipeline-'));
+  const roots = dataRoots(base, { env: {} });
+  // Folders linked to each other in pairs, made in an order that is not the names' (ext4 lists a folder by hash).
+  const pairs = ['3', '1', '2'];
+  for (const n of pairs) {
+    for (const [x, y] of [
+      [`b${n}`, `a${n}`],
+      [`a${n}`, `b${n}`],
+    ]) {
+      mkdirSync(join(base, 'data', x!), { recursive: true });
+      writeFileSync(join(base, 'data', x!, 'f.jsonl'), '{"text":"x","label":"y"}\n');
+      symlinkSync(`../${y}`, join(base, 'data', x!, 'to'));
+    }
+  }
+  const loop = (n: string) =>
+    `data/${n}/to/to is a symbolic link to data/${n}, a folder the walk came through to reach it: not walked, as it would lead round for ever`;
+  for (const path of ['data', 'data/**/*.jsonl']) {
+    const warnings: string[] = [];
+    await resolveSources(path, base, { roots, onWarning: (w) => warnings.push(w) });
+    assert.deepEqual(warnings, ['a1', 'a2', 'a3', 'b1', 'b2', 'b3'].map(loop), path);
+  }
+});
+
 test('a link to a file the walk reads already, or a second link to one file, is read once', async () => {
   const base = mkdtempSync(join(tmpdir(), 'pipeline-'));
   const roots = dataRoots(base, { env: {} });

@@ -8,6 +8,7 @@
  * are asynchronous, follow links (to folders too) only into the roots and never round a loop, and stop with an error
  * past an entry, file or time budget.
  */
+import type { Dirent } from 'node:fs';
 import { opendir, readlink, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { RE2JS } from 're2js';
@@ -287,22 +288,31 @@ async function walk(dir: string, maxDepth: number, b: Budget, out: string[], lin
       if (here.dir === dir) throw e;
       continue; // a folder that vanished or cannot be read mid-walk contributes nothing
     }
+    const entries: Dirent[] = [];
     for await (const ent of handle) {
       spend(b);
-      if (ent.name.startsWith('.')) continue;
+      if (!ent.name.startsWith('.')) entries.push(ent);
+    }
+    // In name order, not the order the file system lists them in (ext4: by hash): which of two folders linked to each
+    // other is named as the loop in the report's warnings, so the report's bytes, must not depend on the disk.
+    entries.sort((x, y) => byCodeUnits(x.name, y.name));
+    const below: Walked[] = [];
+    for (const ent of entries) {
       const p = join(here.dir, ent.name);
       if (ent.isDirectory()) {
         if (here.depth < maxDepth)
-          stack.push({ dir: p, real: join(here.real, ent.name), depth: here.depth + 1, up: here, viaLink: here.viaLink });
+          below.push({ dir: p, real: join(here.real, ent.name), depth: here.depth + 1, up: here, viaLink: here.viaLink });
       } else if (ent.isFile()) {
         out.push(p);
         if (here.viaLink) w.viaLink.add(p);
       } else if (ent.isSymbolicLink()) {
         const real = here.depth < maxDepth ? await linkedFolder(p, here, w) : undefined;
         if (real === undefined) links.push(p);
-        else if (real !== null) stack.push({ dir: p, real, depth: here.depth + 1, up: here, viaLink: true });
+        else if (real !== null) below.push({ dir: p, real, depth: here.depth + 1, up: here, viaLink: true });
       }
     }
+    // The first by name walked first.
+    for (let k = below.length - 1; k >= 0; k--) stack.push(below[k]!);
   }
 }
 
