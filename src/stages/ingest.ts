@@ -37,7 +37,7 @@ export const ingestStage: StageKind<IngestConfig> = {
   // kept the old result of such input; clean data's table, quarantine and report are byte for byte as in 2, so what is
   // downstream of them still hits (the demo pipelines: their ingest keys alone change).
   // 4: the same files read otherwise (7 Dec, later): a walk goes into links to folders (their files are rows now; a link
-  // that leads round is a report warning), a JSONL label past 2^53 is read exactly (two classes where JSON.parse made
+  // that leads round, or to a folder outside the roots, is a report warning, in name order), a JSONL label past 2^53 is read exactly (two classes where JSON.parse made
   // one), a chat message naming a key twice is a duplicate-field bad row. A cached 3 kept the old result of such input;
   // the demo pipelines' tables, quarantines and reports are byte for byte as in 3.
   codeVersion: 'ingest-4',
