@@ -41,15 +41,27 @@ export function configuredDataRoots(env: NodeJS.ProcessEnv = process.env): strin
  */
 export function dataRoots(baseDir: string, opts: { stateDir?: string; env?: NodeJS.ProcessEnv } = {}): string[] {
   const env = opts.env ?? process.env;
+  const listed = listedDataRoots(env);
+  if (listed) return listed;
   const datasets = findDatasetsDir(env);
-  const listed = configuredDataRoots(env);
-  if (listed) return [...new Set([...listed, ...(datasets ? [resolve(datasets)] : [])])];
   const roots = [resolve(baseDir)];
   if (opts.stateDir) roots.push(resolve(opts.stateDir));
   const home = temperedHome(env);
   if (home) roots.push(resolve(home));
   if (datasets) roots.push(resolve(datasets));
   return [...new Set(roots)];
+}
+
+/**
+ * The roots of a worker that lists them (`TEMPERED_DATA_ROOTS`, with the shared datasets folder), whatever the run's
+ * pipeline folder; undefined where it lists none. Local base models are confined to these alone: unset, a model folder
+ * is read wherever it lies, as before.
+ */
+export function listedDataRoots(env: NodeJS.ProcessEnv = process.env): string[] | undefined {
+  const listed = configuredDataRoots(env);
+  if (!listed) return undefined;
+  const datasets = findDatasetsDir(env);
+  return [...new Set([...listed, ...(datasets ? [resolve(datasets)] : [])])];
 }
 
 /** Real paths of the roots that exist (a root that does not exist allows nothing). */
@@ -79,6 +91,7 @@ export function outsideRootsError(
   roots: readonly string[],
   field: string,
   env: NodeJS.ProcessEnv = process.env,
+  remote = 'an https:// source with a sha256 pin',
 ): InputError {
   const listed = configuredDataRoots(env) !== undefined;
   return new InputError(
@@ -86,7 +99,7 @@ export function outsideRootsError(
     {
       where: field,
       hint: listed
-        ? `add a folder that holds ${real} to ${DATA_ROOTS_ENV} on the workers (folders separated by '${delimiter}') and restart them, or use an https:// source with a sha256 pin`
+        ? `add a folder that holds ${real} to ${DATA_ROOTS_ENV} on the workers (folders separated by '${delimiter}') and restart them, or use ${remote}`
         : `keep data under the pipeline file's folder, or add its folder to ${DATA_ROOTS_ENV} on the worker (folders separated by '${delimiter}')`,
     },
   );

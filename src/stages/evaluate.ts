@@ -23,7 +23,7 @@ import { hasRefs } from '../spec/runtime-refs.ts';
 import type { ValueShape } from '../spec/types.ts';
 import { issuesFrom, modelSourceIssues } from './checks.ts';
 import type { ConversationMessage } from '../data/conversation.ts';
-import { modelIdentityKey } from './model-identity.ts';
+import { localModelRoots, modelIdentityKey } from './model-identity.ts';
 import { checkAnswerNormalization, generativeGateShape, type AnswerBreakdown, type AnswerNormalization } from '../eval/generative.ts';
 import type { KindIssue } from '../spec/types.ts';
 import type { StageContext, StageKind } from './types.ts';
@@ -296,6 +296,7 @@ async function resolveBaseline(cfg: NonNullable<Config['baseline']>, ctx: StageC
   const { resolveModelSource } = await lib();
   return resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), {
     cacheDir: statePaths(ctx.stateDir).models,
+    ...localModelRoots('evaluate.baseline.model'),
     signal: ctx.signal,
     // A base model not in the cache yet (a first run, an hf: source of hundreds of MB) downloads for minutes: the stage
     // log says what and how far, where it said nothing.
@@ -401,7 +402,7 @@ export const evaluateStage: StageKind<Config> = {
   // only when the spec asks for it, so the keys of evaluations without one are those they had before.
   async externalInputs(cfg, { baseDir, stateDir }) {
     const inputs: string[] = [];
-    if (cfg.baseline) inputs.push(`baseline:${await modelIdentityKey(cfg.baseline.model, baseDir, stateDir)}`);
+    if (cfg.baseline) inputs.push(`baseline:${await modelIdentityKey(cfg.baseline.model, baseDir, stateDir, 'evaluate.baseline.model')}`);
     if (cfg.production) {
       const { currentVersion, versionArtifact } = await lib();
       const v = await currentVersion(statePaths(stateDir).registryDb, cfg.production.name, cfg.production.alias ?? 'production');

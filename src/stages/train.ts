@@ -14,7 +14,7 @@ import { absoluteModelSource } from '../models/source-spec.ts';
 import type { ModelIdentity } from '../models/sources.ts';
 import { POOLINGS, type Pooling } from '../models/pooling.ts';
 import { statePaths } from '../state-paths.ts';
-import { modelIdentityKey } from './model-identity.ts';
+import { localModelRoots, modelIdentityKey } from './model-identity.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
 import { LockBusyError } from '../util/dir-lock.ts';
 import {
@@ -333,7 +333,7 @@ export const trainStage: StageKind<TrainConfig> = {
   // The config names the base model; its content is in the key too, so a re-exported local folder or
   // an hf: branch that moved to a new commit misses the cache instead of reusing the old model.
   async externalInputs(cfg, { baseDir, stateDir }) {
-    return [`model:${await modelIdentityKey(cfg.model, baseDir, stateDir)}`];
+    return [`model:${await modelIdentityKey(cfg.model, baseDir, stateDir, 'train.model')}`];
   },
   check(raw, ctx) {
     const cfg = raw as Partial<TrainConfig>;
@@ -490,6 +490,7 @@ export const trainStage: StageKind<TrainConfig> = {
     }
     const resolved = await resolveModelSource(absoluteModelSource(cfg.model, ctx.baseDir), {
       cacheDir: paths.models,
+      ...localModelRoots('train.model'),
       signal: ctx.signal,
       onProgress: (message, bytes, total) => ctx.progress({ fraction: total ? bytes / total : undefined, message: `model: ${message}` }),
     });
