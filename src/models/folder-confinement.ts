@@ -81,8 +81,9 @@ export function checkModelFolder(
       const special = kindOf(statSync(target));
       if (special) throw new InputError(`${shown} leads to ${target}, ${special}, not a file`, { where: dir, hint: fileHint });
       // A GGUF file may lie anywhere: the model cache's own folders link to the file the user named, and
-      // what tempered takes from one (weights, metadata) comes only from a file that parses as GGUF.
-      if (!isInside(target, roots) && !path.endsWith('.gguf'))
+      // what tempered takes from one (weights, metadata) comes only from a file that parses as GGUF. Not in a
+      // confined folder (`linkRoots`): config.json's gguf_file takes the weights from such a link, wherever it leads.
+      if (!isInside(target, roots) && !(path.endsWith('.gguf') && !opts.linkRoots))
         throw new InputError(`${shown} is a symlink to ${target}, outside the model folder`, { where: dir, hint });
       return;
     }

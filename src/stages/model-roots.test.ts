@@ -60,6 +60,12 @@ test('a worker with TEMPERED_DATA_ROOTS set reads a local base model only under 
   writeFileSync(join(state, 'serving', 'other-team', 'model.gguf'), 'GGUF');
   mkdirSync(join(allowed, 'models', 'gguf'));
   symlinkSync(join(state, 'serving', 'other-team', 'model.gguf'), join(allowed, 'models', 'gguf', 'model.gguf'));
+  // A folder of safetensors layout whose config.json names a GGUF file beside it (the weights are read from that file,
+  // as in the model cache's GGUF folders), the file a link to one outside.
+  const named = join(allowed, 'models', 'named-gguf');
+  modelFolder(named);
+  writeFileSync(join(named, 'config.json'), '{"model_type":"llama","gguf_file":"w.gguf"}\n');
+  symlinkSync(join(state, 'serving', 'other-team', 'model.gguf'), join(named, 'w.gguf'));
   const store = new ArtifactStore(join(state, 'store'));
   const ctx = () => testStageContext({ root: state, store, baseDir: submitted, workDir: mkdtempSync(join(top, 'work-')) });
   const keyCtx = { baseDir: submitted, stateDir: state };
@@ -89,8 +95,12 @@ test('a worker with TEMPERED_DATA_ROOTS set reads a local base model only under 
         (e: unknown) =>
           e instanceof InputError && /model\.safetensors is a symlink to .*serving.*, outside the model folder/.test(e.message),
       );
+      const ggufLink = (e: unknown) =>
+        e instanceof InputError && /\.gguf is a symlink to .*serving.*model\.gguf, outside the model folder/.test(e.message);
+      await assert.rejects(trainStage.externalInputs!(train(join(allowed, 'models', 'gguf')), keyCtx), ggufLink);
+      await assert.rejects(trainStage.run(train(named), ctx()), ggufLink);
       await assert.rejects(
-        trainStage.externalInputs!(train(join(allowed, 'models', 'gguf')), keyCtx),
+        trainStage.run(train(`gguf:${join(allowed, 'models', 'gguf', 'model.gguf')}`), ctx()),
         refusal('train.model', join(state, 'serving', 'other-team', 'model.gguf')),
       );
       // The stage's failure names the field in the pipeline.
