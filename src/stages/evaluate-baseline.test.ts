@@ -9,13 +9,15 @@ import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportTinyClassifier } from '../serve/tiny-classifier.testing.ts';
 import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testing.ts';
 import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { humanBytes } from '../util/human-bytes.ts';
+import { DATA_ROOTS_ENV } from '../data/roots.ts';
+import { InputError } from '../errors.ts';
 import { evaluateStage } from './evaluate.ts';
 import { stageTestbed } from './stage-context.testing.ts';
 import type { ArtifactRef } from '../types.ts';
@@ -74,6 +76,25 @@ test('the baseline of the same base model, rows and settings is scored once; ano
   const again = [await evaluate(b, test1), await evaluate(b, test1, 5), await evaluate(b, test2)];
   assert.equal(again.filter((e) => embedded(e.messages)).length, 1);
   assert.deepEqual(JSON.parse(readFileSync(memo, 'utf8')).labels, labels);
+
+  // A worker that lists its data roots reads a local base model only under them (src/stages/model-roots.test.ts), its
+  // memo of that model's scores too: the refusal names the field, not the scores of another team's model.
+  const saved = process.env[DATA_ROOTS_ENV];
+  const data = join(root, 'data');
+  mkdirSync(data);
+  process.env[DATA_ROOTS_ENV] = data;
+  try {
+    await assert.rejects(
+      evaluate(b, test1),
+      (e: unknown) =>
+        e instanceof InputError &&
+        e.where === 'evaluate.baseline.model' &&
+        e.message.includes(`resolves to ${realpathSync(modelDir)}, which is outside the allowed data roots`),
+    );
+  } finally {
+    if (saved === undefined) delete process.env[DATA_ROOTS_ENV];
+    else process.env[DATA_ROOTS_ENV] = saved;
+  }
 });
 
 test('a baseline that cannot be kept (no room, no folder) is reported, and the evaluation still ends with it', async (t) => {
