@@ -172,7 +172,8 @@ if (isEntry) {
         if (note) console.error(`  ${note}`);
       }
       if (process.env.TEMPERED_DEBUG) console.error(err.stack);
-      else console.error('(set TEMPERED_DEBUG=1 for the stack trace)');
+      // An input error is the user's to fix, said with what to do; its stack trace would help nobody.
+      else if (!(err instanceof InputError)) console.error('(set TEMPERED_DEBUG=1 for the stack trace)');
       exitWhenWritten(1);
     },
   );

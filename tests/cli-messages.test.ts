@@ -1,0 +1,46 @@
+/**
+ * What the CLI, a real process, prints for an error: an input error (the user's to fix) says what and what to do, and
+ * only an unexpected error offers TEMPERED_DEBUG for its stack trace.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openRegistry } from '../src/registry/registry.ts';
+import { testVersion } from '../src/registry/versions.testing.ts';
+import { statePaths } from '../src/state-paths.ts';
+import { runCli } from './helpers/cli.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'tempered-cli-messages-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+/** A state folder whose registry has clf v1 and v2, `staging` on v2. */
+async function homeWithRegistry(): Promise<Record<string, string>> {
+  const home = join(root, 'home');
+  const reg = await openRegistry(statePaths(home).registryDb);
+  try {
+    await reg.registerVersion(testVersion('clf', 'a'));
+    await reg.registerVersion(testVersion('clf', 'b'));
+    await reg.setAlias('clf', 'staging', 2);
+  } finally {
+    await reg.close();
+  }
+  return { TEMPERED_HOME: home };
+}
+const env = homeWithRegistry();
+
+test('an input error says what to do, without offering a stack trace; an unexpected error still offers it', async () => {
+  const input = await runCli(['models', 'show', 'clf@99'], await env);
+  assert.equal(input.code, 1, input.stderr);
+  assert.match(input.stderr, /has no version or alias '99'\n {2}versions 1\.\.2/);
+  assert.doesNotMatch(input.stderr, /TEMPERED_DEBUG/);
+
+  // A registry file that is no database: not the user's input, so the stack trace may help whoever reports it.
+  const broken = join(root, 'broken');
+  mkdirSync(broken);
+  writeFileSync(statePaths(broken).registryDb, 'not a database '.repeat(20));
+  const unexpected = await runCli(['models', 'show', 'clf'], { TEMPERED_HOME: broken });
+  assert.equal(unexpected.code, 1, unexpected.stderr);
+  assert.match(unexpected.stderr, /^tempered: file is not a database\n\(set TEMPERED_DEBUG=1 for the stack trace\)\n$/);
+});
