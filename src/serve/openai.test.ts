@@ -558,6 +558,17 @@ test('auth, oversized and invalid requests get OpenAI error objects', async (t) 
   await expectError(await post(url, '/v1/completions', { prompt: ['a', 'b', 'c'], n: 2 }), 400, 'too_many_choices', 'n');
   await expectError(await post(url, '/v1/completions', { prompt: 'x'.repeat(5000) }), 413, 'body_too_large');
   await expectError(await post(url, '/v1/completions', { prompt: 'x', temprature: 1 }), 400, 'invalid_request', 'temprature');
+  // A role it does not know lists the roles it takes: it listed "tool" and "function" too, which it refuses as unsupported.
+  const badRole = await expectError(
+    await post(url, '/v1/chat/completions', { messages: [{ role: 'bot', content: 'hi' }] }),
+    400,
+    'invalid_request',
+    'messages[0].role',
+  );
+  assert.equal(
+    badRole.message,
+    'messages[0].role must be one of "system", "developer", "user", "assistant", got "bot" ("tool" and "function" are not supported: this server does no tool calling)',
+  );
   const tools = await expectError(
     await post(url, '/v1/chat/completions', { messages, tools: [{ type: 'function', function: { name: 'f' } }] }),
     400,

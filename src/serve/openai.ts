@@ -213,8 +213,8 @@ const chatSchema = {
         required: ['role'],
         additionalProperties: false,
         properties: {
-          // `tool` and `function` are OpenAI roles; chatTurns refuses them, saying why.
-          role: { enum: ['system', 'developer', 'user', 'assistant', 'tool', 'function'] },
+          // Checked by chatTurns: an enum here listed `tool` and `function` as allowed, which are refused as unsupported.
+          role: { type: 'string' },
           name: { type: 'string' },
           content: {
             anyOf: [
@@ -703,6 +703,9 @@ function finishReason(r: GenerateResult['finishReason']): string {
   return r === 'cancelled' ? 'stop' : r;
 }
 
+/** The message roles a conversation may have (`developer` is taken as `system`). */
+const CHAT_ROLES: readonly string[] = ['system', 'developer', 'user', 'assistant'];
+
 /**
  * A conversation's text turns. An assistant message is taken as the OpenAI SDK hands it back (`content` null beside a
  * `refusal`, `tool_calls: []`, the helpers' `parsed`); what this server cannot do (tool messages and calls, image,
@@ -716,6 +719,13 @@ export function chatTurns(messages: ChatBody['messages']): ChatMessage[] {
     const m = raw.role === 'developer' ? { ...raw, role: 'system' as const } : raw;
     const at = `messages[${i}]`;
     const unsupported = (param: string, message: string) => new ApiError(400, 'unsupported_parameter', message, param);
+    if (!CHAT_ROLES.includes(m.role) && m.role !== 'tool' && m.role !== 'function')
+      throw new ApiError(
+        400,
+        'invalid_request',
+        `${at}.role must be one of ${CHAT_ROLES.map((r) => JSON.stringify(r)).join(', ')}, got ${JSON.stringify(m.role)} ("tool" and "function" are not supported: this server does no tool calling)`,
+        `${at}.role`,
+      );
     if (m.role === 'tool' || m.role === 'function')
       throw unsupported(
         `${at}.role`,
