@@ -44,3 +44,18 @@ test('an input error says what to do, without offering a stack trace; an unexpec
   assert.equal(unexpected.code, 1, unexpected.stderr);
   assert.match(unexpected.stderr, /^tempered: file is not a database\n\(set TEMPERED_DEBUG=1 for the stack trace\)\n$/);
 });
+
+// The registry's where ('model', 'alias') prefixed a message that names the same thing: "model: model 'clf' has no …".
+test("the registry's refusals name the model or alias once", async () => {
+  const show = await runCli(['models', 'show', 'clf@99'], await env);
+  assert.match(show.stderr, /^tempered: model 'clf' has no version or alias '99'\n/);
+  const reserved = await runCli(['models', 'promote', 'clf@1', '--alias', 'latest'], await env);
+  assert.equal(reserved.code, 1, reserved.stderr);
+  assert.match(reserved.stderr, /^tempered: alias 'latest' is reserved: it already means a version\n/);
+  const rollback = await runCli(['models', 'rollback', 'clf', '--alias', 'staging'], await env);
+  assert.equal(rollback.code, 1, rollback.stderr);
+  assert.match(
+    rollback.stderr,
+    /^tempered: alias 'staging' of 'clf' has no earlier version to roll back to\n {2}it has only ever pointed at v2\n$/,
+  );
+});

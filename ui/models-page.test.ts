@@ -157,12 +157,12 @@ describe('dashboard models API', () => {
     ]) {
       const r = await get(path);
       assert.equal(r.status, 404, path);
-      assert.equal(r.body.error, "model: no model named 'nope'");
+      assert.equal(r.body.error, "no model named 'nope'");
       assert.equal(r.body.hint, 'registered models: clf, tiny');
     }
     const v99 = await get('/api/models/clf/versions/99/card');
     assert.equal(v99.status, 404);
-    assert.equal(v99.body.error, "model: model 'clf' has no version or alias '99'");
+    assert.equal(v99.body.error, "model 'clf' has no version or alias '99'");
     assert.equal(v99.body.hint, `versions 1..${VERSIONS}, aliases production, staging, or 'latest'`);
     for (const [query, message] of [
       ['before=0', /^before must be a version number .* got "0"/],

@@ -9,7 +9,7 @@
 import { openAudit, type AuditLog } from '../audit/log.ts';
 import { useOpen, type KeptOpen } from '../db/kept-open.ts';
 import { evaluateGate, GateError } from '../eval/gates.ts';
-import { InputError } from '../errors.ts';
+import { NamedRefusal } from './named-refusal.ts';
 import { openRegistry, unflattenMetrics, type AliasAudit, type Registry } from './registry.ts';
 import { evaluatedProduction, isEvaluateOnlyName, productionMeasuredAgainst } from './production.ts';
 import type { AliasChange } from './types.ts';
@@ -51,7 +51,7 @@ export interface AliasChangeResult {
   gate?: { passed: boolean; explanation: string; compared?: string };
 }
 
-export class GateRefused extends InputError {
+export class GateRefused extends NamedRefusal {
   constructor(
     readonly explanation: string,
     hint = 'promote another version, or change the gate',

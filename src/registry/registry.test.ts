@@ -124,9 +124,17 @@ for (const backend of BACKENDS) {
       );
       await assert.rejects(
         () => reg.getVersion('spam-clf', 9),
-        (e: unknown) => e instanceof InputError && /no version or alias '9'/.test(e.message) && /aliases production/.test(e.hint!),
+        // Said once: the message names the model, so `where` (what callers tell a missing one by) does not prefix it.
+        (e: unknown) =>
+          e instanceof InputError &&
+          e.message === "model 'spam-clf' has no version or alias '9'" &&
+          e.where === 'model' &&
+          /aliases production/.test(e.hint!),
       );
-      await assert.rejects(() => reg.getVersion('nope', 1), /no model named 'nope'/);
+      await assert.rejects(
+        () => reg.getVersion('nope', 1),
+        (e: unknown) => e instanceof InputError && e.message === "no model named 'nope'" && e.where === 'model',
+      );
       await assert.rejects(() => reg.getVersion('spam-clf', 'staging'), /no version or alias 'staging'/);
       await reg.close();
     });

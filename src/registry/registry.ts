@@ -13,6 +13,7 @@
  * harmless: exactly one audit record per change.
  */
 import { InputError } from '../errors.ts';
+import { NamedRefusal } from './named-refusal.ts';
 import { canonicalJson } from '../util/canonical-json.ts';
 import { defaultActor } from '../audit/actor.ts';
 import { validateAuditEntry, type AuditEntry } from '../audit/log.ts';
@@ -366,7 +367,7 @@ export class Registry {
     if (!row) {
       const s = (await this.models(q)).find((m) => m.name === name)!;
       const aliases = Object.keys(s.aliases);
-      throw new InputError(`model '${name}' has no version or alias '${ref}'`, {
+      throw new NamedRefusal(`model '${name}' has no version or alias '${ref}'`, {
         where: 'model',
         hint: `versions 1..${s.latestVersion}${aliases.length ? `, aliases ${aliases.join(', ')}` : ''}, or 'latest'`,
       });
@@ -490,7 +491,7 @@ export class Registry {
    */
   async listVersionPage(name: string, page: { before?: number; limit: number }): Promise<{ versions: ModelVersion[]; more: boolean }> {
     if (!Number.isSafeInteger(page.limit) || page.limit < 1)
-      throw new InputError(`limit must be a whole number ≥ 1, got ${page.limit}`, { where: 'limit' });
+      throw new NamedRefusal(`limit must be a whole number ≥ 1, got ${page.limit}`, { where: 'limit' });
     // Beyond INTEGER every version is below it; PostgreSQL would refuse the comparison instead.
     const before = page.before === undefined || page.before > 2 ** 31 - 1 ? undefined : page.before;
     return this.db.snapshot(async (q) => {
@@ -511,7 +512,7 @@ export class Registry {
   private async resolveModel(q: Queryable, name: string): Promise<void> {
     if (!(await q.get('SELECT 1 AS one FROM models WHERE name = ?', [name]))) {
       const names = (await this.models(q)).map((m) => m.name);
-      throw new InputError(`no model named '${name}'`, {
+      throw new NamedRefusal(`no model named '${name}'`, {
         where: 'model',
         hint: names.length ? `registered models: ${names.join(', ')}` : 'nothing is registered yet',
       });
@@ -538,13 +539,13 @@ export class Registry {
     opts: { actor?: string; reason?: string; expect?: number | null; audit?: AliasAudit } = {},
   ): Promise<{ changed: boolean; change?: AliasChange }> {
     if (alias === 'latest' || /^v\d+$/.test(alias)) {
-      throw new InputError(`alias '${alias}' is reserved: it already means a version`, {
+      throw new NamedRefusal(`alias '${alias}' is reserved: it already means a version`, {
         where: 'alias',
         hint: "choose another name, e.g. 'production' or 'staging'",
       });
     }
     if (typeof alias !== 'string' || !ALIAS_RE.test(alias)) {
-      throw new InputError(`alias ${JSON.stringify(alias)} is not valid`, {
+      throw new NamedRefusal(`alias ${JSON.stringify(alias)} is not valid`, {
         where: 'alias',
         hint: "use lowercase letters, digits, '_' or '-', starting with a letter",
       });
@@ -639,7 +640,7 @@ export class Registry {
         throw new AliasMovedError(`${name}@${alias} moved to ${now} since it was read (expected v${opts.expect}); not rolled back`);
       }
       if (stack.length < 2) {
-        throw new InputError(`alias '${alias}' of '${name}' has no earlier version to roll back to`, {
+        throw new NamedRefusal(`alias '${alias}' of '${name}' has no earlier version to roll back to`, {
           where: 'alias',
           hint: !stack.length
             ? 'it has never been set'
