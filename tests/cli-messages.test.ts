@@ -59,3 +59,22 @@ test("the registry's refusals name the model or alias once", async () => {
     /^tempered: alias 'staging' of 'clf' has no earlier version to roll back to\n {2}it has only ever pointed at v2\n$/,
   );
 });
+
+// The registry's hint offered 'latest', which serve refuses ("@latest is refused, since serve follows an alias").
+test('serve of an alias the model lacks says what serve takes: its aliases, a fixed version, or promoting one', async () => {
+  const serveEnv = { ...(await env), TEMPERED_SERVE_TOKEN: 'cli-messages-serve-token-xxxxxxxxxx' };
+  const bad = await runCli(['serve', 'clf@canary', '--port', '0'], serveEnv);
+  assert.equal(bad.code, 1, bad.stderr);
+  assert.equal(
+    bad.stderr,
+    "tempered: cannot serve clf@canary: model 'clf' has no version or alias 'canary'\n" +
+      '  serve an alias it has, clf@staging (v2), or a fixed version (clf@1 to clf@2), or point canary at a version: tempered models promote clf@2 --alias canary\n',
+  );
+  const bare = await runCli(['serve', 'clf', '--port', '0'], serveEnv);
+  assert.equal(bare.code, 1, bare.stderr);
+  assert.match(bare.stderr, /\n {2}serve an alias it has, clf@staging \(v2\), .*: tempered models promote clf@2\n$/);
+  const version = await runCli(['serve', 'clf@9', '--port', '0'], serveEnv);
+  assert.equal(version.code, 1, version.stderr);
+  assert.match(version.stderr, /\n {2}serve an alias, clf@staging \(v2\), or a version from clf@1 to clf@2\n$/);
+  assert.doesNotMatch(bad.stderr + bare.stderr + version.stderr, /latest/);
+});

@@ -12,6 +12,7 @@ import { modelHashOf } from '../../src/audit/model-hash.ts';
 import { databaseExists } from '../../src/db/database.ts';
 import { DiskFullError, InputError } from '../../src/errors.ts';
 import { resolveModelSource } from '../../src/models/sources.ts';
+import { openRegistry } from '../../src/registry/registry.ts';
 import type { ModelVersion } from '../../src/registry/types.ts';
 import { createModelServer, DEFAULT_STOP_GRACE_MS, type ModelServer } from '../../src/serve/server.ts';
 import { checkCorsOrigins } from '../../src/serve/cors.ts';
@@ -259,8 +260,13 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
     const full = isDiskFull(e)
       ? diskFullError(e, [ctx.paths.serving, ctx.paths.models, tmpdir()], { hint: serveDiskFullHint('start') })
       : undefined;
-    const hint = full ? `\n  ${full.hint}` : e instanceof InputError && e.hint ? `\n  ${e.hint}` : '';
-    throw new CliError(`cannot serve ${name}@${alias}: ${(full ?? (e as Error)).message}${hint}`);
+    // The registry's hint offers 'latest', which serve refuses: for a missing alias or version, what serve takes instead.
+    const serveHint =
+      !full && e instanceof InputError && e.where === 'model' && !isModelSource(ref)
+        ? await servableHint(ctx.paths.registryDb, name, alias)
+        : undefined;
+    const said = full?.hint ?? serveHint ?? (e instanceof InputError ? e.hint : undefined);
+    throw new CliError(`cannot serve ${name}@${alias}: ${(full ?? (e as Error)).message}${said ? `\n  ${said}` : ''}`);
   }
   const url = await server.listen(o.port ?? 0, o.host ?? '127.0.0.1');
   try {
@@ -284,6 +290,29 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       }
     })());
   return { server, url };
+}
+
+/**
+ * What `serve` can follow of a model that lacks `alias`: the aliases it has, a fixed version, or `alias` pointed at a
+ * version by a promote. Undefined when there is no such model (the registry's hint lists the models there are).
+ */
+async function servableHint(registryDb: string, name: string, alias: string): Promise<string | undefined> {
+  const reg = await openRegistry(registryDb);
+  let model;
+  try {
+    model = (await reg.listModels()).find((m) => m.name === name);
+  } finally {
+    await reg.close();
+  }
+  if (!model) return undefined;
+  const latest = model.latestVersion;
+  const aliases = Object.entries(model.aliases).map(([a, v]) => `${name}@${a} (v${v})`);
+  const versions = latest === 1 ? `${name}@1` : `${name}@1 to ${name}@${latest}`;
+  if (/^v?\d+$/.test(alias)) return `serve ${aliases.length ? `an alias, ${aliases.join(', ')}, or ` : ''}a version from ${versions}`;
+  return (
+    `serve ${aliases.length ? `an alias it has, ${aliases.join(', ')}, or ` : ''}a fixed version (${versions}), ` +
+    `or point ${alias} at a version: tempered models promote ${name}@${latest}${alias === 'production' ? '' : ` --alias ${alias}`}`
+  );
 }
 
 export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number> {
