@@ -1,5 +1,5 @@
 // `tempered generate` as a user runs it: a real CLI process, a model folder, tokens streamed to stdout.
-import { test, after } from 'node:test';
+import { test, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -281,8 +281,8 @@ test('generate NAME@latest is the newest version; a bare NAME is production, and
   );
 });
 
-// A model source not in the cache was downloaded without a word: the command sat silent for minutes on a large model.
-test('generate says what it downloads for a model source that is not in the cache yet, and nothing once it is', async (t) => {
+/** The tiny model as `hf:org/tiny-llm` on a Hub on loopback, for the test's length; its URL is the HF_ENDPOINT. */
+async function loopbackHub(t: TestContext): Promise<string> {
   const commit = 'c'.repeat(40);
   const files = new Map(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f))] as const));
   // The Hub's layout on loopback: /org/name/resolve/<revision>/<file>, the commit and the file's sha256 in the headers.
@@ -299,16 +299,55 @@ test('generate says what it downloads for a model source that is not in the cach
   });
   await new Promise<void>((r) => hub.listen(0, '127.0.0.1', r));
   t.after(() => new Promise<void>((r) => hub.close(() => r())));
-  const own = { TEMPERED_HOME: join(home, 'download-state'), HF_ENDPOINT: `http://127.0.0.1:${(hub.address() as AddressInfo).port}` };
+  return `http://127.0.0.1:${(hub.address() as AddressInfo).port}`;
+}
+const weightsBytes = () => readFileSync(join(dir, 'model.safetensors')).length;
+
+// A model source not in the cache was downloaded without a word: the command sat silent for minutes on a large model.
+test('generate says what it downloads for a model source that is not in the cache yet, and nothing once it is', async (t) => {
+  const own = { TEMPERED_HOME: join(home, 'download-state'), HF_ENDPOINT: await loopbackHub(t) };
   const args = ['generate', 'hf:org/tiny-llm', 'hi', '--raw', '--max-tokens', '2', '--threads', '1'];
   const first = await runCli(args, own);
   assert.equal(first.code, 0, first.stderr);
-  const weights = files.get('model.safetensors')!.length;
+  const weights = weightsBytes();
   assert.match(first.stderr, new RegExp(`^downloading hf:org/tiny-llm model\\.safetensors \\(${(weights / 1024).toFixed(1)} KiB\\)$`, 'm'));
   assert.match(first.stderr, /^downloading hf:org\/tiny-llm config\.json/m);
   const again = await runCli(args, own);
   assert.equal(again.code, 0, again.stderr);
   assert.doesNotMatch(again.stderr, /downloading/);
+});
+
+// serve resolved a model source without a progress callback: a model not in the cache was downloaded without a word.
+test('serve says what it downloads for a model source that is not in the cache yet', async (t) => {
+  const tpl = join(home, 'serve-download.jinja');
+  writeFileSync(tpl, '{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}<assistant>');
+  const child = spawn(process.execPath, [BIN, 'serve', 'hf:org/tiny-llm', '--port', '0', '--chat-template', tpl, '--threads', '1'], {
+    env: {
+      ...process.env,
+      TEMPERED_HOME: join(home, 'serve-download-state'),
+      HF_ENDPOINT: await loopbackHub(t),
+      TEMPERED_SERVE_TOKEN: 'serve-download-token-xxxxxxxxxxxxxx',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (/serving .* at http:\/\/\S+/.test(out)) resolve();
+      });
+      child.once('exit', () => reject(new Error(`serve exited: ${out}\n${err}`)));
+    });
+  } finally {
+    child.kill('SIGTERM');
+  }
+  assert.equal(await exited, 0, err);
+  assert.match(err, new RegExp(`^downloading hf:org/tiny-llm model\\.safetensors \\(${(weightsBytes() / 1024).toFixed(1)} KiB\\)$`, 'm'));
+  assert.match(err, /^downloading hf:org\/tiny-llm config\.json/m);
 });
 
 test('tempered serve <model folder> answers the OpenAI chat route with the given template and stops on SIGTERM', async () => {

@@ -24,6 +24,7 @@ import { isTextGenerator, type ResolveCurrent, type ServedModel } from '../../sr
 import type { ArtifactStore } from '../../src/store/artifact-store.ts';
 import { diskFullError, isDiskFull, serveDiskFullHint } from '../../src/util/disk-full.ts';
 import { actor, parse } from '../args.ts';
+import { downloadProgress } from '../../src/models/download-progress.ts';
 import { CliError, type CliContext } from '../context.ts';
 import { parseModelRef } from './models.ts';
 
@@ -98,11 +99,13 @@ export function fixedModelSource(
     promptCache?: boolean;
     /** Told the resolved source's revision (a commit, a wheel's sha256, 'local'), for the audit records. */
     resolved?: (id: string, revision: string) => void;
+    /** Told how a download into the cache goes (resolveModelSource's onProgress). */
+    onProgress?: (what: string, bytes: number, total: number | undefined) => void;
   },
 ): ResolveCurrent {
   let loaded: Promise<{ dir: string; id: string }> | undefined;
   const resolveOnce = () =>
-    (loaded ??= resolveModelSource(ref, { cacheDir: o.cacheDir }).then((m) => {
+    (loaded ??= resolveModelSource(ref, { cacheDir: o.cacheDir, onProgress: o.onProgress }).then((m) => {
       o.resolved?.(m.identity.source, m.identity.revision);
       return { dir: m.dir, id: m.identity.source };
     }));
@@ -164,6 +167,8 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
       generationThreads: o.generation?.maxConcurrent,
       promptCache: o.promptCache,
       resolved: (id, revision) => identity.set(id, { details: { revision } }),
+      // A model source not in the cache yet (a multi-GB hf: model) was downloaded without a word before serving.
+      onProgress: downloadProgress((l) => console.error(l)),
     });
   } else {
     const { name: n, at } = parseModelRef(ref);
