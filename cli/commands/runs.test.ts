@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli } from '../../tests/helpers/cli.ts';
+import { runWaitingNote } from './runs.ts';
 
 test('runs --limit takes a whole number from 1, and runs takes no run id: anything else is a usage error (exit 2), not "no runs yet"', async () => {
   const home = mkdtempSync(join(tmpdir(), 'tempered-runs-usage-'));
@@ -31,4 +32,16 @@ test('runs --limit takes a whole number from 1, and runs takes no run id: anythi
   } finally {
     rmSync(home, { recursive: true, force: true });
   }
+});
+
+// submit --wait on the dev server read its first status before its own worker polled, and told the user to start a
+// worker (`tempered worker --queue tempered`) that the command itself runs.
+test("a run no worker has picked up says how to start one, unless this process's own worker serves its queue", () => {
+  assert.equal(
+    runWaitingNote('tempered'),
+    "  waiting: no worker has picked this run up yet; it starts when a worker serving task queue 'tempered' runs (`tempered worker --queue tempered`)",
+  );
+  assert.equal(runWaitingNote('tempered', 'tempered'), undefined);
+  assert.match(runWaitingNote('gpu', 'tempered') ?? '', /`tempered worker --queue gpu`/);
+  assert.equal(runWaitingNote(''), undefined);
 });

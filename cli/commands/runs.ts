@@ -53,8 +53,21 @@ function stdoutToStderr(): { restore(): void } {
   };
 }
 
-/** Follows the run, printing stage transitions, and a running stage's progress when it changed (at most every few seconds), unless `json`. */
-function followAndPrint(client: Client, runId: string, json = false, signal?: AbortSignal): Promise<ClientRunStatus> {
+/**
+ * What a run no worker has picked up yet says, once: where to start a worker of `waitingQueue`. Nothing when `ownQueue`
+ * is that queue: this process runs that worker itself (submit --wait's local worker), which had not polled yet when
+ * the first status was read, and the hint to start one was wrong.
+ */
+export function runWaitingNote(waitingQueue: string, ownQueue?: string): string | undefined {
+  if (!waitingQueue || waitingQueue === ownQueue) return undefined;
+  return `  waiting: no worker has picked this run up yet; it starts when a worker serving task queue '${waitingQueue}' runs (\`tempered worker --queue ${waitingQueue}\`)`;
+}
+
+/**
+ * Follows the run, printing stage transitions, and a running stage's progress when it changed (at most every few
+ * seconds), unless `json`. `ownQueue`: the queue this process's own worker serves, if it runs one.
+ */
+function followAndPrint(client: Client, runId: string, json = false, signal?: AbortSignal, ownQueue?: string): Promise<ClientRunStatus> {
   let noted = false;
   const seen = new Map<string, string>();
   const shown = new Map<string, string>();
@@ -72,10 +85,8 @@ function followAndPrint(client: Client, runId: string, json = false, signal?: Ab
       // A run no worker has picked up yet (none serves its queue, or only dead ones are still listed) says so once.
       if ((st.waitingForWorker ?? '') !== runWaiting) {
         runWaiting = st.waitingForWorker ?? '';
-        if (runWaiting)
-          console.log(
-            `  waiting: no worker has picked this run up yet; it starts when a worker serving task queue '${runWaiting}' runs (\`tempered worker --queue ${runWaiting}\`)`,
-          );
+        const note = runWaitingNote(runWaiting, ownQueue);
+        if (note) console.log(note);
       }
       const now = Date.now();
       const progressDue = now - lastProgressAt > 5000;
@@ -285,7 +296,7 @@ export async function startAndReport(
     const answerOnly = o.json && local ? stdoutToStderr() : undefined;
     let final: RunStatus;
     try {
-      final = await followAndPrint(client, handle.workflowId, o.json, interrupt.signal);
+      final = await followAndPrint(client, handle.workflowId, o.json, interrupt.signal, local ? queue : undefined);
     } catch (e) {
       const sig = interrupt.name();
       if (!sig) throw e;
