@@ -268,7 +268,7 @@ export async function startServing(ctx: CliContext, ref: string, o: ServingOptio
     // The registry's hint offers 'latest', which serve refuses: for a missing alias or version, what serve takes instead.
     const serveHint =
       !full && e instanceof InputError && e.where === 'model' && !isModelSource(ref)
-        ? await servableHint(ctx.paths.registryDb, name, alias)
+        ? await servableHint(ctx.paths.registryDb, name, alias).catch(() => undefined)
         : undefined;
     const said = full?.hint ?? serveHint ?? (e instanceof InputError ? e.hint : undefined);
     throw new CliError(`cannot serve ${name}@${alias}: ${(full ?? (e as Error)).message}${said ? `\n  ${said}` : ''}`);
