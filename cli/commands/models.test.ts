@@ -112,6 +112,16 @@ test("models show and diff say which version production.* were measured against;
   );
   assert.equal(promote.code, 0, promote.stderr);
   assert.match(promote.stdout, /gate passed: .*\(production\.\* as evaluated against v1\)\nspam@production: v1 → v2/);
+  // v2 holds production now: a gate would judge it against itself (refusing it on f1_macro > production.f1_macro).
+  const again = await runCli(['models', 'promote', 'spam@2', '--gate', 'f1_macro > production.f1_macro'], {
+    ...env,
+    TEMPERED_ACTOR: 'ops',
+  });
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal(
+    again.stdout,
+    'spam@production already points at v2 (v2 is already production: nothing to promote, and no gate judged it against itself)\n',
+  );
 });
 
 test('models show gives the base model in one line: source, revision, files and their size', () => {

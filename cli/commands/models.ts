@@ -504,7 +504,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       // fails (moved since read) instead of overwriting the first and both saying they promoted.
       if (values.gate !== undefined && sub !== 'promote') throw new CliError(`--gate goes with promote\nusage: ${usage}`, 2);
       const holder = await withRegistry(ctx, (reg) => reg.aliasVersion(name, alias));
-      const { change, version, auditPending, gate } = await changeAlias(ctx.paths.registryDb, ctx.paths.auditDb, {
+      const { change, version, auditPending, gate, already } = await changeAlias(ctx.paths.registryDb, ctx.paths.auditDb, {
         op: sub,
         name,
         at,
@@ -531,7 +531,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         );
       if (gate && !values.json) console.log(`gate passed: ${gate.explanation}${gate.compared ? ` (${gate.compared})` : ''}`);
       if (!change) {
-        console.log(`${name}@${alias} already points at v${version}`);
+        console.log(`${name}@${alias} already points at v${version}${already ? ` (${already})` : ''}`);
         return 0;
       }
       out(

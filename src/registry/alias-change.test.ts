@@ -109,6 +109,37 @@ test('a gated promotion that another promotion overtakes after the gate was judg
   await reg.close();
 });
 
+/**
+ * `models promote clf@1 --gate …` while v1 holds the alias judged v1 against itself (its own production.*, or its own
+ * registered metrics): a gate such as `f1_macro > production.f1_macro` refused the version the alias keeps serving.
+ */
+test('a gated promotion of the version the alias already holds moves nothing and judges no gate against itself', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const registryDb = join(dir, 'registry.db');
+  const auditDb = join(dir, 'audit.db');
+  const reg = await openRegistry(registryDb);
+  await reg.registerVersion(version('r1', 0.9, 'c'));
+  await reg.setAlias('clf', 'production', 1, { actor: 'bob' });
+  await reg.close();
+  const again = await changeAlias(registryDb, auditDb, {
+    op: 'promote',
+    name: 'clf',
+    at: 1,
+    alias: 'production',
+    actor: 'alice',
+    gate: 'f1_macro > production.f1_macro',
+    expect: 1,
+  });
+  assert.deepEqual(
+    [again.change, again.version, again.gate, again.already],
+    [undefined, 1, undefined, 'v1 is already production: nothing to promote, and no gate judged it against itself'],
+  );
+  const log = await openAudit(auditDb);
+  t.after(() => log.close());
+  assert.deepEqual(await log.query({ action: 'model.promoted' }), [], 'nothing moved, so nothing is recorded');
+});
+
 test("a gated promotion reads the candidate's own production.* when they were measured against the holder, and refuses evaluate's names otherwise, naming both versions", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -49,6 +49,8 @@ export interface AliasChangeResult {
    * own (evaluated against the version that holds the alias) or the holder's registered metrics.
    */
   gate?: { passed: boolean; explanation: string; compared?: string };
+  /** promote with a gate: the version already held the alias, so no gate judged it against itself (deploy says the same). */
+  already?: string;
 }
 
 export class GateRefused extends NamedRefusal {
@@ -114,11 +116,16 @@ export async function changeAlias(
       dedupeKey: `alias-change/${name}/${c.id}`,
     });
     let change: AliasChange | undefined;
+    let already: string | undefined;
     if (op === 'promote') {
       const candidate = await reg.getVersion(name, req.at ?? 'latest');
       let holder: number | null | undefined;
-      if (req.gate) {
-        holder = await reg.aliasVersion(name, alias);
+      if (req.gate) holder = await reg.aliasVersion(name, alias);
+      // The alias holds the candidate already: a gate would judge it against itself (its own production.* or
+      // registered metrics) and refuse the version the alias keeps serving, on `f1_macro > production.f1_macro` say.
+      if (req.gate && holder === candidate.version)
+        already = `v${holder} is already ${alias}: nothing to promote, and no gate judged it against itself`;
+      else if (req.gate && holder !== undefined) {
         const context: Record<string, unknown> = unflattenMetrics(candidate.metrics);
         // The candidate's own production.* (evaluate's like-for-like comparison: production.rows,
         // production.candidate.*, …) when they were measured against the version that holds the alias
@@ -170,6 +177,12 @@ export async function changeAlias(
     let auditPending: string | undefined;
     await useOpen(auditDb, openAudit, (log) => reg.drainAuditOutbox(log)).catch((e: Error) => (auditPending = e.message));
     // Set by the move above (or held already): a rollback or promote never unsets an alias.
-    return { change, version: (await reg.aliasVersion(name, alias))!, gate, ...(auditPending ? { auditPending } : {}) };
+    return {
+      change,
+      version: (await reg.aliasVersion(name, alias))!,
+      gate,
+      ...(already && !change ? { already } : {}),
+      ...(auditPending ? { auditPending } : {}),
+    };
   });
 }
