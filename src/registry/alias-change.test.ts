@@ -275,3 +275,36 @@ for (const backend of BACKENDS)
       }
     });
   });
+
+/**
+ * The registry keeps evaluate's production.same_model as 1 (metrics are numbers); a promote gate reading the candidate's
+ * own production.* must see it as deploy's gate does, a boolean, or `!production.same_model` is a type error there.
+ */
+test("a gated promotion reads the candidate's own production.same_model as the boolean evaluate gave", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const registryDb = join(dir, 'registry.db');
+  const reg = await openRegistry(registryDb);
+  await reg.registerVersion(version('r1', 0.9, 'c'));
+  await reg.setAlias('clf', 'production', 1);
+  const production = {
+    f1_macro: 0.9,
+    version: 1,
+    rows: 120,
+    contaminated_rows: 0,
+    decontaminated: 1,
+    same_model: 1,
+    candidate: { f1_macro: 0.9 },
+  };
+  await reg.registerVersion({ ...version('r2', 0.9, 'd'), metrics: { f1_macro: 0.9, production } });
+  await reg.close();
+  const promoted = await changeAlias(registryDb, join(dir, 'audit.db'), {
+    op: 'promote',
+    name: 'clf',
+    at: 2,
+    alias: 'production',
+    actor: 'bob',
+    gate: 'production.decontaminated && production.same_model',
+  });
+  assert.deepEqual([promoted.version, promoted.gate?.passed, promoted.gate?.compared], [2, true, 'production.* as evaluated against v1']);
+});

@@ -81,11 +81,12 @@ export function productionNote(v: Pick<ModelVersion, 'metrics'>): string | undef
 
 /**
  * `v`'s own production.* as evaluate gave them to gates, for a promote gate: the nested metrics with
- * `version` 'name@N' and `decontaminated` a boolean again.
+ * `version` 'name@N' and `decontaminated`, `same_model` booleans again.
  */
 export function evaluatedProduction(v: Pick<ModelVersion, 'name' | 'metrics'>, nested: Record<string, unknown>): Record<string, unknown> {
   const p = { ...(nested.production as Record<string, unknown>) };
   if (typeof p.version === 'number') p.version = `${v.name}@${p.version}`;
   if (typeof p.decontaminated === 'number') p.decontaminated = p.decontaminated !== 0;
+  if (typeof p.same_model === 'number') p.same_model = p.same_model !== 0;
   return p;
 }
