@@ -181,6 +181,37 @@ export function peftBaseOf(identity: ModelIdentity, method: TrainConfig['method'
   return { peftBase: { name: identity.source.slice('hf:'.length), revision: identity.revision } };
 }
 
+/** What submitRun makes RunOptions.ownCheckpoints of (client/runs.ts: up to 53 characters), with room to spare. */
+const OWN_CHECKPOINTS = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * The name of `ctx`'s training's checkpoint folder, and of its copy in a shared store's bucket. Its parts are the run's
+ * input (RunOptions.ownCheckpoints, the run id), which whoever can start a workflow on the namespace writes: joined to
+ * the checkpoints folder, `x/../../../srv/data` would have the training write, and clear at its end, a folder out of it.
+ */
+function checkpointNameOf(ctx: StageContext): string {
+  if (ctx.ownCheckpoints !== undefined && !OWN_CHECKPOINTS.test(ctx.ownCheckpoints))
+    throw new InputError(
+      `the run's own checkpoint name ${JSON.stringify(ctx.ownCheckpoints.slice(0, 80))} is not 1 to 64 letters, digits, '_' or '-': it names a folder under the checkpoints folder`,
+      {
+        where: 'RunOptions.ownCheckpoints',
+        hint: 'submit the pipeline again with `tempered submit --no-cache`, which names it (a run started by other means must leave it out)',
+      },
+    );
+  const workName = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
+  const name = ctx.ownCheckpoints
+    ? `${workName}.fresh-${ctx.ownCheckpoints}-${ctx.stageId}`
+    : ctx.freshTraining
+      ? `${workName}.fresh-${ctx.runId}-${ctx.stageId}`
+      : workName;
+  if (/[/\\\0]/.test(name) || name === '.' || name === '..')
+    throw new InputError(`the checkpoint folder name ${JSON.stringify(name.slice(0, 200))} is not one folder name`, {
+      where: `run ${ctx.runId} stage ${ctx.stageId}`,
+      hint: "a run id, stage id or cache key with '/' or '\\' cannot name a checkpoint folder: submit the run under another id",
+    });
+  return name;
+}
+
 export const trainStage: StageKind<TrainConfig> = {
   kind: 'train',
   description: 'fine-tune a pre-trained encoder (full, LoRA or head-only) on the train split; resumable from checkpoints',
@@ -437,12 +468,7 @@ export const trainStage: StageKind<TrainConfig> = {
     // own retries still find its own checkpoints there: they are of this rerun, begun from step 0.
     // A `--no-cache` run (ownCheckpoints) likewise, under a name its resumes keep, so `tempered resume` continues its
     // training: in the work's folder it resumed whatever step another run of the work had reached and left there.
-    const workName = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
-    const checkpointName = ctx.ownCheckpoints
-      ? `${workName}.fresh-${ctx.ownCheckpoints}-${ctx.stageId}`
-      : ctx.freshTraining
-        ? `${workName}.fresh-${ctx.runId}-${ctx.stageId}`
-        : workName;
+    const checkpointName = checkpointNameOf(ctx);
     const checkpointDir = join(paths.checkpoints, checkpointName);
     // An earlier attempt of this stage finished, and its completion was lost before the workflow recorded it: nothing
     // to wait for or download (a retry on another worker would fetch the base model first). The record is read without

@@ -1,0 +1,47 @@
+/**
+ * A train stage's checkpoint folder is named from the run's input (RunOptions.ownCheckpoints, the run id), which whoever
+ * can start a workflow writes: a name that is a path out of the checkpoints folder is refused before anything is
+ * written, instead of training in (and clearing at its end) a folder elsewhere on the worker. Real tiny GPT-2, real
+ * onnxruntime training (what the stage did before the check), real files.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InputError } from '../errors.ts';
+import { tinyGpt2Dir } from '../models/tiny.testing.ts';
+import { ArtifactStore } from '../store/artifact-store.ts';
+import { testStageContext } from './stage-context.testing.ts';
+import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
+import { trainStage } from './train.ts';
+import type { StageContext } from './types.ts';
+
+test("a run's checkpoint name that leads out of the checkpoints folder is refused, naming the field, and nothing is written there", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ckname-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
+  const root = join(dir, 'home');
+  const store = new ArtifactStore(join(root, 'store'));
+  const trainRef = await store.putFile(writeRepeatTable(join(dir, 'train.arrow')), { mediaType: 'application/vnd.apache.arrow.file' });
+  const cfg = tinyLoraTrainConfig(modelDir, trainRef, { maxSteps: 4, seed: 3 });
+  const run = (runId: string, extra: Partial<StageContext>) =>
+    trainStage.run(cfg, { ...testStageContext({ root, store, baseDir: dir, cacheKey: 'c'.repeat(64), runId }), ...extra });
+
+  // `<key>.fresh-x/../../../escape-train` under <dir>/home/checkpoints is <dir>/escape-train.
+  await assert.rejects(run('r1', { ownCheckpoints: 'x/../../../escape' }), (e: unknown) => {
+    assert.ok(e instanceof InputError, String(e));
+    assert.equal(e.where, 'RunOptions.ownCheckpoints');
+    assert.match(e.message, /letters, digits/);
+    return true;
+  });
+  assert.ok(!existsSync(join(dir, 'escape-train')), 'trained in a folder out of the checkpoints folder');
+
+  // models reproduce's folder of a run submitted before 7 Dec (freshTraining, named by the run id).
+  await assert.rejects(run('x/../../../escape2', { freshTraining: true }), (e: unknown) => {
+    assert.ok(e instanceof InputError, String(e));
+    assert.match(e.message, /is not one folder name/);
+    return true;
+  });
+  assert.ok(!existsSync(join(dir, 'escape2-train')), 'trained in a folder out of the checkpoints folder');
+});
