@@ -5,6 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,6 +46,47 @@ test('a checkpoint of other settings under the work key is refused naming them a
       );
       return true;
     });
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("a --no-cache run's own checkpoint of other settings is refused naming the bucket keys its copy is under (a long name's hash)", async () => {
+  const root = mkdtempSync(join(tmpdir(), 'tempered-train-settings-'));
+  try {
+    const store = new ArtifactStore(join(root, 'store'), { remote: new FolderBackend(join(root, 'shared')) });
+    const train = await store.putFile(writeTextTable(join(root, 'train.arrow'), syntheticRows(48, 5)), { mediaType: MEDIA.arrow });
+    const model = tinyBertDir(join(root, 'bert'), 7, TINY_MINILM);
+    const cfg = (lr: number) => tinyClassifierTrainConfig(model, train, { lr, maxSteps: 4, checkpointEvery: 2 });
+    const key = 'b'.repeat(64);
+    // As submitRun names it for a run id of 40 characters or more: the folder's name is over the 128 characters a
+    // bucket key segment takes as it is.
+    const ownCheckpoints = `${'n'.repeat(40)}-0a1b2c3d4e5f`;
+    const name = `${key}.fresh-${ownCheckpoints}-train`;
+    const hashed = createHash('sha256').update(name).digest('hex');
+    const stop = new AbortController();
+    const progress = (p: { resume?: { latest?: string } }) => {
+      if (p.resume?.latest?.endsWith('step-00000002')) stop.abort();
+    };
+    await assert.rejects(
+      trainStage.run(cfg(1e-2), {
+        ...testStageContext({ root, store, baseDir: root, cacheKey: key, signal: stop.signal, progress }),
+        ownCheckpoints,
+      }),
+      (e: unknown) => (e as Error).name === 'AbortError',
+    );
+    await assert.rejects(
+      trainStage.run(cfg(3e-3), { ...testStageContext({ root, store, baseDir: root, cacheKey: key }), ownCheckpoints }),
+      (e: unknown) => {
+        assert.ok(e instanceof InputError);
+        assert.match(e.message, /hyper\.lr: 0\.01 → 0\.003$/);
+        assert.match(
+          String(e.hint),
+          new RegExp(`delete ${join(root, 'checkpoints', name)} .*checkpoints/${hashed}\\.json and checkpoint-files/${hashed}/`),
+        );
+        return true;
+      },
+    );
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -23,6 +23,7 @@ import {
   finishSharedCheckpoint,
   pullCheckpoint,
   pushCheckpoint,
+  sharedCheckpointKeys,
 } from '../store/shared-checkpoints.ts';
 // Shared with `store gc`, which takes the same lock and reads the same marker.
 import { acquireCheckpointLock, checkpointLockStaleMs, COMPLETE } from '../store/local-checkpoints.ts';
@@ -643,7 +644,7 @@ export const trainStage: StageKind<TrainConfig> = {
         throw new InputError(e.bareMessage, {
           where: e.where,
           code: e.code,
-          hint: `${e.hint}, and its shared copy, checkpoints/${checkpointName}.json and checkpoint-files/${checkpointName}/ in the store's bucket`,
+          hint: `${e.hint}, and its shared copy, ${sharedCheckpointKeys(checkpointName).pointer} and ${sharedCheckpointKeys(checkpointName).files} in the store's bucket`,
         });
       });
       // The exported folder carries the base model's full identity, so lineage survives wherever the folder goes.

@@ -103,6 +103,14 @@ function filesPrefix(name: string): string {
   return `${KEY_PREFIXES.checkpointFiles}${safeName(name)}/`;
 }
 
+/**
+ * Where the bucket keeps `name`'s checkpoint, as an error that says to delete it names it: a name over 128 characters
+ * (a `--no-cache` run's own, `<key>.fresh-<run>-<random>-<stage>`) is there under its hash, not as the folder is named.
+ */
+export function sharedCheckpointKeys(name: string): { pointer: string; files: string } {
+  return { pointer: pointerKey(name), files: filesPrefix(name) };
+}
+
 function stepOf(name: string): number | undefined {
   const m = STEP_DIR.exec(name);
   return m ? Number(m[1]) : undefined;
