@@ -7,7 +7,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Connection } from '@temporalio/client';
@@ -29,6 +29,34 @@ let reference: RunStatus;
 const train = (st: RunStatus) => st.stages.find((s) => s.id === 'train')!;
 const resumedFrom = (st: RunStatus) => (train(st).outputs!.baseModel as { resumedFromStep: number | null }).resumedFromStep;
 const modelSha = (st: RunStatus) => (train(st).outputs!.model as ArtifactRef).sha256;
+
+/** The processes under `pid`, read from /proc (Linux, where these tests run). */
+function descendants(pid: number): number[] {
+  const children = (p: number): number[] => {
+    try {
+      return readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  const out: number[] = [];
+  for (let todo = children(pid); todo.length > 0; ) {
+    const p = todo.pop()!;
+    out.push(p);
+    todo.push(...children(p));
+  }
+  return out;
+}
+
+/** Running, not a zombie (one whose parent died is reaped only by whatever adopts it, which may be slow or never). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
 
 async function runStatus(runId: string): Promise<RunStatus> {
   const r = await runCli(['status', runId, '--json'], env);
@@ -131,8 +159,15 @@ describe('--no-cache training', () => {
         );
         await sleep(10);
       }
+      // Its training child (stage isolation) notices its parent is gone only after the step it is in, which may write
+      // one more checkpoint: the step killed at is read once every process under the worker has exited.
+      const under = descendants(w.pid!);
       w.kill('SIGKILL');
       await new Promise((r) => w.once('exit', r));
+      for (let i = 0; under.some(alive); i++) {
+        assert.ok(i < 6_000, `the worker's processes ${under.filter(alive).join(', ')} outlived it by a minute`);
+        await sleep(10);
+      }
       const connection = await Connection.connect({ address: cluster.server.address });
       try {
         await new Client({ connection }).workflow.getHandle(runId).terminate('simulated crash of the whole deployment');
