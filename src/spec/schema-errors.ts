@@ -17,7 +17,8 @@ const DEF_WORDING: Record<string, { expected: string; code?: SpecErrorCode; hint
     hint: 'units: d, h, m, s, ms, largest first, e.g. 1h30m',
   },
   slug: { expected: "a name of lowercase letters, digits and '-', starting with a letter", hint: 'e.g. my-pipeline' },
-  stageId: { expected: "a stage id of lowercase letters, digits, '_' and '-', starting with a letter" },
+  // At most 64: a stage's id is part of its checkpoint folder's name, with the work's key and a run's own name.
+  stageId: { expected: "a stage id of at most 64 lowercase letters, digits, '_' and '-', starting with a letter" },
   paramName: { expected: "a parameter name of letters, digits, '_' and '-', starting with a letter or '_'" },
 };
 

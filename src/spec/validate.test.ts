@@ -253,7 +253,18 @@ describe('schema', () => {
       code: 'schema',
       path: 'stages.Ingest',
       at: 'Ingest',
-      message: "'Ingest' is not a stage id of lowercase letters, digits, '_' and '-', starting with a letter",
+      message: "'Ingest' is not a stage id of at most 64 lowercase letters, digits, '_' and '-', starting with a letter",
+    });
+  });
+
+  test('a stage id past 64 characters points at the key: it names folders, with the work key and run name, that must fit 255 bytes', () => {
+    const id = `s${'x'.repeat(64)}`;
+    const text = `name: p\nstages:\n  ${id}:\n    uses: ingest\n    with: { source: a.csv }\n`;
+    expectOnly(text, {
+      code: 'schema',
+      path: `stages.${id}`,
+      at: id,
+      message: `'${id}' is not a stage id of at most 64 lowercase letters, digits, '_' and '-', starting with a letter`,
     });
   });
 
