@@ -261,10 +261,15 @@ test('a walk goes into links to folders inside the roots, each file read once; a
       warnings.some((w) => w.startsWith('data/up is a symbolic link to ')),
       warnings.join('\n'),
     );
-    assert.ok(
-      warnings.some((w) => /^data\/(p\/to-q\/to-p|q\/to-p\/to-q) is a symbolic link to data\/[pq], a folder the walk came through/.test(w)),
-      warnings.join('\n'),
-    );
+    // A glob walk follows p/to-q into q and finds the way back; a folder walk goes into no folder twice (q is listed
+    // already), so it never comes upon that loop.
+    if (path !== 'data')
+      assert.ok(
+        warnings.some((w) =>
+          /^data\/(p\/to-q\/to-p|q\/to-p\/to-q) is a symbolic link to data\/[pq], a folder the walk came through/.test(w),
+        ),
+        warnings.join('\n'),
+      );
     assert.equal(new Set(warnings).size, warnings.length, 'each loop said once');
   }
   // A glob that does not reach past the link's own level does not go into it.
@@ -294,8 +299,27 @@ test('a walk goes through each folder in name order, so its warnings are the sam
   for (const path of ['data', 'data/**/*.jsonl']) {
     const warnings: string[] = [];
     await resolveSources(path, base, { roots, onWarning: (w) => warnings.push(w) });
-    assert.deepEqual(warnings, ['a1', 'a2', 'a3', 'b1', 'b2', 'b3'].map(loop), path);
+    // A folder walk lists every folder of data/ before it goes into a link, and goes into no folder twice: no loop.
+    assert.deepEqual(warnings, path === 'data' ? [] : ['a1', 'a2', 'a3', 'b1', 'b2', 'b3'].map(loop), path);
   }
+});
+
+test('a folder walk goes into each real folder once, however many links lead to it: folders linked each to all the others', async () => {
+  const base = mkdtempSync(join(tmpdir(), 'pipeline-'));
+  const roots = dataRoots(base, { env: {} });
+  const n = 8;
+  for (let i = 1; i <= n; i++) {
+    mkdirSync(join(base, 'd', `f${i}`), { recursive: true });
+    writeFileSync(join(base, 'd', `f${i}`, 'r.jsonl'), '{"text":"a","label":"x"}\n');
+  }
+  for (let i = 1; i <= n; i++) for (let j = 1; j <= n; j++) if (i !== j) symlinkSync(`../f${j}`, join(base, 'd', `f${i}`, `l${j}`));
+  // Walked once per route through them (every ordering), 8 such folders ran into the 200,000-entry budget.
+  const warnings: string[] = [];
+  assert.deepEqual(
+    (await resolveSources('d', base, { roots, onWarning: (w) => warnings.push(w) })).map((s) => s.display),
+    Array.from({ length: n }, (_, i) => `d/f${i + 1}/r.jsonl`),
+  );
+  assert.deepEqual(warnings, []);
 });
 
 test('a link to a file the walk reads already, or a second link to one file, is read once', async () => {

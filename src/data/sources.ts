@@ -230,6 +230,13 @@ interface LinkWalk {
   viaLink: Set<string>;
   onWarning?: (message: string) => void;
   warned: Set<string>;
+  /**
+   * A folder walk's real folders walked or queued: a link to one of them is not walked again. Folders linked to each
+   * other (each to all the others) were walked once per route through them, every ordering: 8 such folders of one file
+   * each ran into the walk's 200,000-entry budget. Only where every file counts whatever its name (a folder, not a
+   * glob, whose pattern may match one name of a folder and not another).
+   */
+  walked?: Set<string>;
 }
 
 /** Says `m` once per listing, however many ways the walk comes upon what it names. */
@@ -279,6 +286,7 @@ async function linkedFolder(p: string, here: Walked, w: LinkWalk): Promise<strin
  */
 async function walk(dir: string, maxDepth: number, b: Budget, out: string[], links: string[], w: LinkWalk): Promise<void> {
   const stack: Walked[] = [{ dir, real: (await realOrMissing(dir)) ?? dir, depth: 1, viaLink: false }];
+  w.walked?.add(stack[0]!.real);
   while (stack.length > 0) {
     const here = stack.pop()!;
     let handle;
@@ -300,15 +308,20 @@ async function walk(dir: string, maxDepth: number, b: Budget, out: string[], lin
     for (const ent of entries) {
       const p = join(here.dir, ent.name);
       if (ent.isDirectory()) {
-        if (here.depth < maxDepth)
+        if (here.depth < maxDepth) {
           below.push({ dir: p, real: join(here.real, ent.name), depth: here.depth + 1, up: here, viaLink: here.viaLink });
+          w.walked?.add(join(here.real, ent.name));
+        }
       } else if (ent.isFile()) {
         out.push(p);
         if (here.viaLink) w.viaLink.add(p);
       } else if (ent.isSymbolicLink()) {
         const real = here.depth < maxDepth ? await linkedFolder(p, here, w) : undefined;
         if (real === undefined) links.push(p);
-        else if (real !== null) below.push({ dir: p, real, depth: here.depth + 1, up: here, viaLink: true });
+        else if (real !== null && !w.walked?.has(real)) {
+          below.push({ dir: p, real, depth: here.depth + 1, up: here, viaLink: true });
+          w.walked?.add(real);
+        }
       }
     }
     // The first by name walked first.
@@ -451,7 +464,7 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
     if (st.isDirectory()) {
       files = [];
       const links: string[] = [];
-      await walk(abs, Infinity, budget, files, links, linkWalk);
+      await walk(abs, Infinity, budget, files, links, { ...linkWalk, walked: new Set() });
       files.push(
         ...(await followedLinks(
           format === undefined ? links.filter((f) => formatFromExtension(f) !== undefined) : links,
