@@ -79,10 +79,11 @@ export class FolderBackend implements ObjectBackend {
       if (e.code === 'ENOENT' || e.code === 'ENOTDIR') return undefined;
       throw e;
     };
-    // Only a regular file is opened: an open of a FIFO waits for a writer, for good.
+    // Only a regular file is opened: an open of a FIFO waits for a writer, for good (non-blocking too, as read(), for
+    // one planted between this look and the open).
     if (!(await fsp.stat(p).catch(absent))?.isFile()) return undefined;
     // One open file: its size and its bytes are of one version, whatever a swap renames in meanwhile.
-    const fh = await fsp.open(p, 'r').catch(absent);
+    const fh = await fsp.open(p, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK).catch(absent);
     if (!fh) return undefined;
     const st = await fh.stat().catch(async (e) => {
       await fh.close();
