@@ -126,7 +126,8 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
   // A batch is never padded past the positions the model has: the texts longer than them are left out as unfit.
   const width = Math.min(manifest.maxLength, rows.positions);
   // Each text's ids are checked before onnxruntime sees them: the model answers every text but the ones that reach
-  // ids, types or positions it has no row for, and those get an input error naming the folder, not a Gather's failure.
+  // ids, types or positions it has no row for, and those get an input error naming the folder (predict, logits, embed)
+  // or why in place of their prediction (predictEach), not a Gather's failure.
   const refuse = (unfit: (Unfit | undefined)[]) => {
     const found = unfit.filter((u) => u !== undefined);
     if (found.length === 0) return;

@@ -21,8 +21,8 @@ export function classifierScorer(p: Pick<PooledPredictor, 'labels' | 'predictEac
     columns: ['label', ...p.labels.map((l) => `p_${l}`)],
     // No `conversations`: predictFile gives a classifier texts only.
     async score(texts) {
-      // A text the model cannot take (token ids past its embedding rows) is found before onnxruntime runs: that row is a
-      // bad row (--on-bad-row), and the batch's other rows are scored in the same run.
+      // A text the model cannot take (token ids, type ids or length past its embedding rows) is found before onnxruntime
+      // runs: that row is a bad row (--on-bad-row), and the batch's other rows are scored in the same run.
       return (await p.predictEach(texts as string[])).map(
         (r): Scored => ('unfit' in r ? { bad: r.unfit } : { values: { label: r.label, scores: r.scores } }),
       );

@@ -446,11 +446,11 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
           predictions = await p.predict(inputs);
         } catch (e) {
           if (!(e instanceof InputError)) throw e;
-          // A text the model cannot take (its token ids past the model's embedding rows, as when the folder's
-          // tokenizer is another model's): this request's fault to its client, the model's to the operator. The
-          // client is told which input, and not the server's paths (another InputError's `where` names the folder).
-          // Logged as an error, one line: `tempered serve`'s log writes nothing below that, and a model that cannot take its
-          // own tokenizer's ids is the operator's to fix (the error's `where` is the model's folder).
+          // A text the model cannot take (its token ids, type ids or length past the model's embedding rows, as when
+          // the folder's tokenizer is another model's): this request's fault to its client, the model's to the
+          // operator. The client is told which input, and not the server's paths (the error's `where` names the
+          // folder). Logged as an error, one line: `tempered serve`'s log writes nothing below that, and a model that
+          // cannot take its own tokenizer's ids is the operator's to fix.
           req.log.error(`a text of this request is one the model cannot take: ${e.message}${e.hint ? ` (${e.hint})` : ''}`);
           if (e instanceof UnfitTextError) {
             const others = e.indices.filter((i) => i !== e.index).map((i) => `inputs[${i}]`);
