@@ -10,6 +10,7 @@ import { ensureDir, statePaths } from './state.ts';
 import { findTemporalCli } from './temporal-cli.ts';
 import { PIPELINE_ATTRIBUTE } from '../client/pipeline-attribute.ts';
 import { freePort, portFree, PortTaken, retryPortRace, saysPortTaken } from '../src/util/port-race.ts';
+import { InputError } from '../src/errors.ts';
 
 export interface DevServerOptions {
   port?: number;
@@ -209,7 +210,8 @@ export function devServerPort(env: NodeJS.ProcessEnv = process.env): number {
   if (raw === undefined || raw === '') return DEFAULT_PORT;
   const port = /^\d{1,5}$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
   if (!(port >= 1 && port <= 65535))
-    throw new Error(`TEMPERED_DEV_PORT=${raw} is not a port number (1 to 65535); unset it for the default, ${DEFAULT_PORT}`);
+    // An InputError: the user's setting to fix, said with what to do, so no stack trace is offered (cli/main.ts).
+    throw new InputError(`TEMPERED_DEV_PORT=${raw} is not a port number (1 to 65535); unset it for the default, ${DEFAULT_PORT}`);
   return port;
 }
 

@@ -36,6 +36,7 @@ test('TEMPERED_DEV_PORT that is not a port is named by every command that reads 
   const r = await runCli(['runs'], { TEMPERED_HOME: home, TEMPORAL_ADDRESS: '', TEMPERED_DEV_PORT: 'abc' });
   assert.equal(r.code, 1);
   assert.match(r.stderr, /TEMPERED_DEV_PORT=abc is not a port number \(1 to 65535\); unset it for the default, 7233/);
+  assert.doesNotMatch(r.stderr, /TEMPERED_DEBUG/, "the user's setting to fix: no stack trace is offered");
   assert.equal(devServerPort({ TEMPERED_DEV_PORT: '' }), 7233, 'set but empty is unset');
   assert.equal(devServerPort({ TEMPERED_DEV_PORT: '17433' }), 17433);
 });
