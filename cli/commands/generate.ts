@@ -32,8 +32,7 @@ export async function modelDir(ctx: CliContext, ref: string): Promise<{ dir: str
 
 /**
  * The folder and identity of `ref`: a registry reference's version (`name`: production, `name@N`, `name@alias`,
- * `name@latest`),
- * checked out from the store, or a model source, downloaded into the cache.
+ * `name@latest`: the newest), checked out from the store, or a model source, downloaded into the cache.
  */
 export async function resolveModelRef(
   ctx: CliContext,
