@@ -181,6 +181,37 @@ export function repeatedField(text: string, fields: readonly string[]): string |
     if (!twice) return undefined;
   }
   const seen = new Set<string>();
+  let twice: string | undefined;
+  eachOwnKey(text, (key) => {
+    if (!fields.includes(key)) return false;
+    if (seen.has(key)) twice = key;
+    seen.add(key);
+    return twice !== undefined;
+  });
+  return twice;
+}
+
+/**
+ * The text of the value of `key` among a JSON object's own keys (its last, as JSON.parse keeps), or undefined: `text`
+ * must be a JSON object JSON.parse took.
+ */
+function ownValueText(text: string, key: string): string | undefined {
+  let found: string | undefined;
+  eachOwnKey(text, (k, end) => {
+    if (k !== key) return false;
+    const value = /\s*:\s*(-?[0-9][0-9.eE+-]*)/y;
+    value.lastIndex = end + 1;
+    found = value.exec(text)?.[1] ?? found;
+    return false;
+  });
+  return found;
+}
+
+/**
+ * Calls `visit` with each of a JSON object's own keys (nested objects are values, not looked into) and the index of the
+ * key's closing quote, in order, until it returns true. `text` must be a JSON object that JSON.parse took.
+ */
+function eachOwnKey(text: string, visit: (key: string, end: number) => boolean): void {
   let depth = 0;
   let keyNext = false;
   for (let i = 0; i < text.length; i++) {
@@ -190,7 +221,7 @@ export function repeatedField(text: string, fields: readonly string[]): string |
       let end = i;
       for (;;) {
         end = text.indexOf('"', end + 1);
-        if (end === -1) return undefined;
+        if (end === -1) return;
         let backslashes = 0;
         while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes++;
         if (backslashes % 2 === 0) break;
@@ -198,11 +229,7 @@ export function repeatedField(text: string, fields: readonly string[]): string |
       if (depth === 1 && keyNext) {
         keyNext = false;
         const raw = text.slice(i + 1, end);
-        const key = raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw;
-        if (fields.includes(key)) {
-          if (seen.has(key)) return key;
-          seen.add(key);
-        }
+        if (visit(raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw, end)) return;
       }
       i = end;
     } else if (c === 0x7b || c === 0x5b) {
@@ -211,45 +238,6 @@ export function repeatedField(text: string, fields: readonly string[]): string |
     } else if (c === 0x7d || c === 0x5d) depth--;
     else if (c === 0x2c && depth === 1) keyNext = true;
   }
-  return undefined;
-}
-
-/**
- * The text of the value of `key` among a JSON object's own keys (its last, as JSON.parse keeps), or undefined: `text`
- * must be a JSON object JSON.parse took.
- */
-function ownValueText(text: string, key: string): string | undefined {
-  let depth = 0;
-  let keyNext = false;
-  let found: string | undefined;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x22) {
-      let end = i;
-      for (;;) {
-        end = text.indexOf('"', end + 1);
-        if (end === -1) return found;
-        let backslashes = 0;
-        while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes++;
-        if (backslashes % 2 === 0) break;
-      }
-      if (depth === 1 && keyNext) {
-        keyNext = false;
-        const raw = text.slice(i + 1, end);
-        if ((raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw) === key) {
-          const value = /\s*:\s*(-?[0-9][0-9.eE+-]*)/y;
-          value.lastIndex = end + 1;
-          found = value.exec(text)?.[1] ?? found;
-        }
-      }
-      i = end;
-    } else if (c === 0x7b || c === 0x5b) {
-      depth++;
-      keyNext = c === 0x7b && depth === 1;
-    } else if (c === 0x7d || c === 0x5d) depth--;
-    else if (c === 0x2c && depth === 1) keyNext = true;
-  }
-  return found;
 }
 
 /** The integer a JSON number's text stands for, exactly (`1.5e20` too), or undefined when it is no integer. */
