@@ -122,6 +122,25 @@ test("models show and diff say which version production.* were measured against;
     again.stdout,
     'spam@production already points at v2 (v2 is already production: nothing to promote, and no gate judged it against itself)\n',
   );
+  // --json printed that line too: a document now.
+  const asJson = await runCli(['models', 'promote', 'spam@2', '--gate', 'f1_macro > production.f1_macro', '--json'], {
+    ...env,
+    TEMPERED_ACTOR: 'ops',
+  });
+  assert.equal(asJson.code, 0, asJson.stderr);
+  assert.deepEqual(JSON.parse(asJson.stdout), {
+    name: 'spam',
+    alias: 'production',
+    version: 2,
+    changed: false,
+    already: 'v2 is already production: nothing to promote, and no gate judged it against itself',
+  });
+  // A move's document carries the gate's verdict, which only the text said.
+  const moved = await runCli(['models', 'promote', 'spam@3', '--gate', 'f1_macro >= 0', '--json'], { ...env, TEMPERED_ACTOR: 'ops' });
+  assert.equal(moved.code, 0, moved.stderr);
+  const doc = JSON.parse(moved.stdout) as { fromVersion: number; toVersion: number; gate: { passed: boolean; explanation: string } };
+  assert.deepEqual([doc.fromVersion, doc.toVersion, doc.gate.passed], [2, 3, true]);
+  assert.match(doc.gate.explanation, /f1_macro/);
 });
 
 test('models show gives the base model in one line: source, revision, files and their size', () => {

@@ -531,11 +531,18 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         );
       if (gate && !values.json) console.log(`gate passed: ${gate.explanation}${gate.compared ? ` (${gate.compared})` : ''}`);
       if (!change) {
-        console.log(`${name}@${alias} already points at v${version}${already ? ` (${already})` : ''}`);
+        // --json: a document here too (it printed this line, which a script cannot parse).
+        out(
+          { name, alias, version, changed: false, ...(already ? { already } : {}) },
+          () => `${name}@${alias} already points at v${version}${already ? ` (${already})` : ''}`,
+        );
         return 0;
       }
       out(
-        change,
+        // The gate's verdict is in the document, which otherwise kept it from a script (said only without --json).
+        gate
+          ? { ...change, gate: { passed: true, explanation: gate.explanation, ...(gate.compared ? { compared: gate.compared } : {}) } }
+          : change,
         () =>
           `${name}@${alias}: v${change.fromVersion ?? '-'} → v${change.toVersion} (${sub === 'promote' ? 'promoted' : 'rolled back'} by ${who})` +
           (sub === 'rollback' && change.fromVersion !== null
