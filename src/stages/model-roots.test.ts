@@ -88,6 +88,17 @@ test('a worker with TEMPERED_DATA_ROOTS set reads a local base model only under 
       await assert.rejects(trainStage.run(train(served), ctx()), refusal('train.model', served));
       await assert.rejects(trainStage.run(train(`file:${served}`), ctx()), refusal('train.model', served));
       await assert.rejects(evaluateStage.externalInputs!(baseline(served), keyCtx), refusal('evaluate.baseline.model', served));
+      // A path outside that does not exist is refused the same way, folder, onnx: or gguf:, so that the answer does not
+      // tell whether a path outside the roots exists (it said "not a directory" for one and "outside" for the other).
+      const missing = join(state, 'serving', 'no-such-model');
+      await assert.rejects(trainStage.run(train(missing), ctx()), refusal('train.model', missing));
+      await assert.rejects(trainStage.run(train(`onnx:${missing}.onnx`), ctx()), refusal('train.model', `${missing}.onnx`));
+      await assert.rejects(trainStage.run(train(`gguf:${missing}.gguf`), ctx()), refusal('train.model', `${missing}.gguf`));
+      // One missing under the roots is still "not found".
+      await assert.rejects(
+        trainStage.run(train(join(allowed, 'models', 'none')), ctx()),
+        (e: unknown) => e instanceof InputError && /not a directory/.test(e.message),
+      );
       // Links are judged by where they lead.
       await assert.rejects(trainStage.run(train(join(allowed, 'models', 'linked')), ctx()), refusal('train.model', served));
       await assert.rejects(
