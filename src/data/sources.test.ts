@@ -112,6 +112,19 @@ test('confinement: .. and absolute paths outside the data roots are refused, nam
   await assert.rejects(resolveSources('../../../../../../../../etc/passwd', base, { roots, format: 'jsonl' }), refused);
   await assert.rejects(resolveSources('/etc/*', base, { roots, format: 'jsonl' }), refused);
   await assert.rejects(resolveSources('/**', base, { roots, format: 'jsonl' }), refused, 'a whole-filesystem walk never starts');
+  // A path outside that does not exist is refused as outside too: "does not exist" told which paths outside exist.
+  await assert.rejects(resolveSources(join(outside, 'none.jsonl'), base, { roots }), refused);
+  await assert.rejects(resolveSources(join(outside, 'none', '*.jsonl'), base, { roots }), refused);
+  await assert.rejects(
+    resolveSources('none.jsonl', base, { roots }),
+    (e: unknown) => e instanceof InputError && e.code === 'source-missing',
+    'one missing under the roots is still missing',
+  );
+  // Submit's look on the submitter's own machine says it missing, to warn of it.
+  await assert.rejects(
+    resolveSources(join(outside, 'none.jsonl'), base, { roots, sayMissingOutside: true }),
+    (e: unknown) => e instanceof InputError && e.code === 'source-missing',
+  );
   // The setting lets its folders in, and is then the whole list: the pipeline's folder, which a worker takes from
   // whoever submitted the run, is no longer one.
   const listed = dataRoots(base, { env: { [DATA_ROOTS_ENV]: outside } });

@@ -84,6 +84,12 @@ export interface ResolveOptions {
   signal?: AbortSignal;
   /** What the walk left out with a reason to say (a link to a folder it came through, or one outside the roots). */
   onWarning?: (message: string) => void;
+  /**
+   * A path outside the roots that does not exist is said missing (`source-missing`) rather than outside: for submit's
+   * look on the submitter's own machine, which warns of a missing source. A worker leaves it unset, so that its answer
+   * does not tell a submitter which paths outside the roots exist.
+   */
+  sayMissingOutside?: boolean;
 }
 
 const byCodeUnits = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
@@ -405,7 +411,14 @@ async function realOrMissing(abs: string): Promise<string | undefined> {
 export async function resolveSources(path: string, baseDir: string, opts: ResolveOptions = {}): Promise<SourceFile[]> {
   const field = opts.field ?? 'path';
   const format = opts.format;
-  const roots = realRoots(opts.roots ?? dataRoots(baseDir));
+  const listedRoots = (opts.roots ?? dataRoots(baseDir)).map((r) => resolve(r));
+  const roots = realRoots(listedRoots);
+  // A path that does not exist is refused as outside where it would lie outside: "does not exist" for one path and
+  // "outside the roots" for another told a submitter which paths exist on the worker. Against the roots as listed too,
+  // since a root may be a link.
+  const outsideIfMissing = (abs: string, shown: string) => {
+    if (!opts.sayMissingOutside && !isInside(abs, roots) && !isInside(abs, listedRoots)) throw outsideRootsError(shown, abs, roots, field);
+  };
   const timeoutMs = opts.timeoutMs ?? SOURCE_LIMITS.timeoutMs;
   const budget: Budget = {
     what: JSON.stringify(path),
@@ -419,6 +432,7 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
   const confined = async (abs: string, shown = path): Promise<string> => {
     const real = await realOrMissing(abs);
     if (real === undefined) {
+      outsideIfMissing(abs, shown);
       throw new InputError(`${JSON.stringify(path)} does not exist (resolved to ${abs})`, {
         where: field,
         hint: "fix the path; relative paths are resolved against the pipeline file's folder",
@@ -445,7 +459,8 @@ export async function resolveSources(path: string, baseDir: string, opts: Resolv
     const realRoot = await realOrMissing(root);
     const all: string[] = [];
     const links: string[] = [];
-    if (realRoot !== undefined) {
+    if (realRoot === undefined) outsideIfMissing(resolve(root), path);
+    else {
       if (!isInside(realRoot, roots)) throw outsideRootsError(path, realRoot, roots, field);
       await walk(root, maxDepth, budget, all, links, linkWalk);
     }

@@ -159,7 +159,7 @@ export async function missingSources(plan: PlannedPipeline, baseDir: string, sta
     const { path, format } = st.with as { path?: unknown; format?: IngestConfig['format'] };
     if (typeof path !== 'string' || hasRefs(path) || isUrl(path)) continue;
     try {
-      await resolveSources(path, baseDir, { format, roots: dataRoots(baseDir, { stateDir }) });
+      await resolveSources(path, baseDir, { format, roots: dataRoots(baseDir, { stateDir }), sayMissingOutside: true });
     } catch (e) {
       if (e instanceof InputError && e.code === 'source-missing') {
         out.push({ stage: st.id, first: st.needs.length === 0, message: e.bareMessage });
