@@ -99,6 +99,26 @@ test('validation rows longer than the positions the model has are refused naming
         e.message,
       ),
   );
+  // The evaluate stage's frozen baseline embeds with the base model the same way: before, the same Add failed inside
+  // onnxruntime (a plain Error, which the stage retried as transient).
+  await assert.rejects(
+    frozenFeatureBaseline({
+      modelDir: dir,
+      train: shortTrain,
+      test: validation,
+      labels: ['negative', 'positive'],
+      pooling: 'mean',
+      maxLength: 32,
+      seed: 1,
+      threads: 1,
+    }),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === 'evaluate.baseline.maxLength' &&
+      /maxLength 32 exceeds the base model's 16 positions \(config\.json's max_position_embeddings\): the baseline rows are \d+ tokens long/.test(
+        e.message,
+      ),
+  );
 });
 
 test('rows whose token type ids the model has no row for are refused naming the tokenizer', async () => {

@@ -11,7 +11,8 @@ import { createSession, type Device } from '../engine/runtime.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { buildBertClassifier, FEATURES, type Pooling } from './bert.ts';
 import { encodeTexts, loadPredictor } from './predictor.ts';
-import { checkTokenIdsFitModel } from './token-ids.ts';
+import { checkTokenIdsFitModel, checkTokenTypesFitModel } from './token-ids.ts';
+import { readBertConfig } from '../models/bert.ts';
 import { ModelConfig } from '../models/weights.ts';
 
 export interface LabeledTexts {
@@ -131,6 +132,7 @@ export async function baseEmbeddings(
   const session = await createSession(model, { device: o.device ?? 'cpu', threads: o.threads });
   const tok = loadTokenizer(modelDir);
   const cfg = ModelConfig.read(modelDir).raw;
+  const bert = readBertConfig(modelDir);
   const bs = o.batchSize ?? 64;
   try {
     // Sorting by length keeps each batch's padding small; results go back to input order.
@@ -147,8 +149,16 @@ export async function baseEmbeddings(
         o.maxLength,
         16,
       );
-      // The baseline is the base model's own: an id it has no row for is the tokenizer's fault, as in training.
+      // The baseline is the base model's own: an id it has no row for is the tokenizer's fault, as in training; a type or
+      // a position past its rows too (onnxruntime failed with a Gather's or an Add's shape error, retried as transient).
       checkTokenIdsFitModel(modelDir, cfg, feeds.input_ids!.data as BigInt64Array, 'baseline rows');
+      checkTokenTypesFitModel(modelDir, bert.typeVocabSize, feeds.token_type_ids!.data as BigInt64Array, 'baseline rows');
+      const width = feeds.input_ids!.dims[1]!;
+      if (width > bert.maxPositions)
+        throw new InputError(
+          `maxLength ${o.maxLength} exceeds the base model's ${bert.maxPositions} positions (config.json's max_position_embeddings): the baseline rows are ${width} tokens long`,
+          { where: 'evaluate.baseline.maxLength', hint: `set maxLength to at most ${bert.maxPositions}` },
+        );
       const f = (await session.run(feeds))[FEATURES]!;
       const dim = f.dims[1]!;
       const data = f.data as Float32Array;
