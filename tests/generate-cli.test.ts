@@ -2,16 +2,14 @@
 import { test, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit } from '../src/audit/log.ts';
 import { Decoder } from '../src/generate/decoder.ts';
 import { generate } from '../src/generate/generate.ts';
 import { tinyLlamaDir } from '../src/models/tiny.testing.ts';
+import { loopbackHub } from '../src/models/loopback-hub.testing.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
 import { statePaths } from '../src/state-paths.ts';
@@ -281,31 +279,11 @@ test('generate NAME@latest is the newest version; a bare NAME is production, and
   );
 });
 
-/** The tiny model as `hf:org/tiny-llm` on a Hub on loopback, for the test's length; its URL is the HF_ENDPOINT. */
-async function loopbackHub(t: TestContext): Promise<string> {
-  const commit = 'c'.repeat(40);
-  const files = new Map(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f))] as const));
-  // The Hub's layout on loopback: /org/name/resolve/<revision>/<file>, the commit and the file's sha256 in the headers.
-  const hub = createServer((req, res) => {
-    const m = /^\/org\/tiny-llm\/resolve\/[^/]+\/(.+)$/.exec(req.url ?? '');
-    const body = m ? files.get(decodeURIComponent(m[1]!)) : undefined;
-    if (!body) return void res.writeHead(404).end();
-    res.writeHead(200, {
-      'content-length': body.length,
-      etag: `"${createHash('sha256').update(body).digest('hex')}"`,
-      'x-repo-commit': commit,
-    });
-    res.end(req.method === 'HEAD' ? undefined : body);
-  });
-  await new Promise<void>((r) => hub.listen(0, '127.0.0.1', r));
-  t.after(() => new Promise<void>((r) => hub.close(() => r())));
-  return `http://127.0.0.1:${(hub.address() as AddressInfo).port}`;
-}
 const weightsBytes = () => readFileSync(join(dir, 'model.safetensors')).length;
 
 // A model source not in the cache was downloaded without a word: the command sat silent for minutes on a large model.
 test('generate says what it downloads for a model source that is not in the cache yet, and nothing once it is', async (t) => {
-  const own = { TEMPERED_HOME: join(home, 'download-state'), HF_ENDPOINT: await loopbackHub(t) };
+  const own = { TEMPERED_HOME: join(home, 'download-state'), HF_ENDPOINT: (await loopbackHub(t, dir, 'org/tiny-llm')).url };
   const args = ['generate', 'hf:org/tiny-llm', 'hi', '--raw', '--max-tokens', '2', '--threads', '1'];
   const first = await runCli(args, own);
   assert.equal(first.code, 0, first.stderr);
@@ -325,7 +303,7 @@ test('serve says what it downloads for a model source that is not in the cache y
     env: {
       ...process.env,
       TEMPERED_HOME: join(home, 'serve-download-state'),
-      HF_ENDPOINT: await loopbackHub(t),
+      HF_ENDPOINT: (await loopbackHub(t, dir, 'org/tiny-llm')).url,
       TEMPERED_SERVE_TOKEN: 'serve-download-token-xxxxxxxxxxxxxx',
     },
     stdio: ['ignore', 'pipe', 'pipe'],

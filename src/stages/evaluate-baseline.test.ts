@@ -5,9 +5,6 @@
  * the real evaluate stage.
  */
 import { test } from 'node:test';
-import { createHash } from 'node:crypto';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +12,7 @@ import { join } from 'node:path';
 import { exportTinyClassifier } from '../serve/tiny-classifier.testing.ts';
 import { syntheticRows, writeTextTable } from '../finetune/synthetic-text.testing.ts';
 import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
+import { loopbackHub } from '../models/loopback-hub.testing.ts';
 import { humanBytes } from '../util/human-bytes.ts';
 import { DATA_ROOTS_ENV } from '../data/roots.ts';
 import { InputError } from '../errors.ts';
@@ -124,27 +122,9 @@ test('a base model not in the cache yet is downloaded saying so in the stage log
   const testbed = stageTestbed(root, 'w');
   const { store, logs } = testbed;
   const modelDir = tinyBertDir(join(root, 'bert'), 7, TINY_MINILM);
-  const files = new Map(
-    readdirSync(modelDir, { withFileTypes: true })
-      .filter((e) => e.isFile())
-      .map((e) => [e.name, readFileSync(join(modelDir, e.name))] as const),
-  );
-  // The Hub's layout on loopback: /org/name/resolve/<revision>/<file>, the commit and the file's sha256 in the headers.
-  const hub = createServer((req, res) => {
-    const m = /^\/org\/tiny-bert\/resolve\/[^/]+\/(.+)$/.exec(req.url ?? '');
-    const body = m ? files.get(decodeURIComponent(m[1]!)) : undefined;
-    if (!body) return void res.writeHead(404).end();
-    res.writeHead(200, {
-      'content-length': body.length,
-      etag: `"${createHash('sha256').update(body).digest('hex')}"`,
-      'x-repo-commit': 'c'.repeat(40),
-    });
-    res.end(req.method === 'HEAD' ? undefined : body);
-  });
-  await new Promise<void>((r) => hub.listen(0, '127.0.0.1', r));
-  t.after(() => new Promise<void>((r) => hub.close(() => r())));
+  const { url, files } = await loopbackHub(t, modelDir, 'org/tiny-bert');
   const endpoint = process.env.HF_ENDPOINT;
-  process.env.HF_ENDPOINT = `http://127.0.0.1:${(hub.address() as AddressInfo).port}`;
+  process.env.HF_ENDPOINT = url;
   t.after(() => (endpoint === undefined ? delete process.env.HF_ENDPOINT : (process.env.HF_ENDPOINT = endpoint)));
 
   const train = await store.putFile(writeTextTable(join(root, 'train.arrow'), syntheticRows(32, 1)), { mediaType: ARROW });
