@@ -193,10 +193,15 @@ async function unfitClassifier(): Promise<string> {
   const small = tinyBertDir(join(root, 'unfit-model'), 7, { tokenizer: 'tiny', hidden: 32, heads: 4, layers: 1 });
   // exportTinyClassifier's base model (root/model) has MiniLM's tokenizer.
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(root, 'model', f), join(small, f));
+  return trainOnSigils(small, 'unfit');
+}
+
+/** One head-only step on short 'ꙮ' rows with maxLength 32, under root/<name>-*; the trained folder. */
+async function trainOnSigils(modelDir: string, name: string): Promise<string> {
   const rows = Array.from({ length: 16 }, (_, i) => ({ text: 'ꙮ'.repeat(1 + (i % 3)), label: i % 2 ? 'positive' : 'negative' }));
   const r = await trainClassifier({
-    modelDir: small,
-    train: writeTextTable(join(root, 'unfit-train.arrow'), rows),
+    modelDir,
+    train: writeTextTable(join(root, `${name}-train.arrow`), rows),
     labels: ['negative', 'positive'],
     method: 'head',
     lr: 1e-3,
@@ -209,9 +214,9 @@ async function unfitClassifier(): Promise<string> {
     pooling: 'mean',
     device: 'cpu',
     threads: 1,
-    checkpointDir: join(root, 'unfit-ck'),
+    checkpointDir: join(root, `${name}-ck`),
     checkpointEvery: 0,
-    outDir: join(root, 'unfit-out'),
+    outDir: join(root, `${name}-out`),
   });
   return r.outDir;
 }
@@ -310,27 +315,8 @@ test("predict over the pool takes a row with an unfit text as a bad row (--on-ba
 test('a text longer than the positions the model has is left out of its batch; a text that fits is not padded past them', async () => {
   // 12 positions, but a tempered-model.json maxLength of 32 (the training rows were short enough to fit).
   const model = tinyBertDir(join(root, 'short-model'), 7, { ...TINY_MINILM, maxPositions: 12 });
-  const rows = Array.from({ length: 16 }, (_, i) => ({ text: 'ꙮ'.repeat(1 + (i % 3)), label: i % 2 ? 'positive' : 'negative' }));
-  const r = await trainClassifier({
-    modelDir: model,
-    train: writeTextTable(join(root, 'short-train.arrow'), rows),
-    labels: ['negative', 'positive'],
-    method: 'head',
-    lr: 1e-3,
-    maxSteps: 1,
-    batchSize: 16,
-    schedule: 'constant',
-    weightDecay: 0,
-    seed: 1,
-    maxLength: 32,
-    pooling: 'mean',
-    device: 'cpu',
-    threads: 1,
-    checkpointDir: join(root, 'short-ck'),
-    checkpointEvery: 0,
-    outDir: join(root, 'short-out'),
-  });
-  const pool = await loadPooledPredictor(r.outDir, { threads: 1, workers: 1 });
+  const trained = await trainOnSigils(model, 'short');
+  const pool = await loadPooledPredictor(trained, { threads: 1, workers: 1 });
   try {
     // 10 tokens (8 words and [CLS], [SEP]): before, padded to a bucket of 16, past the 12 positions, and refused.
     const fits = 'one two three four five six seven eight';
