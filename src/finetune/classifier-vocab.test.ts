@@ -115,7 +115,7 @@ test('validation rows longer than the positions the model has are refused naming
     (e: unknown) =>
       e instanceof InputError &&
       e.where === 'evaluate.baseline.maxLength' &&
-      /maxLength 32 exceeds the base model's 16 positions \(config\.json's max_position_embeddings\): the baseline rows are \d+ tokens long/.test(
+      /maxLength 32 exceeds the model's 16 positions \(config\.json's max_position_embeddings\): the baseline rows are \d+ tokens long/.test(
         e.message,
       ),
   );

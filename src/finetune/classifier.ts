@@ -16,7 +16,7 @@ import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { checkLoraLayers, checkLoraTargets, modelLayerCount } from '../models/lora-targets.ts';
 import { readBertConfig } from '../models/bert.ts';
 import { ModelConfig } from '../models/weights.ts';
-import { checkTokenIdsFitModel, checkTokenTypesFitModel } from './token-ids.ts';
+import { checkTokenIdsFitModel, checkTokenTypesFitModel, checkWidthFitsPositions } from './token-ids.ts';
 import { buildBertClassifier, CLASSIFIER_BIAS, CLASSIFIER_WEIGHT, FEATURES, type BertConfig, type Pooling } from './bert.ts';
 import type { DropoutRates } from '../models/bert.ts';
 import { POOLINGS } from '../models/pooling.ts';
@@ -363,11 +363,7 @@ function refuseTablesPastModel(o: TrainClassifierOptions, train: TokenTable, val
     if (!t) continue;
     checkTokenIdsFitModel(o.modelDir, ModelConfig.read(o.modelDir).raw, t.inputIds, rows);
     checkTokenTypesFitModel(o.modelDir, cfg.typeVocabSize, t.tokenTypeIds, rows);
-    if (t.width > cfg.maxPositions)
-      throw new InputError(
-        `maxLength ${o.maxLength} exceeds the model's ${cfg.maxPositions} positions (config.json's max_position_embeddings): the ${rows} are ${t.width} tokens long`,
-        { where: 'train.maxLength', hint: `set maxLength to at most ${cfg.maxPositions}` },
-      );
+    checkWidthFitsPositions(t.width, cfg.maxPositions, o.maxLength, rows, 'train.maxLength');
   }
 }
 

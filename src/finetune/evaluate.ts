@@ -11,7 +11,7 @@ import { createSession, type Device } from '../engine/runtime.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { buildBertClassifier, FEATURES, type Pooling } from './bert.ts';
 import { encodeTexts, loadPredictor } from './predictor.ts';
-import { checkTokenIdsFitModel, checkTokenTypesFitModel } from './token-ids.ts';
+import { checkTokenIdsFitModel, checkTokenTypesFitModel, checkWidthFitsPositions } from './token-ids.ts';
 import { readBertConfig } from '../models/bert.ts';
 import { ModelConfig } from '../models/weights.ts';
 
@@ -153,12 +153,7 @@ export async function baseEmbeddings(
       // a position past its rows too (onnxruntime failed with a Gather's or an Add's shape error, retried as transient).
       checkTokenIdsFitModel(modelDir, cfg, feeds.input_ids!.data as BigInt64Array, 'baseline rows');
       checkTokenTypesFitModel(modelDir, bert.typeVocabSize, feeds.token_type_ids!.data as BigInt64Array, 'baseline rows');
-      const width = feeds.input_ids!.dims[1]!;
-      if (width > bert.maxPositions)
-        throw new InputError(
-          `maxLength ${o.maxLength} exceeds the base model's ${bert.maxPositions} positions (config.json's max_position_embeddings): the baseline rows are ${width} tokens long`,
-          { where: 'evaluate.baseline.maxLength', hint: `set maxLength to at most ${bert.maxPositions}` },
-        );
+      checkWidthFitsPositions(feeds.input_ids!.dims[1]!, bert.maxPositions, o.maxLength, 'baseline rows', 'evaluate.baseline.maxLength');
       const f = (await session.run(feeds))[FEATURES]!;
       const dim = f.dims[1]!;
       const data = f.data as Float32Array;

@@ -89,3 +89,16 @@ export function checkTokenTypesFitModel(modelDir: string, typeRows: number, type
     hint: 'use the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json)',
   });
 }
+
+/**
+ * Rows padded wider than the model's positions (a maxLength past max_position_embeddings) are refused naming maxLength:
+ * onnxruntime failed the position embeddings' Add with a shape error, which a stage retried as transient. Training's
+ * rows and the evaluate stage's frozen baseline say it alike.
+ */
+export function checkWidthFitsPositions(width: number, positions: number, maxLength: number, rows: string, where: string): void {
+  if (width <= positions) return;
+  throw new InputError(
+    `maxLength ${maxLength} exceeds the model's ${positions} positions (config.json's max_position_embeddings): the ${rows} are ${width} tokens long`,
+    { where, hint: `set maxLength to at most ${positions}` },
+  );
+}
