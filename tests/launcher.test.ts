@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MALLOC_TUNABLES, withMallocTuning } from '../scripts/malloc-tuning.mjs';
-import { startCliServer } from './helpers/cli.ts';
+import { groupAlive, startCliServer, startWorkerGroup } from './helpers/cli.ts';
 
 const root = join(import.meta.dirname, '..');
 
@@ -55,16 +55,6 @@ test('ensure-setup --stamp-only stamps a checkout whose packages are installed i
   }
 });
 
-/** Whether any process of group `pgid` is alive. */
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 // A supervisor (systemd with KillMode=process, Docker's and Kubernetes' stop, a person's `kill PID`) signals the one
 // process it started. `npm run` runs its script through `sh -c`, and sh does not pass a SIGTERM on: the launcher and
 // the worker under it were left running, orphaned, still taking stages (an upgrade's "old" worker never stopped), and
@@ -72,29 +62,18 @@ function groupAlive(pgid: number): boolean {
 test('a SIGTERM to `npm run tempered -- worker` reaches the worker, which stops as it does for Ctrl-C', async (t) => {
   const { server, home, close } = await startCliServer('launcher-sigterm-');
   t.after(close);
-  const npm = spawn('npm', ['run', '-s', 'tempered', '--', 'worker', '--queue', 'launcher-sigterm'], {
-    cwd: root,
-    env: { ...process.env, TEMPORAL_ADDRESS: server.address, TEMPERED_HOME: home },
-    stdio: ['ignore', 'ignore', 'pipe'],
-    // A process group of its own: whatever is left of it is found, and killed, after the test.
-    detached: true,
-  });
-  t.after(() => {
-    if (groupAlive(npm.pid!)) process.kill(-npm.pid!, 'SIGKILL');
-  });
-  let stderr = '';
-  const exited = new Promise<void>((resolve) => npm.once('exit', () => resolve()));
-  await new Promise<void>((resolve, reject) => {
-    npm.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (stderr.includes('worker polling')) resolve();
-    });
-    npm.once('exit', () => reject(new Error(`the worker exited before polling: ${stderr}`)));
+  const {
+    child: npm,
+    exited,
+    stderr,
+  } = await startWorkerGroup(t, 'npm', ['run', '-s', 'tempered', '--', 'worker', '--queue', 'launcher-sigterm'], {
+    TEMPORAL_ADDRESS: server.address,
+    TEMPERED_HOME: home,
   });
   npm.kill('SIGTERM');
   await exited;
   // npm exits once its child has; the worker is that child's child, and has had its own exit waited for.
   for (let i = 0; i < 100 && groupAlive(npm.pid!); i++) await new Promise((r) => setTimeout(r, 100));
-  assert.equal(groupAlive(npm.pid!), false, `a process of the worker's group outlived npm: ${stderr}`);
-  assert.match(stderr, /worker: SIGTERM: stopping/);
+  assert.equal(groupAlive(npm.pid!), false, `a process of the worker's group outlived npm: ${stderr()}`);
+  assert.match(stderr(), /worker: SIGTERM: stopping/);
 });

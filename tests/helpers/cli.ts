@@ -4,6 +4,7 @@ import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { TestContext } from 'node:test';
 import { startDevServer, stopProcess, type DevServerHandle } from '../../infra/dev-server.ts';
 
 export const BIN = fileURLToPath(new URL('../../bin/tempered.js', import.meta.url));
@@ -105,6 +106,47 @@ export function startCliWorker(
       reject(new Error(`worker exited with ${code}: ${err}`));
     });
   });
+}
+
+/** Whether any process of group `pgid` is alive. */
+export function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts a `tempered worker` through a launcher (`npm run …`, `npx …`) in a process group of its own, whatever is left
+ * of which `t` kills after the test; resolves once the worker polls. `stderr()` is the group's output so far.
+ */
+export async function startWorkerGroup(
+  t: TestContext,
+  command: string,
+  args: string[],
+  env: Record<string, string | undefined>,
+): Promise<{ child: ChildProcess; exited: Promise<void>; stderr(): string }> {
+  const child = spawn(command, args, {
+    cwd: join(import.meta.dirname, '..', '..'),
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    detached: true,
+  });
+  t.after(() => {
+    if (groupAlive(child.pid!)) process.kill(-child.pid!, 'SIGKILL');
+  });
+  let stderr = '';
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (stderr.includes('worker polling')) resolve();
+    });
+    child.once('exit', () => reject(new Error(`the worker exited before polling: ${stderr}`)));
+  });
+  return { child, exited, stderr: () => stderr };
 }
 
 /** Stops a worker started by startCliWorker; returns at once if it already exited (e.g. SIGKILLed). */
