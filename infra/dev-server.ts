@@ -201,6 +201,12 @@ export function embeddedServerInfo(): DevServerHandle | undefined {
   return pidAlive(info.pid) ? info : undefined;
 }
 
+/** `raw` as a port number, 1 to 65535; undefined when it is not one (Node and the Temporal CLI said only NaN). */
+export function portNumber(raw: string): number | undefined {
+  const port = /^\d{1,5}$/.test(raw) ? Number(raw) : NaN;
+  return port >= 1 && port <= 65535 ? port : undefined;
+}
+
 /**
  * TEMPERED_DEV_PORT, or 7233 (set but empty: unset). Checked here, where every command reads it: `abc` reached the
  * SDK as the address `127.0.0.1:abc` and Node's listen as NaN, neither error naming the variable.
@@ -208,8 +214,8 @@ export function embeddedServerInfo(): DevServerHandle | undefined {
 export function devServerPort(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.TEMPERED_DEV_PORT;
   if (raw === undefined || raw === '') return DEFAULT_PORT;
-  const port = /^\d{1,5}$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
-  if (!(port >= 1 && port <= 65535))
+  const port = portNumber(raw.trim());
+  if (port === undefined)
     // An InputError: the user's setting to fix, said with what to do, so no stack trace is offered (cli/main.ts).
     throw new InputError(`TEMPERED_DEV_PORT=${raw} is not a port number (1 to 65535); unset it for the default, ${DEFAULT_PORT}`);
   return port;

@@ -1,5 +1,12 @@
 /** `tempered server start|stop|status`: the embedded Temporal dev server. */
-import { devServerPort, embeddedServerInfo, ensureEmbeddedServer, isHealthy, stopEmbeddedServer } from '../../infra/dev-server.ts';
+import {
+  devServerPort,
+  embeddedServerInfo,
+  portNumber,
+  ensureEmbeddedServer,
+  isHealthy,
+  stopEmbeddedServer,
+} from '../../infra/dev-server.ts';
 import { parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
 
@@ -66,11 +73,10 @@ export async function serverCmd(ctx: CliContext, argv: string[]): Promise<number
   }
 }
 
-/** A `--port`-like flag: a port number, 1 to 65535; undefined when not given. Node's and the Temporal CLI's own errors named NaN. */
+/** A `--port`-like flag: a port number, 1 to 65535; undefined when not given. */
 function portFlag(flag: 'port' | 'ui-port', raw: string | undefined, usage: string): number | undefined {
   if (raw === undefined) return undefined;
-  const port = /^\d{1,5}$/.test(raw) ? Number(raw) : NaN;
-  if (!(port >= 1 && port <= 65535))
-    throw new CliError(`--${flag} takes a port number, 1 to 65535, not ${JSON.stringify(raw)}\nusage: ${usage}`, 2);
+  const port = portNumber(raw);
+  if (port === undefined) throw new CliError(`--${flag} takes a port number, 1 to 65535, not ${JSON.stringify(raw)}\nusage: ${usage}`, 2);
   return port;
 }
