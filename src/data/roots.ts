@@ -82,6 +82,21 @@ export function isInside(real: string, roots: readonly string[]): boolean {
 }
 
 /**
+ * Whether a path that does not exist (so has no real path) would lie under the roots: by its absolute path, against
+ * their real paths and the roots as listed (a root may be a link). A worker refuses a missing path outside as outside,
+ * not "not found", so that its answer does not tell a submitter which paths outside the roots exist.
+ */
+export function missingInside(abs: string, realRootList: readonly string[], listed: readonly string[]): boolean {
+  return (
+    isInside(abs, realRootList) ||
+    isInside(
+      abs,
+      listed.map((r) => resolve(r)),
+    )
+  );
+}
+
+/**
  * A path outside the roots. `env` is the worker's, as dataRoots read it: where `TEMPERED_DATA_ROOTS` is set, only it
  * can let the path in, and the pipeline file's folder counts for nothing.
  */

@@ -13,7 +13,7 @@ import { opendir, readlink, realpath, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { RE2JS } from 're2js';
 import { InputError } from '../errors.ts';
-import { DATA_ROOTS_ENV, dataRoots, isInside, outsideRootsError, realRoots } from './roots.ts';
+import { DATA_ROOTS_ENV, dataRoots, isInside, missingInside, outsideRootsError, realRoots } from './roots.ts';
 
 export type SourceFormat = 'jsonl' | 'csv' | 'tsv' | 'parquet' | 'arrow';
 
@@ -411,13 +411,11 @@ async function realOrMissing(abs: string): Promise<string | undefined> {
 export async function resolveSources(path: string, baseDir: string, opts: ResolveOptions = {}): Promise<SourceFile[]> {
   const field = opts.field ?? 'path';
   const format = opts.format;
-  const listedRoots = (opts.roots ?? dataRoots(baseDir)).map((r) => resolve(r));
+  const listedRoots = opts.roots ?? dataRoots(baseDir);
   const roots = realRoots(listedRoots);
-  // A path that does not exist is refused as outside where it would lie outside: "does not exist" for one path and
-  // "outside the roots" for another told a submitter which paths exist on the worker. Against the roots as listed too,
-  // since a root may be a link.
+  // A path that does not exist is refused as outside where it would lie outside (missingInside says why).
   const outsideIfMissing = (abs: string, shown: string) => {
-    if (!opts.sayMissingOutside && !isInside(abs, roots) && !isInside(abs, listedRoots)) throw outsideRootsError(shown, abs, roots, field);
+    if (!opts.sayMissingOutside && !missingInside(abs, roots, listedRoots)) throw outsideRootsError(shown, abs, roots, field);
   };
   const timeoutMs = opts.timeoutMs ?? SOURCE_LIMITS.timeoutMs;
   const budget: Budget = {

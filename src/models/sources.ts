@@ -39,7 +39,7 @@ import { writeGgufSidecars } from './gguf-llama.ts';
 import { describeHttpFailure, downloadFile, hashFile, type Expected } from './download.ts';
 import { hashFileRecorded } from './hash-record.ts';
 import { checkModelFolder, MODEL_SIDE_FILES } from './folder-confinement.ts';
-import { isInside, outsideRootsError, realRoots } from '../data/roots.ts';
+import { isInside, missingInside, outsideRootsError, realRoots } from '../data/roots.ts';
 import { parseModelSource, type ModelSourceSpec } from './source-spec.ts';
 
 /** An environment flag set the way huggingface_hub reads one (1, true, yes, on; any case). */
@@ -131,17 +131,9 @@ function confineLocal(path: string, opts: ResolveOptions): void {
   try {
     real = realpathSync(path);
   } catch {
-    // Missing: refused alike when it would lie outside, so that whether a path outside the roots exists is not told
-    // apart ("not found" against "outside"). Checked against the roots as listed too, since a root may be a link.
+    // Missing: refused alike when it would lie outside (missingInside says why).
     real = resolve(path);
-    if (
-      isInside(real, roots) ||
-      isInside(
-        real,
-        opts.localRoots.roots.map((r) => resolve(r)),
-      )
-    )
-      return;
+    if (missingInside(real, roots, opts.localRoots.roots)) return;
   }
   if (!isInside(real, roots))
     throw outsideRootsError(path, real, roots, opts.localRoots.field, opts.env ?? process.env, 'an hf: or pypi: model source');
