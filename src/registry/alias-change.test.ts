@@ -1,4 +1,4 @@
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,13 @@ import type { RegisterInput } from './types.ts';
 import { countingQueries, testVersion } from './versions.testing.ts';
 
 const sha = (c: string) => c.repeat(64);
+
+/** A registry and an audit database file in a folder of their own, removed after the test. */
+function databaseFiles(t: TestContext): { registryDb: string; auditDb: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return { registryDb: join(dir, 'registry.db'), auditDb: join(dir, 'audit.db') };
+}
 
 function version(run: string, f1: number, onnx: string): RegisterInput {
   return {
@@ -28,10 +35,7 @@ function version(run: string, f1: number, onnx: string): RegisterInput {
 }
 
 test('a gated promotion judges against the holder, moves nothing when refused, and audits what it did', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const registryDb = join(dir, 'registry.db');
-  const auditDb = join(dir, 'audit.db');
+  const { registryDb, auditDb } = databaseFiles(t);
   const reg = await openRegistry(registryDb);
   await reg.registerVersion(version('r1', 0.9, 'c'));
   await reg.registerVersion(version('r2', 0.8, 'd'));
@@ -77,9 +81,7 @@ test('a gated promotion judges against the holder, moves nothing when refused, a
 });
 
 test('a gated promotion that another promotion overtakes after the gate was judged moves nothing', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const registryDb = join(dir, 'registry.db');
+  const { registryDb, auditDb } = databaseFiles(t);
   const reg = await openRegistry(registryDb);
   await reg.registerVersion(version('r1', 0.5, 'c'));
   await reg.registerVersion(version('r2', 0.7, 'd'));
@@ -94,7 +96,7 @@ test('a gated promotion that another promotion overtakes after the gate was judg
     return v;
   };
   await assert.rejects(
-    changeAlias(new KeptOpen(async () => reg), join(dir, 'audit.db'), {
+    changeAlias(new KeptOpen(async () => reg), auditDb, {
       op: 'promote',
       name: 'clf',
       at: 2,
@@ -114,10 +116,7 @@ test('a gated promotion that another promotion overtakes after the gate was judg
  * registered metrics): a gate such as `f1_macro > production.f1_macro` refused the version the alias keeps serving.
  */
 test('a gated promotion of the version the alias already holds moves nothing and judges no gate against itself', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const registryDb = join(dir, 'registry.db');
-  const auditDb = join(dir, 'audit.db');
+  const { registryDb, auditDb } = databaseFiles(t);
   const reg = await openRegistry(registryDb);
   await reg.registerVersion(version('r1', 0.9, 'c'));
   await reg.setAlias('clf', 'production', 1, { actor: 'bob' });
@@ -141,10 +140,7 @@ test('a gated promotion of the version the alias already holds moves nothing and
 });
 
 test("a gated promotion reads the candidate's own production.* when they were measured against the holder, and refuses evaluate's names otherwise, naming both versions", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const registryDb = join(dir, 'registry.db');
-  const auditDb = join(dir, 'audit.db');
+  const { registryDb, auditDb } = databaseFiles(t);
   // As the register stage stores evaluate's production.* (production.version = N, decontaminated 1/0).
   const evaluated = (run: string, f1: number, onnx: string, production: Record<string, unknown>): RegisterInput => ({
     ...version(run, f1, onnx),
@@ -281,9 +277,7 @@ for (const backend of BACKENDS)
  * own production.* must see it as deploy's gate does, a boolean, or `!production.same_model` is a type error there.
  */
 test("a gated promotion reads the candidate's own production.same_model as the boolean evaluate gave", async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'alias-change-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const registryDb = join(dir, 'registry.db');
+  const { registryDb, auditDb } = databaseFiles(t);
   const reg = await openRegistry(registryDb);
   await reg.registerVersion(version('r1', 0.9, 'c'));
   await reg.setAlias('clf', 'production', 1);
@@ -298,7 +292,7 @@ test("a gated promotion reads the candidate's own production.same_model as the b
   };
   await reg.registerVersion({ ...version('r2', 0.9, 'd'), metrics: { f1_macro: 0.9, production } });
   await reg.close();
-  const promoted = await changeAlias(registryDb, join(dir, 'audit.db'), {
+  const promoted = await changeAlias(registryDb, auditDb, {
     op: 'promote',
     name: 'clf',
     at: 2,
