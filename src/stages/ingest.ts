@@ -1,8 +1,7 @@
 /** Stage kind `ingest`: source files → Arrow table + quarantine table + data report. */
-import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { IngestConfig } from '../data/config.ts';
-import { createHash } from 'node:crypto';
+import { sha256Handle } from '../util/hash-file.ts';
 import { forEachInFlight } from '../util/in-flight.ts';
 import { ingestWithSchema } from '../data/schemas.ts';
 import { resolveSources } from '../data/sources.ts';
@@ -24,8 +23,6 @@ const lib = async () => ({ ...(await import('../data/arrow-io.ts')), ...(await i
 
 /** Source files hashed at once for the cache key. */
 const HASHED_AT_ONCE = 8;
-/** Bytes per read while hashing one: one buffer reused for the whole file. */
-const HASH_READ_BYTES = 1 << 20;
 
 export const ingestStage: StageKind<IngestConfig> = {
   kind: 'ingest',
@@ -73,7 +70,7 @@ export const ingestStage: StageKind<IngestConfig> = {
       const f = files[i]!;
       const fh = await openConfined({ abs: f.abs, shown: f.display, listed: cfg.path }, confineTo, 'path');
       try {
-        inputs[i] = `${f.display}:${await sha256Of(fh)}`;
+        inputs[i] = `${f.display}:${(await sha256Handle(fh)).sha256}`;
       } finally {
         await fh.close();
       }
@@ -124,18 +121,6 @@ export function sourceFilesAudit(report: Pick<IngestReport, 'sourceFiles' | 'dat
       dataHash: report.dataHash,
     },
   };
-}
-
-/** sha256 hex of an open file's bytes, read from the handle (never by a path, which may lead elsewhere by now). */
-async function sha256Of(fh: FileHandle): Promise<string> {
-  const h = createHash('sha256');
-  const buf = Buffer.allocUnsafe(HASH_READ_BYTES);
-  for (let at = 0; ; ) {
-    const { bytesRead } = await fh.read(buf, 0, buf.length, at);
-    if (bytesRead === 0) return h.digest('hex');
-    h.update(buf.subarray(0, bytesRead));
-    at += bytesRead;
-  }
 }
 
 /** An ingest stage whose local source is not there when the run is submitted. */

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 
 /** Bytes per read: large enough that system calls are rare, small enough to stay in cache. */
 const READ_BYTES = 1 << 20;
@@ -11,8 +11,20 @@ const READ_BYTES = 1 << 20;
  * to slow the hash itself (bench/store.bench.ts, local and warm get; figures in the README).
  */
 export async function sha256File(path: string): Promise<{ sha256: string; bytes: number }> {
-  const h = createHash('sha256');
   const fh = await open(path, 'r');
+  try {
+    return await sha256Handle(fh);
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * sha256File of a file open already, read from the handle from its first byte (never by a path, which may lead
+ * elsewhere by now: ingest hashes a source opened confined, data/roots.ts openConfined). The caller closes it.
+ */
+export async function sha256Handle(fh: FileHandle): Promise<{ sha256: string; bytes: number }> {
+  const h = createHash('sha256');
   const bufs = [Buffer.allocUnsafe(READ_BYTES), Buffer.allocUnsafe(READ_BYTES)] as const;
   let bytes = 0;
   let which = 0;
@@ -29,7 +41,6 @@ export async function sha256File(path: string): Promise<{ sha256: string; bytes:
     }
   } finally {
     await pending.catch(() => undefined);
-    await fh.close();
   }
   return { sha256: h.digest('hex'), bytes };
 }
