@@ -641,10 +641,11 @@ export const trainStage: StageKind<TrainConfig> = {
       }).catch((e: unknown) => {
         // Deleting the local folder alone would not do: the next attempt fetches the shared copy back (pullCheckpoint).
         if (!(e instanceof InputError && e.code === 'checkpoint-settings' && ctx.store.remote)) throw e;
+        const shared = sharedCheckpointKeys(checkpointName);
         throw new InputError(e.bareMessage, {
           where: e.where,
           code: e.code,
-          hint: `${e.hint}, and its shared copy, ${sharedCheckpointKeys(checkpointName).pointer} and ${sharedCheckpointKeys(checkpointName).files} in the store's bucket`,
+          hint: `${e.hint}, and its shared copy, ${shared.pointer} and ${shared.files} in the store's bucket`,
         });
       });
       // The exported folder carries the base model's full identity, so lineage survives wherever the folder goes.
