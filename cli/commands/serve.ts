@@ -405,9 +405,10 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
   const routes = isTextGenerator(server.model.current)
     ? 'POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /v1/models/{model}'
     : 'POST /predict';
-  console.log(`serving ${server.model.current?.id ?? positionals[0]} at ${url}  (${routes}, GET /health, GET /metrics)`);
   const graceS = (generation.stopGraceMs ?? DEFAULT_STOP_GRACE_MS) / 1000;
-  await new Promise<void>((resolve) => {
+  // The handlers go in before the "serving" line: whoever waits for that line may signal at once, and a signal
+  // between the line and the handlers took Node's default action (killed, no clean stop).
+  const stopRequested = new Promise<void>((resolve) => {
     let told = 0;
     // One handler for both: a SIGTERM after a Ctrl-C (or the reverse) is a second request to stop, not ignored,
     // and a second one ends the generations now instead of killing the process mid-answer.
@@ -430,6 +431,8 @@ export async function serveCmd(ctx: CliContext, argv: string[]): Promise<number>
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
+  console.log(`serving ${server.model.current?.id ?? positionals[0]} at ${url}  (${routes}, GET /health, GET /metrics)`);
+  await stopRequested;
   await server.close();
   return 0;
 }

@@ -82,11 +82,13 @@ export async function uiCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const token = uiToken(values.host ?? '127.0.0.1');
   await ctx.client({ startServer: true });
   const { server, url } = await startUi(ctx, { port, host: values.host, token });
-  console.log(`dashboard: ${url}`);
-  await new Promise<void>((resolve) => {
+  // The handlers go in before the line: whoever waits for it may signal at once (Node's default action kills).
+  const stopRequested = new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
+  console.log(`dashboard: ${url}`);
+  await stopRequested;
   await server.close();
   return 0;
 }

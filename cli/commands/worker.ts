@@ -272,9 +272,6 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
         `'${q.queue}'${q.maxActivities ? ` (at most ${q.maxActivities} at once)` : ''}${cudaQueues?.includes(q.queue) ? ' (CUDA)' : ''}`,
     )
     .join(', ');
-  console.error(
-    `worker polling ${named} on ${s.address} (namespace ${s.namespace}); store ${store.remote?.url ?? `${store.root} (this host's)`}${backends.storeId ? ` (instance ${backends.storeId})` : ''}, registry and audit log ${redactUrl(ctx.paths.registryDb)}${isDatabaseUrl(ctx.paths.registryDb) ? (backends.databaseId ? ` (instance ${backends.databaseId})` : '') : " (this host's)"}; stage kinds: ${[...ctx.kinds.keys()].join(', ')}${metrics ? `; metrics on http://${metrics}/metrics` : ''}. Ctrl-C stops it.`,
-  );
   const pruner = cacheLimit === undefined ? undefined : startCachePruner(store, cacheLimit, (m) => console.error(`worker: ${m}`));
   // Each worker keeps baseline memos of its own, which a `store gc` on another host never sees.
   const memoPruner = startBaselineMemoPruner(ctx.paths.baselines, DEFAULT_HORIZON_DAYS * 86_400_000, (m) => console.error(`worker: ${m}`));
@@ -308,6 +305,10 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   };
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
+  // Said once the handlers are in: whoever waits for this line may signal at once (Node's default action kills).
+  console.error(
+    `worker polling ${named} on ${s.address} (namespace ${s.namespace}); store ${store.remote?.url ?? `${store.root} (this host's)`}${backends.storeId ? ` (instance ${backends.storeId})` : ''}, registry and audit log ${redactUrl(ctx.paths.registryDb)}${isDatabaseUrl(ctx.paths.registryDb) ? (backends.databaseId ? ` (instance ${backends.databaseId})` : '') : " (this host's)"}; stage kinds: ${[...ctx.kinds.keys()].join(', ')}${metrics ? `; metrics on http://${metrics}/metrics` : ''}. Ctrl-C stops it.`,
+  );
   const failure = await ended.done;
   workersStopped = true;
   await pruner?.stop();
