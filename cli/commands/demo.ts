@@ -144,13 +144,15 @@ export async function demoCmd(ctx: CliContext, argv: string[]): Promise<number> 
   );
   if (ui) {
     const web = runId ? runUrl(ctx.settings(), runId) : undefined;
-    console.log(
-      `\ndashboard: ${ui.url}${web ? `\nweb ui:    ${web}` : ''}\nthe dashboard stays up until Ctrl-C (\`npm run demo -- --no-ui\` skips it)`,
-    );
-    await new Promise<void>((resolve) => {
+    // The handlers go in before the line: whoever waits for it may signal at once (Node's default action kills).
+    const stopRequested = new Promise<void>((resolve) => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
+    console.log(
+      `\ndashboard: ${ui.url}${web ? `\nweb ui:    ${web}` : ''}\nthe dashboard stays up until Ctrl-C (\`npm run demo -- --no-ui\` skips it)`,
+    );
+    await stopRequested;
     await ui.server.close();
   }
   return code;
