@@ -252,8 +252,8 @@ export async function createModelServer(opts: ServeOptions): Promise<ModelServer
   const connections = new WeakMap<Socket, { latest: { req: IncomingMessage; res: ServerResponse }; unanswered: Set<ServerResponse> }>();
   app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     let conn = connections.get(req.socket);
-    if (!conn) connections.set(req.socket, (conn = { latest: { req, res }, unanswered: new Set() }));
-    conn.latest = { req, res };
+    if (conn) conn.latest = { req, res };
+    else connections.set(req.socket, (conn = { latest: { req, res }, unanswered: new Set() }));
     const open = conn.unanswered;
     open.add(res);
     const done = () => open.delete(res);
