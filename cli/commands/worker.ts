@@ -147,8 +147,7 @@ export async function startLocalWorker(ctx: CliContext, queue: string): Promise<
     );
   const mismatch = ctx.settings().embedded ? undefined : sharingMismatch(ctx);
   if (mismatch) console.error(`warning: ${mismatch}`);
-  const roots = dataRootsNote({ cluster: !ctx.settings().embedded || !!ctx.store().remote });
-  if (roots) console.error(`worker: ${roots}`);
+  sayDataRoots(ctx);
   const worker = await buildWorker(ctx, queue);
   const running = worker.run();
   return {
@@ -229,8 +228,7 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
   const refusal = metrics ? await metricsAddressRefusal(metrics) : undefined;
   if (refusal) throw new CliError(refusal);
   const store = ctx.store();
-  const roots = dataRootsNote({ cluster: !ctx.settings().embedded || !!store.remote });
-  if (roots) console.error(`worker: ${roots}`);
+  sayDataRoots(ctx);
   const cacheLimit = store.remote ? cacheLimitBytes(store.root) : undefined;
   // A wrong shared-store setting (no such bucket, refused credentials) stops the worker now rather
   // than failing its first stage; a store or database that does not answer is waited for before it
@@ -326,6 +324,12 @@ export async function workerCmd(ctx: CliContext, argv: string[]): Promise<number
 export function npxNote(env: NodeJS.ProcessEnv = process.env): string | undefined {
   if (env.npm_command !== 'exec') return undefined;
   return "note: started through npx, whose shell passes no SIGTERM on: a SIGTERM to npx's process ends npx and leaves this worker running. Where a supervisor or `kill` stops it, start it with `npm run tempered -- worker …` or `node scripts/tempered.mjs worker …` (README, Deployment: the processes); Ctrl-C in a terminal stops it either way";
+}
+
+/** A worker's data-roots note (dataRootsNote) for this process's settings: a cluster's, or a shared store's. */
+function sayDataRoots(ctx: CliContext): void {
+  const roots = dataRootsNote({ cluster: !ctx.settings().embedded || !!ctx.store().remote });
+  if (roots) console.error(`worker: ${roots}`);
 }
 
 /**
