@@ -8,6 +8,7 @@
  * so a row that spells it out and one that does not are the same row, with the same `_hash`).
  */
 import type { BadRow } from './bad-rows.ts';
+import { scanKeys } from './json-keys.ts';
 import { badText } from './task-fields.ts';
 
 export type ChatRole = 'system' | 'user' | 'assistant';
@@ -40,76 +41,14 @@ function shown(v: unknown): string {
 }
 
 /**
- * A run of a JSON string's content, sticky: unescaped characters and escapes, up to its closing quote. Finding that
- * quote by indexOf stopped at every escaped one (a reply holding JSON or code is full of them), and the scan cost about
- * twice JSON.parse on such rows; by regex steps, about once. At most 64 steps a match: an unbounded one overflowed V8's
- * backtrack stack on a string of millions of escapes (a RangeError where a row was read). Nothing follows the group, so
- * a match never backtracks, and one that cannot begin fails at once.
- */
-const STRING_RUN = /(?:[^"\\]+|\\[^]){1,64}/y;
-
-interface Frame {
-  object: boolean;
-  /** An object whose next string is a key. */
-  keyNext: boolean;
-  /** A message (an object in the list of messages): the keys it named so far. */
-  keys?: Set<string>;
-  /** The list of messages. */
-  messages: boolean;
-  /** A list: the index of the value being read. */
-  index: number;
-}
-
-/**
  * The first key a message object of `text` names twice, with the message's index, or undefined. `text` is JSON that
  * JSON.parse took: a list of messages, or, with `field`, an object whose field `field` holds one (a JSONL row). JSON.parse
  * keeps a repeated key's last value without a word, and other readers the first, so `{"role": "user", "content": "a",
  * "content": "b"}` trained on what a reviewer did not read; the duplicate-field check of a row's own keys did not look
- * into its messages. Strings are passed over whole (indexOf, STRING_RUN), so the cost is in the keys and brackets.
+ * into its messages. The JSONL reader asks json-keys' scanKeys for this and its own checks in one pass.
  */
 export function repeatedMessageKey(text: string, field?: string): { index: number; key: string } | undefined {
-  const stack: Frame[] = [];
-  /** The root object's value that comes next is `field`'s. */
-  let fieldNext = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    const top = stack.at(-1);
-    if (c === 0x22) {
-      // The string's closing quote: the next one, unless an escape comes before it (then STRING_RUN finds it).
-      let end = text.indexOf('"', i + 1);
-      if (end === -1) return undefined;
-      if (text.charCodeAt(end - 1) === 0x5c)
-        for (let at = i + 1; ; at = STRING_RUN.lastIndex) {
-          STRING_RUN.lastIndex = at;
-          if (STRING_RUN.test(text)) continue;
-          if (text.charCodeAt(at) !== 0x22) return undefined;
-          end = at;
-          break;
-        }
-      if (top?.object && top.keyNext) {
-        top.keyNext = false;
-        const raw = text.slice(i + 1, end);
-        const key = raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw;
-        if (top.keys) {
-          if (top.keys.has(key)) return { index: stack.at(-2)!.index, key };
-          top.keys.add(key);
-        }
-        if (stack.length === 1) fieldNext = key === field;
-      }
-      i = end;
-    } else if (c === 0x7b) {
-      stack.push({ object: true, keyNext: true, keys: top?.messages ? new Set() : undefined, messages: false, index: 0 });
-    } else if (c === 0x5b) {
-      const messages = field === undefined ? stack.length === 0 : stack.length === 1 && fieldNext;
-      stack.push({ object: false, keyNext: false, messages, index: 0 });
-    } else if (c === 0x7d || c === 0x5d) stack.pop();
-    else if (c === 0x2c && top) {
-      if (top.object) top.keyNext = true;
-      else top.index++;
-      if (stack.length === 1) fieldNext = false;
-    }
-  }
-  return undefined;
+  return scanKeys(text, { messages: field ?? true }).repeatedMessageKey;
 }
 
 /** The bad row of a message that names `key` twice (repeatedMessageKey), as the row's own repeated field is one. */

@@ -12,7 +12,8 @@ import { BATCH_ROWS } from './arrow-io.ts';
 import type { BadRow } from './bad-rows.ts';
 import { readLineChunks, singleByteDecoder, type EncodingSetting, type Line, type LineOptions } from './lines.ts';
 import type { SourceFile } from './sources.ts';
-import { repeatedMessageKey, repeatedMessageKeyRow } from './conversation.ts';
+import { repeatedMessageKeyRow } from './conversation.ts';
+import { mayRepeat, scanKeys, type KeyScan } from './json-keys.ts';
 
 export interface SourceRecord {
   row: number;
@@ -164,80 +165,20 @@ function htmlPage(file: SourceFile, row: number, line: string, kind: string): In
 }
 
 /**
- * The first of `fields` that a JSON object's text names twice among its own keys (nested objects are values, not
- * looked into), or undefined. JSON.parse keeps the last value without a word, and readers differ on which counts
- * (RFC 8259: names SHOULD be unique), so a row checked or reviewed by another tool could train on other text. A line
- * without a backslash can spell a name only as `"name"`, so unless that appears twice the line is not scanned; one
- * with a backslash is scanned (a key may be spelled with escapes). `text` must be a JSON object that JSON.parse took.
+ * A row's key checks, in at most one pass over its text (json-keys' scanKeys): a read field it names twice, a key a
+ * message names twice (chat), and where a label's text is when JSON.parse rounded it (`rounded`). Without a
+ * conversation or a rounded label, a row that cannot repeat a read field (mayRepeat) is not scanned.
  */
-export function repeatedField(text: string, fields: readonly string[]): string | undefined {
-  if (fields.length === 0) return undefined;
-  if (!text.includes('\\')) {
-    const twice = fields.some((f) => {
-      const k = `"${f}"`;
-      const i = text.indexOf(k);
-      return i !== -1 && text.indexOf(k, i + k.length) !== -1;
-    });
-    if (!twice) return undefined;
-  }
-  const seen = new Set<string>();
-  let twice: string | undefined;
-  eachOwnKey(text, (key) => {
-    if (!fields.includes(key)) return false;
-    if (seen.has(key)) twice = key;
-    seen.add(key);
-    return twice !== undefined;
-  });
-  return twice;
+function rowKeys(text: string, opts: DelimitedOptions, rounded: boolean): KeyScan {
+  const fields = opts.readsColumns ?? [];
+  if (opts.conversationField === undefined && !rounded && !mayRepeat(text, fields)) return {};
+  return scanKeys(text, { fields, messages: opts.conversationField, valueKey: rounded ? opts.labelField : undefined });
 }
 
-/**
- * The text of the value of `key` among a JSON object's own keys (its last, as JSON.parse keeps), or undefined: `text`
- * must be a JSON object JSON.parse took.
- */
-function ownValueText(text: string, key: string): string | undefined {
-  let found: string | undefined;
-  eachOwnKey(text, (k, end) => {
-    if (k !== key) return false;
-    const value = /\s*:\s*(-?[0-9][0-9.eE+-]*)/y;
-    value.lastIndex = end + 1;
-    found = value.exec(text)?.[1] ?? found;
-    return false;
-  });
-  return found;
-}
-
-/**
- * Calls `visit` with each of a JSON object's own keys (nested objects are values, not looked into) and the index of the
- * key's closing quote, in order, until it returns true. `text` must be a JSON object that JSON.parse took.
- */
-function eachOwnKey(text: string, visit: (key: string, end: number) => boolean): void {
-  let depth = 0;
-  let keyNext = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x22) {
-      // The string's closing quote: the next one not escaped by an odd run of backslashes.
-      let end = i;
-      for (;;) {
-        end = text.indexOf('"', end + 1);
-        if (end === -1) return;
-        let backslashes = 0;
-        while (text.charCodeAt(end - 1 - backslashes) === 0x5c) backslashes++;
-        if (backslashes % 2 === 0) break;
-      }
-      if (depth === 1 && keyNext) {
-        keyNext = false;
-        const raw = text.slice(i + 1, end);
-        if (visit(raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw, end)) return;
-      }
-      i = end;
-    } else if (c === 0x7b || c === 0x5b) {
-      depth++;
-      keyNext = c === 0x7b && depth === 1;
-    } else if (c === 0x7d || c === 0x5d) depth--;
-    else if (c === 0x2c && depth === 1) keyNext = true;
-  }
+/** A label JSON.parse may have rounded: an integer (every double past 2^52 is one) that is no safe integer. */
+function roundedLabel(values: Record<string, unknown>, field: string | undefined): boolean {
+  const v = field !== undefined && Object.hasOwn(values, field) ? values[field] : undefined;
+  return typeof v === 'number' && Number.isFinite(v) && !Number.isSafeInteger(v) && Number.isInteger(v);
 }
 
 /** The integer a JSON number's text stands for, exactly (`1.5e20` too), or undefined when it is no integer. */
@@ -255,15 +196,14 @@ function exactInteger(token: string): bigint | undefined {
 }
 
 /**
- * A JSONL row's label when JSON.parse rounded it: an integer past 2^53 (9007199254740993 parses as 9007199254740992)
- * read exactly from its text, or the bad row of a number that only rounded to an integer (9007199254740993.5); else
- * undefined (the parsed value is the label as written). Parsed values of that size are integers all (a double's
- * fraction is gone past 2^52), so only they are looked up in the text.
+ * A JSONL row's label that JSON.parse rounded (roundedLabel: an integer past 2^53, 9007199254740993 parses as
+ * 9007199254740992) read exactly from its text, the number after the colon at `valueFrom` (scanKeys'), or the bad row
+ * of a number that only rounded to an integer (9007199254740993.5).
  */
-function exactLabel(values: Record<string, unknown>, text: string, field: string): bigint | BadRow | undefined {
-  const v = Object.hasOwn(values, field) ? values[field] : undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v) || Number.isSafeInteger(v) || !Number.isInteger(v)) return undefined;
-  const token = ownValueText(text, field);
+function exactLabel(text: string, valueFrom: number | undefined, field: string): bigint | BadRow {
+  const value = /\s*:\s*(-?[0-9][0-9.eE+-]*)/y;
+  value.lastIndex = valueFrom ?? text.length;
+  const token = valueFrom === undefined ? undefined : value.exec(text)?.[1];
   const exact = token === undefined ? undefined : exactInteger(token);
   if (exact !== undefined) return exact;
   return {
@@ -327,25 +267,30 @@ export async function* readJsonl(file: SourceFile, opts: ReadOptions = {}): Asyn
         });
         continue;
       }
-      const twice = opts.readsColumns ? repeatedField(l.text, opts.readsColumns) : undefined;
-      if (twice !== undefined) {
+      const rounded = roundedLabel(v as Record<string, unknown>, opts.labelField);
+      const keys = rowKeys(l.text, opts, rounded);
+      if (keys.repeatedField !== undefined) {
         out.push({
           row: l.line,
           lines: 1,
           raw: l.text,
           bad: {
             reason: 'duplicate-field',
-            detail: `field ${JSON.stringify(twice.slice(0, 40))} is named more than once in the object, so which value is meant cannot be told (JSON.parse would keep the last): keep one`,
+            detail: `field ${JSON.stringify(keys.repeatedField.slice(0, 40))} is named more than once in the object, so which value is meant cannot be told (JSON.parse would keep the last): keep one`,
           },
         });
         continue;
       }
-      const inMessage = opts.conversationField === undefined ? undefined : repeatedMessageKey(l.text, opts.conversationField);
-      if (inMessage) {
-        out.push({ row: l.line, lines: 1, raw: l.text, bad: repeatedMessageKeyRow(JSON.stringify(opts.conversationField), inMessage) });
+      if (keys.repeatedMessageKey) {
+        out.push({
+          row: l.line,
+          lines: 1,
+          raw: l.text,
+          bad: repeatedMessageKeyRow(JSON.stringify(opts.conversationField), keys.repeatedMessageKey),
+        });
         continue;
       }
-      const label = opts.labelField === undefined ? undefined : exactLabel(v as Record<string, unknown>, l.text, opts.labelField);
+      const label = rounded ? exactLabel(l.text, keys.valueFrom, opts.labelField!) : undefined;
       if (label !== undefined && typeof label !== 'bigint') {
         out.push({ row: l.line, lines: 1, raw: l.text, bad: label });
         continue;
