@@ -514,7 +514,8 @@ async function ingestFiles(
                 if (absent !== undefined)
                   throw absentFieldError(cfg, absent, { noun: 'column', seen: f.display, has: 'its columns', names });
               }
-              const mapped = mapRow(rec.values!);
+              const checked: { conversation?: ConversationMessage[] } = {};
+              const mapped = mapRow(rec.values!, checked);
               if (isBad(mapped)) bad(f.display, rec.row, lines, mapped.reason, mapped.detail, rec.raw, mapped.field);
               else {
                 const values = cols.map((c) => mapped[c]!);
@@ -525,10 +526,10 @@ async function ingestFiles(
                 rowsOut++;
                 if (mapped.label !== undefined) labels.set(mapped.label, (labels.get(mapped.label) ?? 0) + 1);
                 let len = 0;
-                // A conversation's length is its messages' text, not its JSON's. The cell is the canonical JSON mapRow
-                // just wrote from a checked conversation: parsed back, not checked again (readConversation) per row.
+                // A conversation's length is its messages' text, not its JSON's: the messages mapRow checked, not its cell
+                // parsed back.
                 for (const c of cols)
-                  if (c === MESSAGES) for (const m of JSON.parse(mapped[c]!) as ConversationMessage[]) len += codePoints(m.content);
+                  if (c === MESSAGES) for (const m of checked.conversation!) len += codePoints(m.content);
                   else if (c !== 'label') len += codePoints(mapped[c]!);
                 lengths.set(len, (lengths.get(len) ?? 0) + 1);
               }

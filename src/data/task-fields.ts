@@ -6,7 +6,7 @@ import type { BadRow } from './bad-rows.ts';
 import { TASK_COLUMNS, type IngestConfig, type TaskColumn } from './config.ts';
 import { InputError } from '../errors.ts';
 import { isTemplateError, parseTemplate, type ParsedTemplate } from './prompt-template.ts';
-import { conversationJson, parseConversation } from './conversation.ts';
+import { conversationJson, parseConversation, type ConversationMessage } from './conversation.ts';
 
 export type TaskRow = Partial<Record<TaskColumn, string>>;
 
@@ -87,7 +87,11 @@ export function badText(text: string, column: string, max?: number): BadRow | un
 }
 
 export interface RowMapper {
-  (values: Record<string, unknown>): TaskRow | BadRow;
+  /**
+   * `checked`, when given, gets a chat row's conversation as checked, so that a caller counting its text need not parse
+   * the cell's JSON back (a second JSON.parse of every chat row).
+   */
+  (values: Record<string, unknown>, checked?: { conversation?: ConversationMessage[] }): TaskRow | BadRow;
 }
 
 export function isBad(r: TaskRow | BadRow): r is BadRow {
@@ -108,7 +112,7 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
   }
   const max = cfg.maxLength;
 
-  return (values) => {
+  return (values, checked) => {
     const row: TaskRow = {};
     for (const c of cols) {
       if (c === 'label') {
@@ -146,6 +150,7 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
           return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (messages) is missing`, field: f };
         const convo = parseConversation(v, JSON.stringify(f), max);
         if (!Array.isArray(convo)) return convo;
+        if (checked) checked.conversation = convo;
         row.messages = conversationJson(convo);
         continue;
       }
