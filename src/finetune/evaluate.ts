@@ -2,6 +2,7 @@
  * Evaluation of an exported classifier on an Arrow table, and the frozen-feature baseline it must
  * beat: the base model's pooled embeddings (no training) fed to logistic regression.
  */
+import { join } from 'node:path';
 import { removeDeadNodes } from '../onnx/graph.ts';
 import { readArrowBatches, stringColumn, columnValues } from '../data/arrow-io.ts';
 import { InputError } from '../errors.ts';
@@ -11,7 +12,7 @@ import { createSession, type Device } from '../engine/runtime.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { buildBertClassifier, FEATURES, type Pooling } from './bert.ts';
 import { encodeTexts, loadPredictor } from './predictor.ts';
-import { checkTokenIdsFitModel, checkTokenTypesFitModel, checkWidthFitsPositions } from './token-ids.ts';
+import { firstUnfit, unfitMessage, UnfitTextError, type ModelRows } from './token-ids.ts';
 import { readBertConfig } from '../models/bert.ts';
 import { ModelConfig } from '../models/weights.ts';
 
@@ -60,6 +61,10 @@ export interface EvaluateOptions {
   table: string;
   /** What errors call the table (a pipeline field, say); default its path. */
   tableName?: string;
+  /** What errors call the model (a pipeline field or a registry version, say); default its folder. */
+  modelName?: string;
+  /** The row an error names for row `i` of the table (default `i`): a table of some rows of another names that one's. */
+  rowOf?: (i: number) => number;
   /** Label order for the report (default: the model's labels). */
   labels?: string[];
   textColumn?: string;
@@ -87,11 +92,29 @@ export async function evaluateClassifier(o: EvaluateOptions): Promise<EvaluateRe
         where: `${where} (labelColumn)`,
         hint: 'a model scores only the labels it was trained on: give its test rows the same labels as its training rows (ingest with `labels:` refuses any other)',
       });
-    const preds = (await p.predict(data.texts)).map((r) => r.label);
+    let predicted;
+    try {
+      predicted = await p.predict(data.texts);
+    } catch (e) {
+      throw unfitRowError(e, where, o.modelName ?? o.modelFolder, o.rowOf);
+    }
+    const preds = predicted.map((r) => r.label);
     return { metrics: classificationReport(data.labels, preds, { labels, where }), modelId: p.id, predictions: preds };
   } finally {
     await p.close();
   }
+}
+
+/**
+ * The predictor's refusal of a text (its place among the table's texts) as the table's row: the row is what to look at,
+ * and the hint says what to fix (the model's tokenizer files, or its maxLength).
+ */
+function unfitRowError(e: unknown, table: string, model: string, rowOf = (i: number) => i): unknown {
+  if (!(e instanceof UnfitTextError)) return e;
+  return new InputError(`the text is one ${model} cannot take: ${e.reason}`, {
+    where: `${table}: row ${rowOf(e.index)}`,
+    hint: `${e.hint} (${e.where})`,
+  });
 }
 
 export interface BaselineOptions {
@@ -99,6 +122,9 @@ export interface BaselineOptions {
   modelDir: string;
   train: string;
   test: string;
+  /** What errors call the train and test tables (pipeline fields, say); default their paths. */
+  trainName?: string;
+  testName?: string;
   labels: string[];
   pooling: Pooling;
   seed: number;
@@ -120,8 +146,39 @@ export interface BaselineResult {
   dim: number;
 }
 
-/** Pooled embeddings of the base model (forward only) for each text, one Float32Array per row. */
-export async function baseEmbeddings(
+/**
+ * The baseline's rows are the base model's own to take: a token id or type past its rows means its tokenizer files are
+ * not its own, a row longer than its positions a maxLength past them. Every row of every table is checked before any is
+ * embedded (embedding the train rows is minutes on a large split, and onnxruntime's Gather or Add failure, retried as
+ * transient, named no row), one text's tokens at a time.
+ */
+function checkBaselineRows(modelDir: string, maxLength: number, tables: { name: string; texts: string[] }[]): void {
+  const tok = loadTokenizer(modelDir);
+  const vocab = ModelConfig.read(modelDir).raw.vocab_size;
+  const bert = readBertConfig(modelDir);
+  const rows: ModelRows = {
+    vocab: typeof vocab === 'number' && Number.isInteger(vocab) ? vocab : undefined,
+    types: bert.typeVocabSize,
+    positions: bert.maxPositions,
+  };
+  for (const { name, texts } of tables) {
+    const found = firstUnfit(texts, (t) => tok.encode(t, null, { maxLength }), rows);
+    if (!found) continue;
+    const { index, unfit } = found;
+    if (unfit.what === 'length')
+      throw new InputError(
+        `maxLength ${maxLength} exceeds the model's ${unfit.limit} positions (config.json's max_position_embeddings): row ${index} of ${name} is ${unfit.value} tokens long`,
+        { where: 'evaluate.baseline.maxLength', hint: `set maxLength to at most ${unfit.limit}` },
+      );
+    throw new InputError(unfitMessage(unfit, 'the text'), {
+      where: `${name}: row ${index}`,
+      hint: `the base model's tokenizer files (${join(modelDir, 'tokenizer.json')}) are not the ones saved with its weights: use those (tokenizer.json, tokenizer_config.json), or a base model whose own they are`,
+    });
+  }
+}
+
+/** Pooled embeddings of the base model (forward only) for each text, one Float32Array per row; checkBaselineRows first. */
+async function baseEmbeddings(
   modelDir: string,
   texts: string[],
   o: { pooling: Pooling; maxLength: number; device?: Device; threads?: number; batchSize?: number; onBatch?: (rows: number) => void },
@@ -131,8 +188,8 @@ export async function baseEmbeddings(
   removeDeadNodes(model.graph);
   const session = await createSession(model, { device: o.device ?? 'cpu', threads: o.threads });
   const tok = loadTokenizer(modelDir);
-  const cfg = ModelConfig.read(modelDir).raw;
-  const bert = readBertConfig(modelDir);
+  // Padding never passes the positions the model has (every row fits them: checkBaselineRows).
+  const width = Math.min(o.maxLength, readBertConfig(modelDir).maxPositions);
   const bs = o.batchSize ?? 64;
   try {
     // Sorting by length keeps each batch's padding small; results go back to input order.
@@ -148,12 +205,8 @@ export async function baseEmbeddings(
         idx.map((i) => texts[i]!),
         o.maxLength,
         16,
+        width,
       );
-      // The baseline is the base model's own: an id it has no row for is the tokenizer's fault, as in training; a type or
-      // a position past its rows too (onnxruntime failed with a Gather's or an Add's shape error, retried as transient).
-      checkTokenIdsFitModel(modelDir, cfg, feeds.input_ids!.data as BigInt64Array, 'baseline rows');
-      checkTokenTypesFitModel(modelDir, bert.typeVocabSize, feeds.token_type_ids!.data as BigInt64Array, 'baseline rows');
-      checkWidthFitsPositions(feeds.input_ids!.dims[1]!, bert.maxPositions, o.maxLength, 'baseline rows', 'evaluate.baseline.maxLength');
       const f = (await session.run(feeds))[FEATURES]!;
       const dim = f.dims[1]!;
       const data = f.data as Float32Array;
@@ -172,6 +225,10 @@ export async function frozenFeatureBaseline(o: BaselineOptions): Promise<Baselin
   const maxLength = o.maxLength ?? 128;
   const train = await readLabeledTexts(o.train, o.textColumn, o.labelColumn, o.labels);
   const test = await readLabeledTexts(o.test, o.textColumn, o.labelColumn, o.labels);
+  checkBaselineRows(o.modelDir, maxLength, [
+    { name: o.trainName ?? o.train, texts: train.texts },
+    { name: o.testName ?? o.test, texts: test.texts },
+  ]);
   const total = train.texts.length + test.texts.length;
   let done = 0;
   const emb = (texts: string[]) =>

@@ -12,7 +12,7 @@ import { createSession, toOrt, type Device } from '../engine/runtime.ts';
 import { loadTokenizer, type Encoding, type HfTokenizer } from '../models/tokenizer.ts';
 import { bucketLength } from './batches.ts';
 import { MODEL_MANIFEST, type ModelManifest } from './export.ts';
-import { unfitMessage, unfitRow, type ModelRows, type Unfit } from './token-ids.ts';
+import { firstUnfit, unfitMessage, unfitRow, UnfitTextError, type ModelRows, type Unfit } from './token-ids.ts';
 
 export interface Prediction {
   label: string;
@@ -24,17 +24,22 @@ export interface Predictor {
   id: string;
   labels: string[];
   manifest: ModelManifest;
-  /** Refuses every text (an InputError) when one of them is a text the model cannot take; see predictEach. */
+  /**
+   * Refuses every text when one of them is a text the model cannot take (UnfitTextError, naming the first such text's
+   * place), found before onnxruntime runs any of them; see predictEach.
+   */
   predict(texts: string[]): Promise<Prediction[]>;
   /**
    * As predict, but a text the model cannot take (token ids, types or length it has no row for) gets why in place of
    * its prediction, and the others are predicted without it: found before onnxruntime runs, so nothing runs twice.
    */
   predictEach(texts: string[]): Promise<(Prediction | UnfitText)[]>;
-  /** Raw logits [texts.length × labels.length], row-major. */
+  /** Raw logits [texts.length × labels.length], row-major; refuses as predict does. */
   logits(texts: string[]): Promise<Float32Array>;
-  /** Pooled sentence embeddings [texts.length × hidden], row-major. */
+  /** Pooled sentence embeddings [texts.length × hidden], row-major; refuses as predict does. */
   embed(texts: string[]): Promise<{ dim: number; data: Float32Array }>;
+  /** onnxruntime runs so far (a batch each). */
+  readonly runs: number;
   close(): Promise<void>;
 }
 
@@ -64,12 +69,21 @@ export function readManifest(folder: string): ModelManifest {
   return m;
 }
 
-/** Tokenizes and pads a group of texts to one bucket length (int64 tensors for onnxruntime). */
-export function encodeTexts(tok: HfTokenizer, texts: string[], maxLength: number, bucket: number): Record<string, ort.Tensor> {
+/**
+ * Tokenizes and pads a group of texts to one bucket length of at most `width` (int64 tensors for onnxruntime): a model
+ * with fewer positions than maxLength gets a smaller width, its texts checked to fit them.
+ */
+export function encodeTexts(
+  tok: HfTokenizer,
+  texts: string[],
+  maxLength: number,
+  bucket: number,
+  width = maxLength,
+): Record<string, ort.Tensor> {
   return padEncodings(
     tok,
     texts.map((t) => tok.encode(t, null, { maxLength })),
-    maxLength,
+    width,
     bucket,
   );
 }
@@ -126,37 +140,32 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
   // A batch is never padded past the positions the model has: the texts longer than them are left out as unfit.
   const width = Math.min(manifest.maxLength, rows.positions);
   // Each text's ids are checked before onnxruntime sees them: the model answers every text but the ones that reach
-  // ids, types or positions it has no row for, and those get an input error naming the folder (predict, logits, embed)
-  // or why in place of their prediction (predictEach), not a Gather's failure.
-  const refuse = (unfit: (Unfit | undefined)[]) => {
-    const found = unfit.filter((u) => u !== undefined);
-    if (found.length === 0) return;
-    // One error for the texts together: the first kind of misfit found, at its largest.
-    const what = (['id', 'type', 'length'] as const).find((w) => found.some((u) => u.what === w))!;
-    const worst = found.filter((u) => u.what === what).reduce((a, b) => (b.value > a.value ? b : a));
-    if (what === 'length')
-      throw new InputError(
-        `${unfitMessage(worst, 'a text')}: ${MODEL_MANIFEST}'s maxLength ${manifest.maxLength} is more than the model has`,
-        { where: modelFolder, hint: `train it again with maxLength at most ${rows.positions}` },
-      );
-    throw new InputError(unfitMessage(worst, 'the texts', true), {
-      where: join(modelFolder, 'tokenizer.json'),
-      hint:
-        what === 'id'
-          ? "the tokenizer files in this folder are not the ones it was trained with: put back the ones trainClassifier wrote, or train again with the base model's own tokenizer"
-          : 'use the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json)',
-    });
+  // ids, types or positions it has no row for, and those get an UnfitTextError naming the first of them (predict,
+  // logits, embed: before any batch runs) or why in place of their prediction (predictEach), not a Gather's failure.
+  const encode = (text: string) => tok.encode(text, null, { maxLength: manifest.maxLength });
+  const refuseAny = (texts: string[]) => {
+    const found = firstUnfit(texts, encode, rows);
+    if (!found) return;
+    const { index, unfit } = found;
+    const hint =
+      unfit.what === 'id'
+        ? "its token ids exceed the model's vocabulary, so the tokenizer files in this folder are not the ones the model was trained with: put back the ones trainClassifier wrote, or train again with the base model's own tokenizer"
+        : unfit.what === 'type'
+          ? 'use the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json)'
+          : `${MODEL_MANIFEST}'s maxLength ${manifest.maxLength} is more than the model's ${rows.positions} positions: train it again with maxLength at most ${rows.positions}`;
+    throw new UnfitTextError([{ index, reason: unfitMessage(unfit, 'the text') }], modelFolder, hint);
   };
   const batchSize = opts.batchSize ?? 32;
   const bucket = opts.bucket ?? 8;
   const labels = manifest.labels;
   const C = labels.length;
   let closed = false;
+  let runs = 0;
 
   // One run per batch; onnxruntime sessions are not re-entrant, so runs are chained.
   let queue: Promise<unknown> = Promise.resolve();
   const run = (feeds: Record<string, ort.Tensor>) => {
-    const p = queue.then(() => session.run(feeds));
+    const p = queue.then(() => (runs++, session.run(feeds)));
     queue = p.catch(() => undefined);
     return p;
   };
@@ -169,6 +178,8 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     if (closed) throw new Error('predictor is closed');
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string'))
       throw new InputError('texts must be an array of strings', { where: 'texts' });
+    // Tokenized twice, once here and once in its batch, so that no more than a batch's tokens are held at once.
+    if (!each) refuseAny(texts);
     const unfit: (Unfit | undefined)[] = texts.map(() => undefined);
     let data = new Float32Array(0),
       dim = 0;
@@ -177,9 +188,8 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     const order = texts.map((t, i) => i).sort((a, b) => texts[a]!.length - texts[b]!.length || a - b);
     for (let start = 0; start < order.length; start += batchSize) {
       const idx = order.slice(start, start + batchSize);
-      const enc = idx.map((i) => tok.encode(texts[i]!, null, { maxLength: manifest.maxLength }));
+      const enc = idx.map((i) => encode(texts[i]!));
       enc.forEach((e, k) => (unfit[idx[k]!] = unfitRow(rows, e.inputIds, e.tokenTypeIds)));
-      if (!each) refuse(idx.map((i) => unfit[i]));
       // The batch without the texts the model cannot take: they are never run.
       const keep = idx.flatMap((i, k) => (unfit[i] === undefined ? [k] : []));
       if (keep.length === 0) continue;
@@ -208,6 +218,9 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     id,
     labels,
     manifest,
+    get runs() {
+      return runs;
+    },
     async logits(texts) {
       return (await forAll(texts, manifest.outputs.logits, false)).data;
     },

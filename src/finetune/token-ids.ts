@@ -42,6 +42,52 @@ export function unfitRow(rows: ModelRows, ids: Ids, types: Ids): Unfit | undefin
   return undefined;
 }
 
+/**
+ * The first of `texts` the model cannot take (unfitRow), each tokenized by `encode` and checked in turn before any of them
+ * runs: a misfit found only at its own batch came after every batch before it had run, and the batch's error could not
+ * say which text. One text's tokens are held at a time, never every text's (40,000 texts' encodings held at once raised
+ * a predictor's peak RSS from 255 to 402 MiB).
+ */
+export function firstUnfit(
+  texts: readonly string[],
+  encode: (text: string) => { inputIds: Ids; tokenTypeIds: Ids },
+  rows: ModelRows,
+): { index: number; unfit: Unfit } | undefined {
+  for (let index = 0; index < texts.length; index++) {
+    const e = encode(texts[index]!);
+    const unfit = unfitRow(rows, e.inputIds, e.tokenTypeIds);
+    if (unfit) return { index, unfit };
+  }
+  return undefined;
+}
+
+/**
+ * A text that the model cannot take (token ids, types or length it has no row for), found before onnxruntime ran: the
+ * texts asked together are refused, naming the first such text by its place (`texts[i]`); a caller that knows the texts
+ * as rows of a table names the row (the evaluate stage), the server the request's input.
+ */
+export class UnfitTextError extends InputError {
+  override name = 'UnfitTextError';
+  /** The first such text's place among the texts asked together, and why, in words that name no path. */
+  readonly index: number;
+  readonly reason: string;
+  /** Every such text's place found (the predictor stops at the first; a pooled request's batch knows them all). */
+  readonly indices: number[];
+  /** `folder`: the model's, what the operator must fix (its tokenizer files or maxLength); the client is told `reason`. */
+  constructor(
+    unfit: { index: number; reason: string }[],
+    folder: string,
+    hint = "the folder's tokenizer reaches ids, types or lengths the model has no rows for: put back the tokenizer files saved with these weights, or train again with maxLength at most config.json's max_position_embeddings",
+  ) {
+    const [first] = unfit;
+    const more = unfit.length > 1 ? ` (texts ${unfit.map((u) => u.index).join(', ')} cannot be taken)` : '';
+    super(`texts[${first!.index}]: ${first!.reason}${more}`, { where: folder, hint });
+    this.index = first!.index;
+    this.reason = first!.reason;
+    this.indices = unfit.map((u) => u.index);
+  }
+}
+
 /** `u` in words after `subject` ("the text", or "the training rows" with `plural`). */
 export function unfitMessage(u: Unfit, subject: string, plural = false): string {
   const hold = plural ? 'hold' : 'holds';
@@ -92,8 +138,8 @@ export function checkTokenTypesFitModel(modelDir: string, typeRows: number, type
 
 /**
  * Rows padded wider than the model's positions (a maxLength past max_position_embeddings) are refused naming maxLength:
- * onnxruntime failed the position embeddings' Add with a shape error, which a stage retried as transient. Training's
- * rows and the evaluate stage's frozen baseline say it alike.
+ * onnxruntime failed the position embeddings' Add with a shape error, which a stage retried as transient (training's
+ * rows; the evaluate stage's frozen baseline checks each row, firstUnfit, and names the row too).
  */
 export function checkWidthFitsPositions(width: number, positions: number, maxLength: number, rows: string, where: string): void {
   if (width <= positions) return;

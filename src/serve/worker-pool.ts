@@ -9,6 +9,9 @@ import { Worker } from 'node:worker_threads';
 import type { Device } from '../engine/runtime.ts';
 import { InputError, type InputErrorCode } from '../errors.ts';
 import type { UnfitText } from '../finetune/predictor.ts';
+import { UnfitTextError } from '../finetune/token-ids.ts';
+
+export { UnfitTextError };
 import type { Prediction, Predictor } from './types.ts';
 
 export interface PoolOptions {
@@ -45,31 +48,6 @@ export interface PoolStats {
   batches: number;
   requests: number;
   rejected: number;
-}
-
-/**
- * A text of the request that the model cannot take (token ids, types or length it has no row for), found before
- * onnxruntime ran: the request is refused, naming the text by its place, and the requests batched with it are answered.
- */
-export class UnfitTextError extends InputError {
-  override name = 'UnfitTextError';
-  /** The first such text's place in the request, and why, in words that name no path. */
-  readonly index: number;
-  readonly reason: string;
-  /** Every such text's place. */
-  readonly indices: number[];
-  /** `folder`: the model's, what the operator must fix (its tokenizer files or maxLength); the client is told `reason`. */
-  constructor(unfit: { index: number; reason: string }[], folder: string) {
-    const [first] = unfit;
-    const more = unfit.length > 1 ? ` (texts ${unfit.map((u) => u.index).join(', ')} cannot be taken)` : '';
-    super(`texts[${first!.index}]: ${first!.reason}${more}`, {
-      where: folder,
-      hint: "the folder's tokenizer reaches ids, types or lengths the model has no rows for: put back the tokenizer files saved with these weights, or train again with maxLength at most config.json's max_position_embeddings",
-    });
-    this.index = first!.index;
-    this.reason = first!.reason;
-    this.indices = unfit.map((u) => u.index);
-  }
 }
 
 /** The queue is full: the server answers 429 with Retry-After, as it does for generations. */

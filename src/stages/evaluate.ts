@@ -149,6 +149,8 @@ interface ProductionRows {
   decontaminated: boolean;
   /** The index among production's rows of a test row the fine-tuned model was scored on; undefined when left out. */
   indexOf: (testRow: number) => number | undefined;
+  /** The test row that row `i` of `table` is (what an error about one of production's rows names). */
+  testRowAt: (i: number) => number;
   report: Record<string, unknown>;
 }
 
@@ -179,6 +181,7 @@ async function productionRows(
       contaminatedRows: 0,
       decontaminated: false,
       indexOf: (i) => i,
+      testRowAt: (i) => i,
       report: { decontaminated: false, reason: training.reason, columns },
     };
   }
@@ -204,6 +207,7 @@ async function productionRows(
     contaminatedRows: clean.contaminated,
     decontaminated: true,
     indexOf: same ? (i) => i : (i) => at.get(i),
+    testRowAt: same ? (i) => i : (i) => clean.testRows[i]!,
     report: {
       decontaminated: true,
       training_data: { name: training.data.name, sha256: training.data.sha256, rows: training.rows },
@@ -528,6 +532,7 @@ export const evaluateStage: StageKind<Config> = {
     ctx.progress({ fraction: 0.05, message: 'evaluating the fine-tuned model' });
     const main = await evaluateClassifier({
       modelFolder: modelDir,
+      modelName: 'evaluate.model',
       table: testPath,
       tableName: 'evaluate.test',
       labels,
@@ -567,6 +572,8 @@ export const evaluateStage: StageKind<Config> = {
             modelDir: base.dir,
             train: await ctx.store.verify(cfg.baseline.train),
             test: testPath,
+            trainName: 'evaluate.baseline.train',
+            testName: 'evaluate.test',
             labels,
             ...settings,
             // Embedding every train row with the base model is most of evaluate's time (minutes on a large split).
@@ -604,8 +611,10 @@ export const evaluateStage: StageKind<Config> = {
           ctx.progress({ fraction: 0.7, message: `evaluating ${prod.label} ${scoredOn(rows)}` });
           p = await evaluateClassifier({
             modelFolder: await materialize(ctx, prod.tree),
+            modelName: prod.label,
             table: rows.table,
             tableName: 'evaluate.test',
+            rowOf: rows.testRowAt,
             labels,
             threads: cfg.threads,
           });
@@ -616,8 +625,10 @@ export const evaluateStage: StageKind<Config> = {
           ? main
           : await evaluateClassifier({
               modelFolder: modelDir,
+              modelName: 'evaluate.model',
               table: rows.table,
               tableName: 'evaluate.test',
+              rowOf: rows.testRowAt,
               labels,
               threads: cfg.threads,
             });
