@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
@@ -14,10 +14,10 @@ import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { testStageContext } from './stage-context.testing.ts';
 import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
-import { trainStage } from './train.ts';
+import { MAX_CHECKPOINT_NAME_BYTES, trainStage } from './train.ts';
 import type { StageContext } from './types.ts';
 
-test("a run's checkpoint name that leads out of the checkpoints folder is refused, naming the field, and nothing is written there", async (t) => {
+async function setup(t: { after(fn: () => void): void }) {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-ckname-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
@@ -27,6 +27,11 @@ test("a run's checkpoint name that leads out of the checkpoints folder is refuse
   const cfg = tinyLoraTrainConfig(modelDir, trainRef, { maxSteps: 4, seed: 3 });
   const run = (runId: string, extra: Partial<StageContext>) =>
     trainStage.run(cfg, { ...testStageContext({ root, store, baseDir: dir, cacheKey: 'c'.repeat(64), runId }), ...extra });
+  return { dir, root, run };
+}
+
+test("a run's checkpoint name that leads out of the checkpoints folder is refused, naming the field, and nothing is written there", async (t) => {
+  const { dir, run } = await setup(t);
 
   // `<key>.fresh-x/../../../escape-train` under <dir>/home/checkpoints is <dir>/escape-train.
   await assert.rejects(run('r1', { ownCheckpoints: 'x/../../../escape' }), (e: unknown) => {
@@ -44,4 +49,14 @@ test("a run's checkpoint name that leads out of the checkpoints folder is refuse
     return true;
   });
   assert.ok(!existsSync(join(dir, 'escape2-train')), 'trained in a folder out of the checkpoints folder');
+});
+
+test("models reproduce's legacy folder (freshTraining) of a run id of any length fits a folder name: the training ends", async (t) => {
+  const { root, run } = await setup(t);
+  // `submit --run-id` takes any length; the folder was `<key>.fresh-<run id>-train`, past 255 bytes: ENAMETOOLONG.
+  const out = await run('r'.repeat(300), { freshTraining: true });
+  assert.equal(out.steps, 4);
+  const names = readdirSync(join(root, 'checkpoints'));
+  assert.ok(names.length > 0, 'no checkpoint folder');
+  for (const n of names) assert.ok(Buffer.byteLength(n) <= MAX_CHECKPOINT_NAME_BYTES, `${n.length}-byte folder name ${n}`);
 });

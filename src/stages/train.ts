@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { Progress } from '../finetune/loop.ts';
 import type { RunSettings } from '../finetune/run-options.ts';
 import { InputError } from '../errors.ts';
+import { sha256Hex } from '../util/canonical-json.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
 import type { ModelIdentity } from '../models/sources.ts';
 import { POOLINGS, type Pooling } from '../models/pooling.ts';
@@ -186,6 +187,22 @@ export function peftBaseOf(identity: ModelIdentity, method: TrainConfig['method'
 const OWN_CHECKPOINTS = /^[A-Za-z0-9_-]{1,64}$/;
 
 /**
+ * The longest checkpoint folder name kept as it is: a folder name holds 255 bytes, and gc renames a folder aside as
+ * `.<name>.gc-<pid>-<8 hex>` (src/store/local-checkpoints.ts, up to 21 bytes more) before deleting it.
+ */
+export const MAX_CHECKPOINT_NAME_BYTES = 234;
+
+/**
+ * A name past MAX_CHECKPOINT_NAME_BYTES by its sha256, readable part first: the run id in models reproduce's legacy
+ * folder (freshTraining) is as long as `submit --run-id` made it, and failed the training with ENAMETOOLONG. Names
+ * that fit are as before, so a run in flight keeps finding its checkpoints.
+ */
+function boundedName(name: string): string {
+  if (Buffer.byteLength(name) <= MAX_CHECKPOINT_NAME_BYTES) return name;
+  return `${name.slice(0, 64).replace(/[^A-Za-z0-9._-]/g, '_')}.h-${sha256Hex(name)}`;
+}
+
+/**
  * The name of `ctx`'s training's checkpoint folder, and of its copy in a shared store's bucket. Its parts are the run's
  * input (RunOptions.ownCheckpoints, the run id), which whoever can start a workflow on the namespace writes: joined to
  * the checkpoints folder, `x/../../../srv/data` would have the training write, and clear at its end, a folder out of it.
@@ -200,11 +217,13 @@ function checkpointNameOf(ctx: StageContext): string {
       },
     );
   const workName = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
-  const name = ctx.ownCheckpoints
-    ? `${workName}.fresh-${ctx.ownCheckpoints}-${ctx.stageId}`
-    : ctx.freshTraining
-      ? `${workName}.fresh-${ctx.runId}-${ctx.stageId}`
-      : workName;
+  const name = boundedName(
+    ctx.ownCheckpoints
+      ? `${workName}.fresh-${ctx.ownCheckpoints}-${ctx.stageId}`
+      : ctx.freshTraining
+        ? `${workName}.fresh-${ctx.runId}-${ctx.stageId}`
+        : workName,
+  );
   if (/[/\\\0]/.test(name) || name === '.' || name === '..')
     throw new InputError(`the checkpoint folder name ${JSON.stringify(name.slice(0, 200))} is not one folder name`, {
       where: `run ${ctx.runId} stage ${ctx.stageId}`,
