@@ -51,22 +51,29 @@ export function newRunId(name: string): string {
 }
 
 /**
- * RunOptions.ownCheckpoints of a run submitted with noCache: its trainings start from step 0 and resume only their own
- * checkpoints, not those another run of the same work left (a run killed mid-training). A resume (noCache unset, the
- * old run's options) keeps the one it has, so it continues that run's training. Only file-name-safe characters: it
- * names folders and bucket keys, and is short: a folder name holds 255 bytes, the cache key, stage id and
- * gc's aside suffix (local-checkpoints.ts) included.
+ * The names of the checkpoint folders a run's trainings write and resume apart from the work's, so that they start
+ * from step 0 and resume only their own checkpoints, not those another run of the same work left (a run killed
+ * mid-training): RunOptions.ownCheckpoints, for every train stage of a run submitted with noCache, else
+ * RunOptions.uncachedCheckpoints, for its train stages with `cache: false`. A resume keeps the one its options have, so it
+ * continues that run's training; one of a run submitted before these names were given gets none, and trains as that
+ * run did. Only file-name-safe characters: it names folders and bucket keys, and is short: a folder name holds 255
+ * bytes, the cache key, stage id and gc's aside suffix (local-checkpoints.ts) included.
  */
-function ownCheckpointsOf(workflowId: string, options: RunInput['options']): Pick<RunInput['options'], 'ownCheckpoints'> {
-  if (!options.noCache || options.ownCheckpoints) return {};
-  return { ownCheckpoints: `${workflowId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40)}-${randomBytes(6).toString('hex')}` };
+function checkpointNamesOf(workflowId: string, input: RunInput): Pick<RunInput['options'], 'ownCheckpoints' | 'uncachedCheckpoints'> {
+  const { options } = input;
+  if (options.ownCheckpoints || options.uncachedCheckpoints || options.resumeOf) return {};
+  const name = () => `${workflowId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40)}-${randomBytes(6).toString('hex')}`;
+  if (options.noCache) return { ownCheckpoints: name() };
+  // Only train stages name checkpoint folders (register and deploy are `cache: false` in every plan).
+  return input.plan.stages.some((s) => s.uses === 'train' && s.cache === false) ? { uncachedCheckpoints: name() } : {};
 }
 
-export async function submitRun(
-  client: Client,
-  input: RunInput,
-  opts: { taskQueue: string; runId?: string },
-): Promise<WorkflowHandleWithFirstExecutionRunId> {
+/** A started run's handle, with the checkpoint names submitRun gave it (for its `run.submitted` record). */
+export type SubmittedRun = WorkflowHandleWithFirstExecutionRunId & {
+  checkpointNames: Pick<RunInput['options'], 'ownCheckpoints' | 'uncachedCheckpoints'>;
+};
+
+export async function submitRun(client: Client, input: RunInput, opts: { taskQueue: string; runId?: string }): Promise<SubmittedRun> {
   const { scheduleId } = input.options;
   // A run of a schedule (a resume of one) is named as the schedule's own runs are, after the
   // schedule, so that listing the schedule's runs finds it (visibility cannot query the memo).
@@ -74,8 +81,9 @@ export async function submitRun(
   // The spec file's text is for the audit trail (auditRunSubmitted, from this same input), never read by the workflow:
   // kept out of the history, where it would sit, credentials and all, for whoever reads the namespace.
   const { specText: _kept, ...submitted } = input.options;
-  const options = { ...submitted, ...ownCheckpointsOf(workflowId, submitted) };
-  return client.workflow.start(WORKFLOW_TYPE, {
+  const checkpointNames = checkpointNamesOf(workflowId, input);
+  const options = { ...submitted, ...checkpointNames };
+  const handle = await client.workflow.start(WORKFLOW_TYPE, {
     workflowId,
     taskQueue: opts.taskQueue,
     args: [{ ...input, options }],
@@ -92,6 +100,7 @@ export async function submitRun(
       params: redactJson(input.plan.params, [], { secretKeys: true }),
     },
   });
+  return Object.assign(handle, { checkpointNames });
 }
 
 interface PendingActivityInfo {
@@ -1123,6 +1132,11 @@ export async function auditRunSubmitted(
         resumeOf: input.options.resumeOf,
         ...(input.options.scheduleId ? { scheduleId: input.options.scheduleId } : {}),
         noCache: !!input.options.noCache,
+        // What names the run's own checkpoint folders (`<cache key>.fresh-<name>-<stage>` under the checkpoints folder
+        // and in a shared store's bucket): ownCheckpoints for every train stage, uncachedCheckpoints for `cache: false` ones.
+        ...(input.options.ownCheckpoints ? { ownCheckpoints: input.options.ownCheckpoints } : {}),
+        ...(input.options.uncachedCheckpoints ? { uncachedCheckpoints: input.options.uncachedCheckpoints } : {}),
+        ...(input.options.cachedStages ? { cachedStages: input.options.cachedStages } : {}),
         execution: executionId ?? null,
       },
       dedupeKey: executionId ? `${runId}/${executionId}/submitted` : `${runId}/submitted`,

@@ -2,17 +2,20 @@
  * `tempered submit --no-cache` trains from step 0 though another run of the same work left a checkpoint in the work's
  * folder (a run whose worker was stopped mid-training), and resumes only its own: a retry or `tempered resume` of it
  * continues from the last checkpoint it wrote, never from the other run's. Before, it took up the other run's
- * checkpoint (a retry said it resumed from a step further than the run ever got). Real dev server, real CLI workers.
+ * checkpoint (a retry said it resumed from a step further than the run ever got). Likewise a train stage with
+ * `cache: false` in a run without --no-cache, which trained in the work's folder. A resume of a --no-cache run takes
+ * from the stage cache only what that run finished: before, its unfinished training came back as another run's
+ * finished one. The run's `run.submitted` record names its checkpoint folder. Real dev server, real CLI workers.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Connection } from '@temporalio/client';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
-import { StageCache } from '../src/store/stage-cache.ts';
+import { StageCache, type CacheRecord } from '../src/store/stage-cache.ts';
 import { statePaths } from '../src/state-paths.ts';
 import type { ArtifactRef } from '../src/types.ts';
 import type { RunStatus } from '../workflows/types.ts';
@@ -24,7 +27,11 @@ let cluster: Awaited<ReturnType<typeof startCliServer>>;
 let env: Record<string, string>;
 let home: string;
 let pipeline: string;
+/** The same pipeline, its train stage with `cache: false`. */
+let uncachedPipeline: string;
 let reference: RunStatus;
+/** The stage-cache record of the reference run's training. */
+let referenceRecord: CacheRecord;
 
 const train = (st: RunStatus) => st.stages.find((s) => s.id === 'train')!;
 const resumedFrom = (st: RunStatus) => (train(st).outputs!.baseModel as { resumedFromStep: number | null }).resumedFromStep;
@@ -64,8 +71,8 @@ async function runStatus(runId: string): Promise<RunStatus> {
   return JSON.parse(r.stdout) as RunStatus;
 }
 
-async function submit(args: string[]): Promise<string> {
-  const r = await runCli(['submit', pipeline, ...args, ...(args.includes('--wait') ? ['--no-local-worker'] : [])], env, {
+async function submit(args: string[], file = pipeline): Promise<string> {
+  const r = await runCli(['submit', file, ...args, ...(args.includes('--wait') ? ['--no-local-worker'] : [])], env, {
     timeoutMs: 300_000,
   });
   assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -88,6 +95,15 @@ async function leaveOtherRunsCheckpoint(): Promise<string> {
   return left;
 }
 
+/** The details of run `runId`'s `run.submitted` audit record. */
+async function submittedRecord(runId: string): Promise<Record<string, unknown>> {
+  const r = await runCli(['audit', '--action', 'run.submitted', '--json'], env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const rec = (JSON.parse(r.stdout) as { subject: string; details: Record<string, unknown> }[]).find((x) => x.subject === runId);
+  assert.ok(rec, `no run.submitted record of ${runId}`);
+  return rec.details;
+}
+
 /** The highest step-N in the checkpoint folders whose name starts with `prefix`; 0 when none. */
 function latestStep(prefix: string): number {
   const root = join(home, 'checkpoints');
@@ -107,6 +123,10 @@ before(async () => {
   const data = join(home, 'project');
   mkdirSync(data);
   pipeline = writeTrainPipeline(data, { maxSteps: MAX_STEPS, checkpointEvery: 2 });
+  uncachedPipeline = join(data, 'uncached.yaml');
+  const text = readFileSync(pipeline, 'utf8');
+  assert.ok(text.includes('  train:\n    uses: train\n'));
+  writeFileSync(uncachedPipeline, text.replace('  train:\n    uses: train\n', '  train:\n    uses: train\n    cache: false\n'));
   env = { TEMPORAL_ADDRESS: cluster.server.address, TEMPERED_HOME: home, TEMPERED_TASK_QUEUE: 'no-cache-test', TEMPERED_ACTOR: 'tester' };
   const w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
   try {
@@ -116,6 +136,8 @@ before(async () => {
   }
   assert.equal(reference.state, 'succeeded');
   assert.equal(resumedFrom(reference), null);
+  referenceRecord = (await new StageCache(statePaths(home).cache, new ArtifactStore(join(home, 'store'))).get(train(reference).cacheKey!))!;
+  assert.ok(referenceRecord);
 });
 
 after(async () => cluster?.close());
@@ -125,7 +147,12 @@ describe('--no-cache training', () => {
     const left = await leaveOtherRunsCheckpoint();
     const w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
     try {
-      const st = await runStatus(await submit(['--no-cache', '--wait']));
+      const runId = await submit(['--no-cache', '--wait']);
+      const st = await runStatus(runId);
+      // The audit trail names the run's own checkpoint folder.
+      const own = (await submittedRecord(runId)).ownCheckpoints;
+      assert.equal(typeof own, 'string', 'run.submitted names no checkpoint folder');
+      assert.ok(existsSync(join(home, 'checkpoints', `${train(reference).cacheKey!}.fresh-${own as string}-train`)));
       assert.equal(st.state, 'succeeded');
       assert.equal(train(st).cacheKey, train(reference).cacheKey, 'the same work');
       assert.equal(resumedFrom(st), null, 'trained from step 0');
@@ -137,7 +164,27 @@ describe('--no-cache training', () => {
     }
   });
 
-  it("tempered resume of a --no-cache run that died continues from that run's own last checkpoint", async () => {
+  it('a train stage with `cache: false`, in a run without --no-cache, trains from step 0, not from the checkpoint another run of the work left', async () => {
+    const left = await leaveOtherRunsCheckpoint();
+    const w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
+    try {
+      const runId = await submit(['--wait'], uncachedPipeline);
+      const st = await runStatus(runId);
+      assert.equal(st.state, 'succeeded');
+      assert.equal(train(st).cacheKey, train(reference).cacheKey, 'the same work');
+      assert.equal(resumedFrom(st), null, 'trained from step 0');
+      assert.equal(modelSha(st), modelSha(reference), 'the same bytes as the run trained from step 0');
+      assert.ok(existsSync(left) && readdirSync(left).length > 0, "the other run's checkpoint is still there");
+      // In a folder of its own, which its run.submitted record names (and a resume, copying the options, keeps).
+      const own = (await submittedRecord(runId)).uncachedCheckpoints;
+      assert.equal(typeof own, 'string', 'run.submitted names no checkpoint folder');
+      assert.ok(existsSync(join(home, 'checkpoints', `${train(reference).cacheKey!}.fresh-${own as string}-train`)));
+    } finally {
+      await stopCliWorker(w);
+    }
+  });
+
+  it("tempered resume of a --no-cache run that died continues from that run's own last checkpoint, though the cache holds another run's finished training", async () => {
     const left = await leaveOtherRunsCheckpoint();
     const key = train(reference).cacheKey!;
     let w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
@@ -176,12 +223,16 @@ describe('--no-cache training', () => {
       }
       const killedAt = latestStep(own);
       assert.ok(killedAt >= 4 && killedAt < MAX_STEPS, `killed mid-training (its last checkpoint is of step ${killedAt})`);
+      // Meanwhile another run of the work finished its training: the stage cache has it, which a resume read before.
+      await new StageCache(statePaths(home).cache, new ArtifactStore(join(home, 'store'))).put(referenceRecord);
       w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
       const r = await runCli(['resume', runId, '--json', '--wait', '--no-local-worker'], env, { timeoutMs: 300_000 });
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const st = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as RunStatus;
       assert.equal(st.resumeOf, runId);
-      assert.equal(train(st).state, 'succeeded');
+      assert.equal(train(st).state, 'succeeded', "trained, not the other run's training from the cache");
+      for (const id of ['ingest', 'split'])
+        assert.equal(st.stages.find((s) => s.id === id)!.state, 'cached', `${id}, which the run finished, comes from the cache`);
       assert.equal(resumedFrom(st), killedAt, "resumed from the dead run's own last checkpoint, not the other run's");
       assert.equal(modelSha(st), modelSha(reference), 'the same bytes as a training never interrupted');
       assert.ok(existsSync(left) && readdirSync(left).length > 0, "the other run's checkpoint is still there");

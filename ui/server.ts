@@ -25,6 +25,7 @@ import {
   type ClientRunStatus,
   cancelRequestedKey,
 } from '../client/runs.ts';
+import { resumeInput } from '../client/resume-input.ts';
 import { withFailureNotes } from '../client/failure-notes.ts';
 import { listingClient, orMarked } from '../client/payloads.ts';
 import { runGoneAccount } from '../client/run-gone.ts';
@@ -515,13 +516,15 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       },
     );
     // As `tempered resume`: same spec and params; finished stages come back from the cache.
-    const next: RunInput = {
-      plan: input.plan,
-      options: { ...input.options, noCache: false, resumeOf: old, actor: o.actor, ...(o.backends ? { backends: o.backends } : {}) },
-    };
+    const next = await resumeInput(client, old, desc, input, { actor: o.actor, ...(o.backends ? { backends: o.backends } : {}) });
     // On the run's own queue, as `tempered resume`: only that queue's workers would pick it up.
     const handle = await submitRun(client, next, { taskQueue: desc.taskQueue });
-    await auditRunSubmitted(dbs.audit, handle.workflowId, next, handle.firstExecutionRunId);
+    await auditRunSubmitted(
+      dbs.audit,
+      handle.workflowId,
+      { ...next, options: { ...next.options, ...handle.checkpointNames } },
+      handle.firstExecutionRunId,
+    );
     return { runId: handle.workflowId };
   });
 

@@ -180,7 +180,9 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
     st.startedAt = now();
     try {
       const config = resolveStageRefs(stage.with, outputs) as Record<string, unknown>;
-      const useCache = stage.cache !== false && !options.noCache;
+      // A resume of a --no-cache run reuses only what the run it resumes finished (RunOptions.cachedStages). Absent from
+      // the inputs of runs recorded before, which replay as they ran.
+      const useCache = stage.cache !== false && (!options.noCache || !!options.cachedStages?.includes(stage.id));
       // A stage on the workflow's own task queue is looked up in the cache by its own activity: a
       // worker that runs this workflow serves that queue too, and a local activity before every
       // stage cost a second workflow activation (bench/orchestration.bench.ts). A stage routed
@@ -222,7 +224,12 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
           writeCache: stage.cache !== false,
           // An activity's input is not compared on replay, and left out when unset, runs without it send what they did.
           ...(options.freshTraining ? { freshTraining: true as const } : {}),
-          ...(options.ownCheckpoints ? { ownCheckpoints: options.ownCheckpoints } : {}),
+          // A stage with `cache: false` trains in a folder of the run's own too (RunOptions.uncachedCheckpoints).
+          ...(options.ownCheckpoints
+            ? { ownCheckpoints: options.ownCheckpoints }
+            : stage.cache === false && options.uncachedCheckpoints
+              ? { ownCheckpoints: options.uncachedCheckpoints }
+              : {}),
           ...(looksItselfUp ? { lookup: { reuse: useCache } } : {}),
           ...backends,
         };

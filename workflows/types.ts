@@ -23,6 +23,19 @@ export interface RunOptions {
    * used again (`submit --run-id`) names another training. Absent in runs submitted before 7 Dec 2026 (README, Upgrading).
    */
   ownCheckpoints?: string;
+  /**
+   * Set by submitRun on a run without noCache whose plan has a stage with `cache: false`: what names the checkpoint
+   * folder of such a train stage, as ownCheckpoints names a `--no-cache` run's (the workflow passes it as that stage's
+   * ownCheckpoints), so its retry resumes no checkpoint another run of the same work left in the work's folder, and a
+   * resume (which copies it) continues its own. Absent in runs submitted before 8 Dec 2026: they train in the work's folder.
+   */
+  uncachedCheckpoints?: string;
+  /**
+   * Set on a resume of a `--no-cache` run (which keeps noCache): the stages the run it resumes finished, which this
+   * one may take from the stage cache; every other stage runs again, as noCache says. Absent otherwise (and in
+   * resumes made before 8 Dec 2026, which set noCache false and read the cache for every stage).
+   */
+  cachedStages?: string[];
   /** Run this one resumes, for lineage. */
   resumeOf?: string;
   /** Path of the spec file as submitted, for the audit trail. */

@@ -35,6 +35,7 @@ import { notOnServerOr, runNotOnServer } from './run-gone.ts';
 import { loadPlanOrExit, planOrExit } from './validate.ts';
 import { runBackends } from './sharing.ts';
 import { resumePreview } from './resume-preview.ts';
+import { resumeInput } from '../../client/resume-input.ts';
 
 export { loadPlanOrExit, planOrExit };
 
@@ -264,7 +265,8 @@ export async function startAndReport(
     input = { ...input, options: { ...input.options, backends: await runBackends(ctx) } };
     const handle = await submitRun(client, input, { taskQueue: queue, runId: o.runId });
     commandRun.id = handle.workflowId;
-    await auditRunSubmitted(audit, handle.workflowId, input, handle.firstExecutionRunId).catch((e: Error) => {
+    const submitted = { ...input, options: { ...input.options, ...handle.checkpointNames } };
+    await auditRunSubmitted(audit, handle.workflowId, submitted, handle.firstExecutionRunId).catch((e: Error) => {
       throw new CliError(`run ${handle.workflowId} started, but its submission could not be written to the audit log: ${e.message}`);
     });
     o.onSubmitted?.(handle.workflowId);
@@ -597,9 +599,10 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
     );
   // Same spec and params; finished stages come back from the cache and the failed stage's
   // checkpoints are found by its cache key, so only unfinished work runs again (a --no-cache run's by ownCheckpoints,
-  // which its options keep: its own folder, never another run's of the work). The options keep the
+  // which its options keep: its own folder, never another run's of the work; and only the stages it finished come from
+  // the cache: resumeInput). The options keep the
   // run's scheduleId: a schedule's run resumed stays the schedule's (memo, run id, audit, run gate).
-  const next: RunInput = { plan: input.plan, options: { ...input.options, noCache: false, resumeOf: old, actor: actor() } };
+  const next = await resumeInput(client, old, desc, input, { actor: actor() });
   if (!values.json)
     console.log(
       `resuming ${old} (pipeline ${input.plan.name}, spec ${input.plan.specHash.slice(0, 12)}${input.options.scheduleId ? `, schedule ${input.options.scheduleId}` : ''})`,
