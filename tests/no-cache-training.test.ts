@@ -179,6 +179,12 @@ describe('--no-cache training', () => {
       const own = (await submittedRecord(runId)).uncachedCheckpoints;
       assert.equal(typeof own, 'string', 'run.submitted names no checkpoint folder');
       assert.ok(existsSync(join(home, 'checkpoints', `${train(reference).cacheKey!}.fresh-${own as string}-train`)));
+      // Its resume trains in that same folder, where the run's own checkpoints are.
+      const r = await runCli(['resume', runId, '--json', '--wait', '--no-local-worker'], env, { timeoutMs: 300_000 });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const resumed = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as RunStatus;
+      assert.equal(train(resumed).state, 'succeeded');
+      assert.equal((await submittedRecord(resumed.runId)).uncachedCheckpoints, own, "the resume's checkpoint folder is the run's");
     } finally {
       await stopCliWorker(w);
     }
