@@ -2,30 +2,26 @@
  * What a resume submits: the run's own plan and options, under its new actor, linked to the run it resumes. Shared by
  * `tempered resume` and the dashboard's Resume, which must resume alike.
  */
-import type { Client, WorkflowHandle } from '@temporalio/client';
 import type { RunInput, RunOptions, RunStatus } from '../workflows/types.ts';
-import { endedRunStatus } from './runs.ts';
-
-type Description = Awaited<ReturnType<WorkflowHandle['describe']>>;
 
 /**
  * A resume reads the stage cache, so that what the run finished comes back instead of running again. A run submitted
  * with `--no-cache` asked for its own results, not another run's of the same work: its resume keeps noCache and takes
  * from the cache only the stages it (or a resume before it) finished (RunOptions.cachedStages). Before 8 Dec it read
  * the cache for every stage, and an unfinished training came back as another run's finished one. A run whose status
- * cannot be read has every stage run again (what --no-cache asked for, at a cost) rather than reuse another's.
+ * cannot be read (`status` gives undefined) has every stage run again (what --no-cache asked for, at a cost) rather
+ * than reuse another's. `status` is asked only for such a run: with no worker answering, reading it waits seconds.
  */
 export async function resumeInput(
-  client: Client,
   old: string,
-  desc: Description,
   input: RunInput,
   options: Pick<RunOptions, 'actor'> & Partial<RunOptions>,
+  status: () => Promise<RunStatus | undefined>,
 ): Promise<RunInput> {
   const base = { ...input.options, resumeOf: old, ...options };
   // ownCheckpoints: a resume, made before 8 Dec, of a --no-cache run (it set noCache false).
   if (!input.options.noCache && !input.options.ownCheckpoints) return { plan: input.plan, options: { ...base, noCache: false } };
-  const before = await endedRunStatus(client, old, desc).catch(() => undefined);
+  const before = await status();
   return { plan: input.plan, options: { ...base, noCache: true, cachedStages: finishedStages(input.options, before) } };
 }
 

@@ -18,6 +18,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import {
   auditRunSubmitted,
   describedRunStatus,
+  endedRunStatus,
   getRunStatus,
   runInput,
   runningRunRefusal,
@@ -516,7 +517,9 @@ export async function createUiServer(o: UiOptions): Promise<UiServer> {
       },
     );
     // As `tempered resume`: same spec and params; finished stages come back from the cache.
-    const next = await resumeInput(client, old, desc, input, { actor: o.actor, ...(o.backends ? { backends: o.backends } : {}) });
+    const next = await resumeInput(old, input, { actor: o.actor, ...(o.backends ? { backends: o.backends } : {}) }, () =>
+      endedRunStatus(client, old, desc).catch(() => undefined),
+    );
     // On the run's own queue, as `tempered resume`: only that queue's workers would pick it up.
     const handle = await submitRun(client, next, { taskQueue: desc.taskQueue });
     await auditRunSubmitted(

@@ -602,7 +602,10 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
   // which its options keep: its own folder, never another run's of the work; and only the stages it finished come from
   // the cache: resumeInput). The options keep the
   // run's scheduleId: a schedule's run resumed stays the schedule's (memo, run id, audit, run gate).
-  const next = await resumeInput(client, old, desc, input, { actor: actor() });
+  // Read once, if at all: for the new run's input (a --no-cache run's) and the preview below.
+  let before: Promise<RunStatus | undefined> | undefined;
+  const oldStatus = () => (before ??= endedRunStatus(client, old, desc).catch(() => undefined));
+  const next = await resumeInput(old, input, { actor: actor() }, oldStatus);
   if (!values.json)
     console.log(
       `resuming ${old} (pipeline ${input.plan.name}, spec ${input.plan.specHash.slice(0, 12)}${input.options.scheduleId ? `, schedule ${input.options.scheduleId}` : ''})`,
@@ -610,8 +613,8 @@ export async function resumeCmd(ctx: CliContext, argv: string[]): Promise<number
   // Said before the run starts, so whoever resumes at 3 a.m. knows what it will redo; a status that cannot be read
   // leaves the resume as it was.
   if (!values.json && desc.status.name !== 'COMPLETED') {
-    const before = await endedRunStatus(client, old, desc).catch(() => undefined);
-    for (const line of before ? resumePreview(input.plan, before) : []) console.log(line);
+    const ended = await oldStatus();
+    for (const line of ended ? resumePreview(input.plan, ended) : []) console.log(line);
   }
   // On the run's own queue: a run submitted with --queue is picked up by the workers of that queue only.
   return startAndReport(ctx, client, next, {
