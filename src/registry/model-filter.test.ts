@@ -8,6 +8,7 @@ import { KeptOpen } from '../db/kept-open.ts';
 import { openAudit } from '../audit/log.ts';
 import { ModelFilterError, modelRecords, resolveModelFilter } from './model-filter.ts';
 import { openRegistry } from './registry.ts';
+import { changeAlias } from './alias-change.ts';
 import { testVersion } from './versions.testing.ts';
 
 test('name and name@N as given; an alias, latest or vN the version it is now; errors say which kind', async (t) => {
@@ -115,6 +116,54 @@ test("a version's records include the serve.swapped records that swapped it out"
     '5 serve.swapped spam-clf@2 from spam-clf@3',
   ]);
   assert.deepEqual(await trail('spam-clf@2', 'serve.started'), ['1 serve.started spam-clf@2']);
+  // The name alone has every version's records already, each once.
+  assert.equal((await trail('spam-clf')).length, 5);
+});
+
+test("a version's records include the promotion and the rollback that moved an alias off it", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'model-filter-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const registryDb = join(dir, 'registry.db');
+  const auditDb = join(dir, 'audit.db');
+  const reg = await openRegistry(registryDb);
+  for (const bytes of ['a', 'b', 'c']) await reg.registerVersion(testVersion('spam-clf', bytes));
+  await reg.close();
+  // The records the CLI's and the dashboard's promote and rollback write (changeAlias), not hand-made ones.
+  const move = (op: 'promote' | 'rollback', actor: string, at?: number, reason?: string) =>
+    changeAlias(registryDb, auditDb, {
+      op,
+      name: 'spam-clf',
+      alias: 'production',
+      actor,
+      ...(at ? { at } : {}),
+      ...(reason ? { reason } : {}),
+    });
+  await move('promote', 'ann', 1);
+  await move('promote', 'bob', 2);
+  await move('rollback', 'carol', undefined, 'precision fell');
+  await move('promote', 'dave', 2, 'fixed upstream');
+  await move('promote', 'erin', 3);
+  const log = await openAudit(auditDb);
+  t.after(() => log.close());
+  const trail = async (model: string, action?: string) =>
+    (await modelRecords(log, model, { action })).map(
+      (r) => `${r.seq} ${r.action} ${r.model} ${r.actor} ${r.details.from ?? '-'}→${r.details.to}`,
+    );
+  // v2 went on production twice: the rollback between (carol's) and the promotion of v3 that replaced it are v2's too.
+  assert.deepEqual(await trail('spam-clf@2'), [
+    '2 model.promoted spam-clf@2 bob 1→2',
+    '3 model.rolled_back spam-clf@1 carol 2→1',
+    '4 model.promoted spam-clf@2 dave 1→2',
+    '5 model.promoted spam-clf@3 erin 2→3',
+  ]);
+  assert.deepEqual(await trail('spam-clf@1'), [
+    '1 model.promoted spam-clf@1 ann -→1',
+    '2 model.promoted spam-clf@2 bob 1→2',
+    '3 model.rolled_back spam-clf@1 carol 2→1',
+    '4 model.promoted spam-clf@2 dave 1→2',
+  ]);
+  assert.deepEqual(await trail('spam-clf@2', 'model.rolled_back'), ['3 model.rolled_back spam-clf@1 carol 2→1']);
+  assert.deepEqual(await trail('spam-clf@3', 'model.rolled_back'), []);
   // The name alone has every version's records already, each once.
   assert.equal((await trail('spam-clf')).length, 5);
 });

@@ -100,10 +100,15 @@ export function isFixedVersion(at: string): boolean {
   return /^v\d+$/.test(at);
 }
 
+/** Alias moves: a record names the version the alias went to; the one it left is `details.from` (a number). */
+const ALIAS_MOVES = ['model.promoted', 'model.rolled_back'];
+
 /**
- * The audit records about `model` (query({ model })), and, for a version (`name@3`), the serve.swapped
- * records that swapped it out: a record has one `model`, the version swapped in, and names the one
- * swapped out in `details.from`, so `name@2`'s trail shows where a server stopped serving it. Oldest first.
+ * The audit records about `model` (query({ model })), and, for a version (`name@3`), the records that took it
+ * off where it was: a record has one `model`, the version moved or swapped in, and names the one it replaced in
+ * `details.from`. So `name@2`'s trail shows where a server stopped serving it (serve.swapped, from `name@2`) and
+ * which promotion or rollback moved an alias off it (from 2): without them v2's trail read "promoted" twice
+ * in a row, the rollback between them, who did it and why, missing. Oldest first.
  */
 export async function modelRecords(
   log: Pick<AuditLog, 'query'>,
@@ -115,12 +120,22 @@ export async function modelRecords(
   const records = await log.query({ model, action: q.action, actor: q.actor, ...page });
   if (q.newest !== undefined) records.reverse();
   const at = model.lastIndexOf('@');
-  if (at < 0 || (q.action !== undefined && q.action !== 'serve.swapped')) return records;
-  // Matched on details.from after the query, so not limited there: the model's swaps, not the log.
-  const swappedOut = (await log.query({ model: model.slice(0, at), action: 'serve.swapped', actor: q.actor })).filter(
-    (r) => r.details.from === model && r.model !== model,
-  );
-  if (swappedOut.length === 0) return records;
-  const all = [...records, ...swappedOut].sort((x, y) => x.seq - y.seq);
+  if (at < 0) return records;
+  const name = model.slice(0, at);
+  const version = model.slice(at + 1);
+  const leaving = ['serve.swapped', ...ALIAS_MOVES].filter((a) => q.action === undefined || q.action === a);
+  if (leaving.length === 0) return records;
+  // Matched on details.from after the query, so not limited there: the model's swaps and alias moves, not the log.
+  const left = (await Promise.all(leaving.map((action) => log.query({ model: name, action, actor: q.actor }))))
+    .flat()
+    .filter((r) =>
+      r.model === model
+        ? false
+        : r.action === 'serve.swapped'
+          ? r.details.from === model
+          : typeof r.details.from === 'number' && String(r.details.from) === version,
+    );
+  if (left.length === 0) return records;
+  const all = [...records, ...left].sort((x, y) => x.seq - y.seq);
   return q.newest === undefined ? all : all.slice(-q.newest);
 }
