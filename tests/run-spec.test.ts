@@ -219,6 +219,30 @@ test("models show --spec of a schedule's run: the file the schedule keeps in the
   );
 });
 
+test("models diff of a schedule's version and a submitted one: the spec fields that differ, from the file the schedule keeps", async (t) => {
+  // tiny@1: the schedule's run (no run.submitted) with seed 7; tiny@3: a run submitted with seed 9.
+  const { home } = await scheduledVersions(t, 'sched-diff-', { params: ['seed=7'] });
+  const nine = await loadSpec(join(home, 'tiny.yaml'), { ...kindRegistry(await loadStageKinds()), paramOverrides: { seed: '9' } });
+  assert.ok(nine.ok);
+  await auditRunSubmitted(
+    join(home, 'audit.db'),
+    'run-9',
+    { plan: nine.plan, options: { baseDir: home, actor: 'alice', specText: nine.text } },
+    'x-9',
+  );
+  const reg = await openRegistry(join(home, 'registry.db'));
+  await reg.registerVersion(testVersion('tiny', 'c', { runId: 'run-9', specHash: nine.plan.specHash }));
+  await reg.close();
+  const env = { TEMPERED_HOME: home };
+  const json = await runCliInProcess(['models', 'diff', 'tiny', '1', '3', '--json'], env);
+  assert.deepEqual((JSON.parse(json.stdout) as { spec?: unknown }).spec, [
+    { path: 'params.seed', values: [7, 9] },
+    { path: 'stages.split.with.seed', values: [7, 9] },
+  ]);
+  const human = await runCliInProcess(['models', 'diff', 'tiny', '1', '3'], env);
+  assert.match(human.stdout, /\nspec:\n {2}params\.seed +7 → 9\n {2}stages\.split\.with\.seed +7 → 9\n/);
+});
+
 test('models diff and models show --spec make no audit database where there is none, and say the trail is missing', async (t) => {
   const home = mkdtempSync(join(tmpdir(), 'tempered-run-spec-noaudit-'));
   t.after(() => rmSync(home, { recursive: true, force: true }));

@@ -15,6 +15,8 @@ import { openRegistry, type Registry } from '../../src/registry/registry.ts';
 import type { DataRef, ModelVersion, VersionDiff } from '../../src/registry/types.ts';
 import { plannedScheduleSpec, recordedSpec, scheduleSpec, stageRecords, trainedOn, trainedWith } from '../../src/audit/run-spec.ts';
 import { jsonDiff, type SpecDiffLine } from '../../src/util/json-diff.ts';
+import { keptSpec } from '../../src/audit/redact-spec.ts';
+import { specBody } from '../../src/spec/plan.ts';
 import { actor, helpAsked, parse } from '../args.ts';
 import { sharingHint } from './sharing.ts';
 import { writeTransformersWeights, type TransformersExport } from '../../src/models/transformers-folder.ts';
@@ -209,13 +211,41 @@ async function howMadeDiff(
   // Each run's stage records read once, for its spec's sources and for what it trained with.
   const stages = await Promise.all([a, b].map((v) => stageRecords(audit, v.lineage.runId)));
   const plans = await Promise.all(
-    [a, b].map(async (v, i) => (await recordedSpec(audit, v.lineage.runId, v.lineage.specHash, stages[i]))?.plan),
+    [a, b].map(
+      async (v, i) =>
+        (await recordedSpec(audit, v.lineage.runId, v.lineage.specHash, stages[i]))?.plan ??
+        (await scheduledPlan(ctx, audit, v.lineage.specHash)),
+    ),
   );
   const trained = await Promise.all([a, b].map((v, i) => trainedWith(audit, v.lineage.runId, stages[i])));
   return {
     ...(specChanged ? { spec: plans[0] && plans[1] ? jsonDiff(plans.map((p) => byId(p!))) : null } : {}),
     trainedWith: trained.every((t) => Object.keys(t).length) ? jsonDiff(trained) : null,
   };
+}
+
+/**
+ * The plan a schedule's run followed: it has no `run.submitted`, so the schedule's stored spec file planned again with its
+ * params, as `show --spec` prints it, where that gives the version's spec hash. Without it `diff` of a scheduled version
+ * said the trail kept only spec hashes, though `show --spec` printed the file. Undefined when the store lost the file.
+ */
+async function scheduledPlan(
+  ctx: CliContext,
+  audit: Parameters<typeof scheduleSpec>[0],
+  specHash: string,
+): Promise<Record<string, unknown> | undefined> {
+  const sched = await scheduleSpec(audit, specHash);
+  if (!sched) return undefined;
+  let text: string;
+  try {
+    text = await readFile(await ctx.store().localPath(sched.specUri), 'utf8');
+  } catch (e) {
+    if (e instanceof IntegrityError) return undefined;
+    throw e;
+  }
+  const { plan } = plannedScheduleSpec(text, sched, specHash, ctx.registry);
+  // As run.submitted keeps a plan: its body, credentials hidden, so both sides of the diff read alike.
+  return plan ? (keptSpec(specBody(plan), undefined).plan as Record<string, unknown>) : undefined;
 }
 
 function diffLines(lines: SpecDiffLine[] | null, unrecorded: string): string[] {
