@@ -313,3 +313,38 @@ test("audit's line for model.not_promoted says why: the gate's failed clauses, o
   assert.match(lines[0]!, /model\.not_promoted +lm@1 +\(gate: balanced_exact_match 0\.5 >= 0\.7 ✗\)$/);
   assert.ok(lines[1]!.includes(`(gate: ${held})`), lines[1]);
 });
+
+// `run.failed e2e-…  (spec …)` said nothing of why; a resume read as any other submission; a trigger the overlap policy
+// skipped read as one that started a run; a pause's note was in --json alone.
+test("audit's lines say why a run failed, what a resume reruns, which run a trigger started or that it started none, and a pause's note", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'audit-said-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const log = await openAudit(join(home, 'audit.db'));
+  const error = "stage 'ingest' failed: data/b.jsonl:2: 1 bad row(s):\n  data/b.jsonl:2: invalid-json: Unterminated string";
+  await log.append({
+    action: 'run.failed',
+    subject: 'e2e-1',
+    runId: 'e2e-1',
+    details: { pipeline: 'e2e', stages: { ingest: 'failed' }, error },
+  });
+  await log.append({ action: 'run.submitted', subject: 'e2e-2', runId: 'e2e-2', details: { pipeline: 'e2e', resumeOf: 'e2e-1' } });
+  await log.append({
+    action: 'schedule.triggered',
+    subject: 'nightly',
+    details: { overlap: 'skip', runId: 'nightly-2026-12-07T03:00:00Z' },
+  });
+  await log.append({ action: 'schedule.triggered', subject: 'nightly', details: { overlap: 'skip', skipped: true } });
+  await log.append({ action: 'schedule.paused', subject: 'nightly', details: { note: 'data migration until Friday' } });
+  await log.close();
+  const r = await runCli(['audit'], { TEMPERED_HOME: home });
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.match(
+    lines[0]!,
+    /run\.failed +e2e-1 +\(error "stage 'ingest' failed: data\/b\.jsonl:2: 1 bad row\(s\): data\/b\.jsonl:2: invalid-json: Unterminated string"\)$/,
+  );
+  assert.match(lines[1]!, /run\.submitted +e2e-2 +\(resumes e2e-1\)$/);
+  assert.match(lines[2]!, /schedule\.triggered +nightly +\(run nightly-2026-12-07T03:00:00Z\)$/);
+  assert.match(lines[3]!, /schedule\.triggered +nightly +\(skipped by the overlap policy \(skip\): no run started\)$/);
+  assert.match(lines[4]!, /schedule\.paused +nightly +\(note "data migration until Friday"\)$/);
+});

@@ -27,6 +27,32 @@ function notPromotedWhy(r: AuditRecord): string | undefined {
   return `gate: ${why.length > 160 ? `${why.slice(0, 159)}…` : why}`;
 }
 
+/** Text kept to one line of at most `max` characters, quoted. */
+function quoted(text: string, max: number): string {
+  const one = text.replace(/\s+/g, ' ').trim();
+  return JSON.stringify(one.length > max ? `${one.slice(0, max - 1)}…` : one);
+}
+
+/**
+ * What a record says that a reader of the trail asks first and the line showed only in --json: why a run failed or was
+ * cancelled, which failed run a resume reruns, which run a schedule's trigger started (or that its overlap policy
+ * skipped it: the two read alike, `schedule.triggered nightly`), and the note a schedule was paused with.
+ */
+function saidBeyondSubject(r: AuditRecord): string[] {
+  const d = r.details as { error?: unknown; resumeOf?: unknown; runId?: unknown; skipped?: unknown; overlap?: unknown; note?: unknown };
+  const out: string[] = [];
+  if (r.action === 'run.submitted' && typeof d.resumeOf === 'string' && d.resumeOf) out.push(`resumes ${d.resumeOf}`);
+  if ((r.action === 'run.failed' || r.action === 'run.cancelled') && typeof d.error === 'string' && d.error)
+    out.push(`error ${quoted(d.error, 160)}`);
+  if (r.action === 'schedule.triggered' || r.action === 'schedule.backfilled') {
+    if (typeof d.runId === 'string' && d.runId) out.push(`run ${d.runId}`);
+    if (d.skipped === true)
+      out.push(`skipped by the overlap policy${typeof d.overlap === 'string' ? ` (${d.overlap})` : ''}: no run started`);
+  }
+  if (r.action.startsWith('schedule.') && typeof d.note === 'string' && d.note) out.push(`note ${quoted(d.note, 80)}`);
+  return out;
+}
+
 function line(r: AuditRecord): string {
   const extra: string[] = [];
   // An alias move says which alias went where, and why: two promotes of one version to two aliases read alike otherwise.
@@ -48,6 +74,7 @@ function line(r: AuditRecord): string {
     extra.push(`reason ${JSON.stringify(d.reason.length > 80 ? `${d.reason.slice(0, 79)}…` : d.reason)}`);
   const why = notPromotedWhy(r);
   if (why) extra.push(why);
+  extra.push(...saidBeyondSubject(r));
   // A record about a run's stage that is about a model too (register: which version its model is).
   if (r.model && r.model !== r.subject) extra.push(`${r.model}${typeof d.registered === 'string' ? ` (${d.registered})` : ''}`);
   const from = (r.details as { reusedFrom?: { runId?: unknown; stageId?: unknown } }).reusedFrom;
