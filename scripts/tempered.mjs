@@ -8,10 +8,22 @@ import { fileURLToPath } from 'node:url';
 import { withMallocTuning } from './malloc-tuning.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), join(root, 'cli', 'main.ts'), ...process.argv.slice(2)], {
-  stdio: 'inherit',
-  env: withMallocTuning(process.env, process.argv.slice(2)),
-});
+const child = spawn(
+  process.execPath,
+  [
+    '--import',
+    import.meta.resolve('tsx'),
+    '--import',
+    import.meta.resolve('./launcher-child.mjs'),
+    join(root, 'cli', 'main.ts'),
+    ...process.argv.slice(2),
+  ],
+  {
+    // fd 3: a channel whose closing tells the CLI this launcher is gone, even when SIGKILLed (launcher-child.mjs).
+    stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+    env: withMallocTuning(process.env, process.argv.slice(2)),
+  },
+);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => child.kill(sig));
 child.on('exit', (code, signal) => {
   if (signal) {

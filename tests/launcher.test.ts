@@ -77,3 +77,24 @@ test('a SIGTERM to `npm run tempered -- worker` reaches the worker, which stops 
   assert.equal(groupAlive(npm.pid!), false, `a process of the worker's group outlived npm: ${stderr()}`);
   assert.match(stderr(), /worker: SIGTERM: stopping/);
 });
+
+// A launcher killed with SIGKILL (`kill -9` of a hung `npm run tempered -- worker`, the OOM killer) passes nothing on: its
+// worker went on, orphaned, polling and taking stages, while the person who killed it took it for gone.
+test('a SIGKILL to the launcher stops the worker under it too', async (t) => {
+  const { server, home, close } = await startCliServer('launcher-sigkill-');
+  t.after(close);
+  const {
+    child: launcher,
+    exited,
+    stderr,
+  } = await startWorkerGroup(t, process.execPath, [join(root, 'scripts', 'tempered.mjs'), 'worker', '--queue', 'launcher-sigkill'], {
+    TEMPORAL_ADDRESS: server.address,
+    TEMPERED_HOME: home,
+  });
+  launcher.kill('SIGKILL');
+  await exited;
+  // The launcher is gone at once; the worker, its child in the same process group, has to notice and stop.
+  for (let i = 0; i < 300 && groupAlive(launcher.pid!); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.equal(groupAlive(launcher.pid!), false, `the worker outlived its SIGKILLed launcher: ${stderr()}`);
+  assert.match(stderr(), /worker: SIGTERM: stopping/);
+});
