@@ -103,6 +103,19 @@ export async function submitRun(client: Client, input: RunInput, opts: { taskQue
   return Object.assign(handle, { checkpointNames });
 }
 
+/**
+ * A retry not started yet: waiting out its backoff, or for a worker to take it (none polls, or the one that ran the
+ * attempt before was killed, which the server keeps listing as a poller for minutes).
+ */
+function retryWaitText(pa: PendingActivityInfo, now: number): string {
+  const next = timeMs(pa.nextAttemptScheduleTime);
+  const when =
+    next !== undefined && next > now
+      ? `starts in ${Math.ceil((next - now) / 1000)}s (retry backoff)`
+      : 'has not started: no worker has taken it (is one running on its task queue?)';
+  return `attempt ${pa.attempt} ${when}; attempt ${(pa.attempt ?? 2) - 1} ended: ${pa.lastFailure?.message ?? 'failed'}`;
+}
+
 interface PendingActivityInfo {
   activityId?: string | null;
   /** 1: scheduled, no worker has taken it; 2: started; 3: cancel requested. */
@@ -113,6 +126,7 @@ interface PendingActivityInfo {
   lastHeartbeatTime?: { seconds?: unknown; nanos?: number | null } | null;
   heartbeatDetails?: { payloads?: unknown[] | null } | null;
   lastFailure?: { message?: string | null } | null;
+  nextAttemptScheduleTime?: { seconds?: unknown; nanos?: number | null } | null;
 }
 
 /**
@@ -285,14 +299,18 @@ async function readRunStatus(client: Client, runId: string, desc: Description): 
     const st = status.stages.find((s) => s.id === id);
     if (!st) continue;
     if (pa.attempt) st.attempt = pa.attempt;
-    const payloads = pa.heartbeatDetails?.payloads;
+    // A retry no worker has taken yet keeps the heartbeat of the attempt before it (for it to resume from): shown as
+    // this attempt's, a killed worker's stage read "running 64% … eta 14s" for as long as no worker came.
+    const retryNotTaken = pa.state === 1 && (pa.attempt ?? 1) > 1;
+    const payloads = retryNotTaken ? undefined : pa.heartbeatDetails?.payloads;
     if (payloads && payloads.length > 0) {
       const details = client.options.loadedDataConverter.payloadConverter.fromPayload<{ progress?: Record<string, unknown> }>(
         payloads[0] as never,
       );
       if (details?.progress) st.progress = details.progress;
     }
-    if (pa.lastFailure?.message && st.state === 'running') st.error = { message: `retrying after: ${pa.lastFailure.message}` };
+    if (pa.lastFailure?.message && st.state === 'running')
+      st.error = { message: retryNotTaken ? retryWaitText(pa, now) : `retrying after: ${pa.lastFailure.message}` };
     const silent = silentSec(pa, now);
     if (silent !== undefined && st.state === 'running') st.silentSec = silent;
   }

@@ -607,3 +607,53 @@ describe('a run whose cancellation was asked for while a stage runs', () => {
     }
   });
 });
+
+describe('a stage whose worker was killed mid-attempt', () => {
+  // The retry no worker took kept the killed attempt's heartbeat: status read "running 64% step 691/1080 … eta 14s
+  // retrying after: activity Heartbeat timeout" for as long as no worker came back.
+  it("shows the retry waiting for a worker, not the killed attempt's progress as live", async () => {
+    const queue = 'killed-home';
+    const worker = await startCliWorker(['--queue', queue], cliEnv);
+    const file = join(env.dir, 'killed.yaml');
+    writeFileSync(
+      file,
+      [
+        'name: killed',
+        'stages:',
+        '  slow:',
+        '    uses: probe',
+        '    heartbeatTimeout: 2s',
+        '    retry: { maximumAttempts: 3, initialInterval: 1s }',
+        '    with: { value: x, sleepMs: 600000 }',
+        '',
+      ].join('\n'),
+    );
+    const submitted = await runCli(['submit', file, '--queue', queue], cliEnv);
+    assert.equal(submitted.code, 0, submitted.stderr);
+    const runId = /submitted run (\S+)/.exec(submitted.stdout)![1]!;
+    try {
+      await waitFor(
+        'the first attempt reporting progress',
+        async () => (await getRunStatus(env.client, runId)).stages.find((s) => s.id === 'slow')?.progress,
+      );
+      worker.kill('SIGKILL');
+      const waiting = await waitFor(
+        'the second attempt waiting for a worker',
+        async () => {
+          const st = (await getRunStatus(env.client, runId)).stages.find((s) => s.id === 'slow');
+          return st?.attempt === 2 && /no worker has taken it/.test(st.error?.message ?? '') ? st : undefined;
+        },
+        90_000,
+        500,
+      );
+      assert.equal(waiting.state, 'running');
+      assert.equal(waiting.progress, undefined);
+      assert.match(waiting.error!.message, /^attempt 2 has not started: no worker has taken it .*; attempt 1 ended: .*[Hh]eartbeat/);
+      const st = await runCli(['status', runId], cliEnv);
+      assert.match(st.stdout, /▶ slow +probe +running .*\(attempt 2\) +attempt 2 has not started: no worker has taken it/);
+    } finally {
+      await stopCliWorker(worker);
+      await env.client.workflow.getHandle(runId).terminate('test done');
+    }
+  });
+});
