@@ -112,8 +112,11 @@ test('models promote --gate: judged against the version the alias holds, refused
   const unknown = await runCliInProcess(['models', 'history', 'nosuch'], env);
   assert.deepEqual([unknown.code, /no registered model 'nosuch'/.test(unknown.stderr)], [1, true], unknown.stderr);
   // A rollback says that runs leave the version it took off the alias, and how to put it back.
-  const back = await runCliInProcess(['models', 'rollback', 'spam', '--alias', 'staging'], env);
+  const back = await runCliInProcess(['models', 'rollback', 'spam', '--alias', 'staging', '--reason', 'v1 mislabels spam'], env);
   assert.equal(back.code, 0, back.stderr);
+  // The why an on-call gives is kept, and the usage says it may be given (it listed --reason for promote only).
+  assert.match((await runCliInProcess(['models', 'history', 'spam'], env)).stdout, /rollback v1 → v2 {2}by .* \(v1 mislabels spam\)/);
+  assert.match((await runCliInProcess(['models', '--help'], env)).stdout, /rollback <name> \[--alias production\] \[--reason R\]/);
   assert.match(
     back.stdout,
     /spam@staging: v1 → v2 \(rolled back by .*\)\nno run's deploy promotes v1 to staging again .*`tempered models promote spam@1 --alias staging` does, by hand/,

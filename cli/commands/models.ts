@@ -323,7 +323,7 @@ async function resolveLatest(reg: Registry, name: string, at: string | number): 
 
 export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const usage =
-    'tempered models list | show <name[@v|@alias]> [--card | --spec] | pull <name[@v|@alias]> <dir> | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] [--gate EXPR] | rollback <name> [--alias production] | history <name> [--json] | reproduce <name@v> [--queue Q] [--local-worker|--no-local-worker] [--json]';
+    'tempered models list | show <name[@v|@alias]> [--card | --spec] | pull <name[@v|@alias]> <dir> | diff <name> <a> <b> | promote <name@v> [--alias production] [--reason R] [--gate EXPR] | rollback <name> [--alias production] [--reason R] | history <name> [--json] | reproduce <name@v> [--queue Q] [--local-worker|--no-local-worker] [--json]';
   helpAsked(argv, usage);
   const [sub, ...rest] = argv;
   if (!sub)
