@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { openAudit } from '../audit/log.ts';
 import { changeAlias, GateRefused } from './alias-change.ts';
 import { AliasMovedError, openRegistry } from './registry.ts';
@@ -12,6 +14,24 @@ import type { RegisterInput } from './types.ts';
 import { countingQueries, testVersion } from './versions.testing.ts';
 
 const sha = (c: string) => c.repeat(64);
+const aliasChangeTs = fileURLToPath(new URL('./alias-change.ts', import.meta.url));
+
+/** `models promote NAME@at` in a process of its own (another operator's terminal), to its end. */
+function promoteInAnotherProcess(registryDb: string, auditDb: string, at: number, actor: string): Promise<void> {
+  const code = `
+    import { changeAlias } from ${JSON.stringify(aliasChangeTs)};
+    await changeAlias(process.env.REG, process.env.AUDIT, { op: 'promote', name: 'clf', at: Number(process.env.AT), alias: 'production', actor: process.env.ACTOR });
+    process.exit(0);`;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+      env: { ...process.env, REG: registryDb, AUDIT: auditDb, AT: String(at), ACTOR: actor },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    child.on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`the other promote exited ${c}: ${err}`))));
+  });
+}
 
 /** A registry and an audit database file in a folder of their own, removed after the test. */
 function databaseFiles(t: TestContext): { registryDb: string; auditDb: string } {
@@ -89,9 +109,9 @@ test('a gated promotion that another promotion overtakes after the gate was judg
   await reg.setAlias('clf', 'production', 1);
   // Right after the gate's holder (v1) is read, bob promotes v3 through another connection.
   const other = await openRegistry(registryDb);
-  const read = reg.aliasVersion.bind(reg);
-  reg.aliasVersion = async (name: string, alias: string) => {
-    const v = await read(name, alias);
+  const read = reg.heldModel.bind(reg);
+  reg.heldModel = async (name: string, alias: string, version: number) => {
+    const v = await read(name, alias, version);
     await other.setAlias('clf', 'production', 3, { actor: 'bob' });
     return v;
   };
@@ -212,6 +232,100 @@ test("a gated promotion reads the candidate's own production.* when they were me
 for (const backend of BACKENDS)
   describe(backend, { skip: backend === 'postgres' ? postgresUnavailable() : undefined }, () => {
     const db = useDatabases(backend);
+
+    /**
+     * The deploy stage took a version with the holder's model bytes as already production, `models promote` compared
+     * version numbers only: promoting the twin moved the alias (and recorded a promotion) to the model it served.
+     */
+    test("a promotion of a version with the holder's model bytes moves nothing, with or without a gate, and records nothing", async (t) => {
+      const registryDb = await db.fresh(t, 'registry.db');
+      const auditDb = await db.fresh(t, 'audit.db');
+      const reg = await openRegistry(registryDb);
+      await reg.registerVersion(testVersion('clf', 'c', { metrics: { f1_macro: 0.9 } }));
+      // The same model registered again through the library (no reuseVersionWithSame): v2, v1's bytes.
+      await reg.registerVersion(testVersion('clf', 'c', { runId: 'again', metrics: { f1_macro: 0.9 } }));
+      await reg.close();
+      const by = { op: 'promote', name: 'clf', alias: 'production', actor: 'alice' } as const;
+      assert.equal((await changeAlias(registryDb, auditDb, { ...by, at: 1 })).change?.toVersion, 1);
+
+      const plain = await changeAlias(registryDb, auditDb, { ...by, at: 2, expect: 1 });
+      assert.deepEqual(
+        [plain.change, plain.version, plain.already],
+        [undefined, 1, 'production is v1, which has the same model bytes as v2: nothing to promote; production stays on v1'],
+      );
+      const gated = await changeAlias(registryDb, auditDb, { ...by, at: 2, expect: 1, gate: 'f1_macro > production.f1_macro' });
+      assert.deepEqual(
+        [gated.change, gated.version, gated.gate, gated.already],
+        [
+          undefined,
+          1,
+          undefined,
+          'production is v1, which has the same model bytes as v2: nothing to promote, and no gate judged it against itself; production stays on v1',
+        ],
+      );
+      const check = await openRegistry(registryDb);
+      t.after(() => check.close());
+      assert.deepEqual(
+        (await check.aliasHistory('clf', 'production')).map((h) => h.toVersion),
+        [1],
+      );
+      const log = await openAudit(auditDb);
+      t.after(() => log.close());
+      assert.deepEqual(
+        (await log.query()).map((r) => [r.action, r.model]),
+        [['model.promoted', 'clf@1']],
+        'nothing moved, so nothing is recorded',
+      );
+    });
+
+    /**
+     * Two operators promoting at once, from two processes: the answer named the version read after the move and the
+     * audit delivery, so one that another promotion overtook in between said "already points at v3" for a promotion
+     * of v2 (and a move to v3 for its own move to v2).
+     */
+    test('of two promotions racing from two processes, each answers with what its own transaction left on the alias', async (t) => {
+      const registryDb = await db.fresh(t, 'registry.db');
+      const auditDb = await db.fresh(t, 'audit.db');
+      const reg = await openRegistry(registryDb);
+      t.after(() => reg.close());
+      for (const m of ['a', 'b', 'c']) await reg.registerVersion(testVersion('clf', m));
+      await reg.setAlias('clf', 'production', 2, { actor: 'setup' });
+      // Right after this promotion's transaction, before it delivers its audit record, bob promotes in his own process.
+      let next = [3, 1];
+      const drain = reg.drainAuditOutbox.bind(reg);
+      reg.drainAuditOutbox = async (log) => {
+        const at = next.shift();
+        if (at !== undefined) await promoteInAnotherProcess(registryDb, auditDb, at, 'bob');
+        return drain(log);
+      };
+      const kept = new KeptOpen(async () => reg);
+      const held = await changeAlias(kept, auditDb, { op: 'promote', name: 'clf', at: 2, alias: 'production', actor: 'alice', expect: 2 });
+      assert.deepEqual([held.change, held.version, held.already], [undefined, 2, 'v2 is already production: nothing to promote']);
+      const moved = await changeAlias(kept, auditDb, { op: 'promote', name: 'clf', at: 2, alias: 'production', actor: 'alice', expect: 3 });
+      assert.deepEqual([moved.change?.fromVersion, moved.change?.toVersion, moved.version], [3, 2, 2]);
+
+      const history = await reg.aliasHistory('clf', 'production');
+      assert.deepEqual(
+        history.map((h) => [h.fromVersion, h.toVersion, h.actor]),
+        [
+          [null, 2, 'setup'],
+          [2, 3, 'bob'],
+          [3, 2, 'alice'],
+          [2, 1, 'bob'],
+        ],
+      );
+      const log = await openAudit(auditDb);
+      t.after(() => log.close());
+      assert.deepEqual(
+        (await log.query()).map((r) => [r.model, r.actor, r.details.from, r.details.to]),
+        [
+          ['clf@3', 'bob', 2, 3],
+          ['clf@2', 'alice', 3, 2],
+          ['clf@1', 'bob', 2, 1],
+        ],
+        'one record per move, in the order they were made',
+      );
+    });
 
     test('promote and rollback read the versions they move the alias between, not every version of the model', async (t) => {
       const VERSIONS = 40;

@@ -10,9 +10,10 @@ import { openAudit, type AuditLog } from '../audit/log.ts';
 import { useOpen, type KeptOpen } from '../db/kept-open.ts';
 import { evaluateGate, GateError } from '../eval/gates.ts';
 import { NamedRefusal } from './named-refusal.ts';
-import { openRegistry, unflattenMetrics, type AliasAudit, type Registry } from './registry.ts';
+import { AliasMovedError, openRegistry, unflattenMetrics, type AliasAudit, type Registry } from './registry.ts';
+import { heldMessage, type HeldModel } from './held-model.ts';
 import { evaluatedProduction, isEvaluateOnlyName, productionMeasuredAgainst } from './production.ts';
-import type { AliasChange } from './types.ts';
+import type { AliasChange, ModelVersion } from './types.ts';
 
 export interface AliasChangeRequest {
   op: 'promote' | 'rollback';
@@ -38,7 +39,7 @@ export interface AliasChangeRequest {
 }
 
 export interface AliasChangeResult {
-  /** Undefined when the alias already pointed at the version. */
+  /** Undefined when the alias served the version's model already (`already` says how). */
   change?: AliasChange;
   /** Version the alias holds afterwards. */
   version: number;
@@ -49,7 +50,10 @@ export interface AliasChangeResult {
    * own (evaluated against the version that holds the alias) or the holder's registered metrics.
    */
   gate?: { passed: boolean; explanation: string; compared?: string };
-  /** promote with a gate: the version already held the alias, so no gate judged it against itself (deploy says the same). */
+  /**
+   * promote that moved nothing: the alias holds the version, or another with its model bytes (held-model.ts), said as a
+   * run's deploy says it (with a gate: no gate judged it against itself).
+   */
   already?: string;
 }
 
@@ -89,6 +93,44 @@ function staleComparison(
   );
 }
 
+/** The gate's verdict on `candidate` against `holder`; a refusal throws GateRefused. */
+async function judge(
+  reg: Registry,
+  expr: string,
+  candidate: ModelVersion,
+  holder: number | null,
+  alias: string,
+): Promise<NonNullable<AliasChangeResult['gate']>> {
+  const context: Record<string, unknown> = unflattenMetrics(candidate.metrics);
+  // The candidate's own production.* (evaluate's like-for-like comparison: production.rows,
+  // production.candidate.*, …) when they were measured against the version that holds the alias
+  // now; otherwise the holder's registered metrics stand in, which lack evaluate's names.
+  const measured = productionMeasuredAgainst(candidate);
+  const own = holder !== null && measured === holder;
+  const production = own ? evaluatedProduction(candidate, context) : undefined;
+  delete context.production;
+  if (production) context.production = production;
+  else if (holder !== null) context.production = unflattenMetrics((await reg.getVersion(candidate.name, holder)).metrics);
+  let res: ReturnType<typeof evaluateGate>;
+  try {
+    res = evaluateGate(expr, context, 'gate');
+  } catch (e) {
+    const missing = e instanceof GateError ? e.missingName : undefined;
+    if (own || missing === undefined || !isEvaluateOnlyName(missing)) throw e;
+    throw staleComparison(candidate.version, measured, alias, holder, missing);
+  }
+  const compared =
+    holder === null ? undefined : own ? `production.* as evaluated against v${holder}` : `production.* = v${holder}'s registered metrics`;
+  if (!res.passed) throw new GateRefused(res.explanation);
+  return { passed: res.passed, explanation: res.explanation, ...(compared ? { compared } : {}) };
+}
+
+/** As setAlias says it: the alias is not where the caller read it. */
+function movedSinceRead(name: string, alias: string, now: number | null, expected: number | null, target: number): AliasMovedError {
+  const at = (v: number | null) => (v === null ? 'nothing' : `v${v}`);
+  return new AliasMovedError(`${name}@${alias} moved to ${at(now)} since it was read (expected ${at(expected)}); not moved to v${target}`);
+}
+
 export async function changeAlias(
   registryDb: string | KeptOpen<Registry>,
   auditDb: string | KeptOpen<AuditLog>,
@@ -116,53 +158,33 @@ export async function changeAlias(
       dedupeKey: `alias-change/${name}/${c.id}`,
     });
     let change: AliasChange | undefined;
-    let already: string | undefined;
+    let held: HeldModel | undefined;
     if (op === 'promote') {
       const candidate = await reg.getVersion(name, req.at ?? 'latest');
       let holder: number | null | undefined;
-      if (req.gate) holder = await reg.aliasVersion(name, alias);
-      // The alias holds the candidate already: a gate would judge it against itself (its own production.* or
-      // registered metrics) and refuse the version the alias keeps serving, on `f1_macro > production.f1_macro` say.
-      if (req.gate && holder === candidate.version)
-        already = `v${holder} is already ${alias}: nothing to promote, and no gate judged it against itself`;
-      else if (req.gate && holder !== undefined) {
-        const context: Record<string, unknown> = unflattenMetrics(candidate.metrics);
-        // The candidate's own production.* (evaluate's like-for-like comparison: production.rows,
-        // production.candidate.*, …) when they were measured against the version that holds the alias
-        // now; otherwise the holder's registered metrics stand in, which lack evaluate's names.
-        const measured = productionMeasuredAgainst(candidate);
-        const own = holder !== null && measured === holder;
-        const production = own ? evaluatedProduction(candidate, context) : undefined;
-        delete context.production;
-        if (production) context.production = production;
-        else if (holder !== null) context.production = unflattenMetrics((await reg.getVersion(name, holder)).metrics);
-        let res: ReturnType<typeof evaluateGate>;
-        try {
-          res = evaluateGate(req.gate, context, 'gate');
-        } catch (e) {
-          const missing = e instanceof GateError ? e.missingName : undefined;
-          if (own || missing === undefined || !isEvaluateOnlyName(missing)) throw e;
-          throw staleComparison(candidate.version, measured, alias, holder, missing);
+      if (req.gate) {
+        const seen = await reg.heldModel(name, alias, candidate.version);
+        holder = seen.holder;
+        // The alias serves the candidate's model already (that version, or a twin with its bytes): a gate would judge
+        // it against itself (its own production.* or registered metrics) and refuse the model the alias keeps serving,
+        // on `f1_macro > production.f1_macro` say. setAlias below says so again, in its transaction.
+        if (!seen.held) {
+          // Judged against a holder other than the one the caller saw, a verdict would move an alias the caller did
+          // not mean to (and a move back in between would let the swap below pass on the caller's stale read).
+          if (req.expect !== undefined && req.expect !== holder) throw movedSinceRead(name, alias, holder, req.expect, candidate.version);
+          gate = await judge(reg, req.gate, candidate, holder, alias);
         }
-        const compared =
-          holder === null
-            ? undefined
-            : own
-              ? `production.* as evaluated against v${holder}`
-              : `production.* = v${holder}'s registered metrics`;
-        gate = { passed: res.passed, explanation: res.explanation, ...(compared ? { compared } : {}) };
-        if (!res.passed) throw new GateRefused(res.explanation);
       }
-      change = (
-        await reg.setAlias(name, alias, candidate.version, {
-          actor: req.actor,
-          reason: req.reason ?? (gate ? `promoted by hand: ${gate.explanation}` : 'promoted by hand'),
-          // A gate judged the candidate against the version that holds the alias now: if another
-          // promotion moves it meanwhile, this one must not overwrite that with a stale verdict.
-          expect: req.expect !== undefined ? req.expect : holder,
-          audit,
-        })
-      ).change;
+      const moved = await reg.setAlias(name, alias, candidate.version, {
+        actor: req.actor,
+        reason: req.reason ?? (gate ? `promoted by hand: ${gate.explanation}` : 'promoted by hand'),
+        // A gate judged the candidate against the version that holds the alias now: if another
+        // promotion moves it meanwhile, this one must not overwrite that with a stale verdict.
+        expect: holder !== undefined ? holder : req.expect,
+        audit,
+      });
+      change = moved.change;
+      held = moved.held;
     } else {
       change = await reg.rollback(name, alias, {
         actor: req.actor,
@@ -176,12 +198,13 @@ export async function changeAlias(
     // that moves the alias again.
     let auditPending: string | undefined;
     await useOpen(auditDb, openAudit, (log) => reg.drainAuditOutbox(log)).catch((e: Error) => (auditPending = e.message));
-    // Set by the move above (or held already): a rollback or promote never unsets an alias.
     return {
       change,
-      version: (await reg.aliasVersion(name, alias))!,
+      // What the transaction left there, not a read after it: another promotion committed meanwhile would make this
+      // answer say one version and `change` (or `already`) another.
+      version: change ? change.toVersion : held!.holder,
       gate,
-      ...(already && !change ? { already } : {}),
+      ...(held && !change ? { already: heldMessage(held, req.gate !== undefined) } : {}),
       ...(auditPending ? { auditPending } : {}),
     };
   });

@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createHash } from 'node:crypto';
 import Database from 'better-sqlite3';
 import { openRegistry, flattenMetrics, unflattenMetrics, AliasMovedError } from './registry.ts';
 import { REGISTRY_SCHEMA } from './schema.ts';
@@ -45,6 +46,12 @@ function input(run: string, over: Partial<RegisterInput> = {}): RegisterInput {
     ...over,
   };
 }
+
+/** A version of its own model (its ONNX file's hash from the run id): an alias does not move between one model's versions. */
+const ownModel = (run: string): RegisterInput => {
+  const onnx = createHash('sha256').update(run).digest('hex');
+  return input(run, { artifacts: [{ role: 'onnx', uri: `artifact://sha256/${onnx}`, sha256: onnx, bytes: 1 }] });
+};
 
 /** Runs a script in `count` child processes that wait for "go" on stdin, so they really contend. */
 async function raceProcesses(code: string, count: number, env: Record<string, string>): Promise<string[]> {
@@ -157,7 +164,7 @@ for (const backend of BACKENDS) {
 
     test('aliases move with history; setting the same version is a no-op; rollback walks back', async (t) => {
       const reg = await openRegistry(await db.fresh(t), { now });
-      for (const r of ['r1', 'r2', 'r3']) await reg.registerVersion(input(r));
+      for (const r of ['r1', 'r2', 'r3']) await reg.registerVersion(ownModel(r));
       assert.equal((await reg.setAlias('spam-clf', 'production', 1, { actor: 'bob', reason: 'launch' })).changed, true);
       await reg.setAlias('spam-clf', 'production', 2, { actor: 'bob', reason: 'better f1' });
       await reg.setAlias('spam-clf', 'staging', 3, { actor: 'ci' });
@@ -208,7 +215,7 @@ for (const backend of BACKENDS) {
     test('a rollback that names the version it rolls back from happens once: a retry or a second operator gets the first one', async (t) => {
       const url = await db.fresh(t);
       const reg = await openRegistry(url, { now });
-      for (const r of ['r1', 'r2', 'r3']) await reg.registerVersion(input(r));
+      for (const r of ['r1', 'r2', 'r3']) await reg.registerVersion(ownModel(r));
       for (const v of [1, 2, 3]) await reg.setAlias('spam-clf', 'production', v);
       const other = await openRegistry(url, { now });
       const [a, b] = await Promise.all([
@@ -397,7 +404,7 @@ for (const backend of BACKENDS) {
       async (t) => {
         const path = await db.fresh(t);
         const reg = await openRegistry(path, { now });
-        for (const r of ['r1', 'r2', 'r3', 'r4', 'r5']) await reg.registerVersion(input(r));
+        for (const r of ['r1', 'r2', 'r3', 'r4', 'r5']) await reg.registerVersion(ownModel(r));
         await reg.setAlias('spam-clf', 'production', 1);
         // Each writer read production = v1 and tries to move it to its own version, as deploy stages do.
         const code = `
@@ -449,7 +456,7 @@ for (const backend of BACKENDS) {
 
     test('setAlias with expect is a compare-and-swap', async (t) => {
       const reg = await openRegistry(await db.fresh(t), { now });
-      for (const r of ['r1', 'r2', 'r3']) await reg.registerVersion(input(r));
+      for (const r of ['r1', 'r2', 'r3']) await reg.registerVersion(ownModel(r));
       await reg.setAlias('spam-clf', 'production', 1, { expect: null });
       await reg.setAlias('spam-clf', 'production', 2); // someone else promotes v2 meanwhile
       await assert.rejects(() => reg.setAlias('spam-clf', 'production', 3, { expect: 1 }), AliasMovedError);

@@ -21,6 +21,7 @@ import { openDatabase, type Database, type OpenOptions, type Queryable } from '.
 import { REGISTRY_SCHEMA } from './schema.ts';
 import { modelCard } from './card.ts';
 import { diffModelVersions } from './diff.ts';
+import { rollbackHolding, type HeldModel } from './held-model.ts';
 import type { AliasChange, DataRef, ModelSummary, ModelVersion, RegisterInput, RegisteredArtifact, VersionDiff } from './types.ts';
 
 export interface RegistryOptions extends OpenOptions {
@@ -524,8 +525,58 @@ export class Registry {
   }
 
   /**
-   * Points `alias` at a version. Setting it to the version it already has changes nothing and
-   * returns `changed: false` (so a retried promote does not add history). With `expect` (a
+   * The version on `alias` (null: unset), and `held` when it serves `version`'s model already: that version, or
+   * another with its model bytes (held-model.ts). A caller deciding before a gate; `setAlias` decides again.
+   */
+  async heldModel(name: string, alias: string, version: number): Promise<{ holder: number | null; held?: HeldModel }> {
+    const cur = await this.db.get<{ version: number }>('SELECT version FROM aliases WHERE model = ? AND alias = ?', [name, alias]);
+    return this.heldBy(this.db, name, alias, version, cur?.version ?? null);
+  }
+
+  private async heldBy(
+    q: Queryable,
+    name: string,
+    alias: string,
+    version: number,
+    holder: number | null,
+  ): Promise<{ holder: number | null; held?: HeldModel }> {
+    if (holder === null) return { holder };
+    const same = holder === version || (await this.sameModel(q, name, holder, version));
+    return same ? { holder, held: { alias, version, holder } } : { holder };
+  }
+
+  /** Whether versions `a` and `b` are one model (held-model.ts says when), read as one row. */
+  private async sameModel(q: Queryable, name: string, a: number, b: number): Promise<boolean> {
+    const of = 'SELECT a.role, a.sha256 FROM artifacts a JOIN versions v ON v.id = a.version_id WHERE v.model = ? AND v.version = ?';
+    const r = (await q.get<{ na: number | string; nb: number | string; matched: number | string; ma: string | null; mb: string | null }>(
+      `WITH x AS (${of}), y AS (${of})
+       SELECT (SELECT COUNT(*) FROM x) AS na, (SELECT COUNT(*) FROM y) AS nb,
+              (SELECT COUNT(*) FROM x JOIN y ON x.role = y.role AND x.sha256 = y.sha256) AS matched,
+              (SELECT sha256 FROM x WHERE role = 'model') AS ma, (SELECT sha256 FROM y WHERE role = 'model') AS mb`,
+      [name, a, name, b],
+    ))!;
+    // PostgreSQL's COUNT is a bigint, which its client hands back as text.
+    const [na, nb, matched] = [r.na, r.nb, r.matched].map(Number);
+    if (r.ma !== null && r.mb !== null) return r.ma === r.mb;
+    return na! > 0 && na === nb && matched === na;
+  }
+
+  /**
+   * The rollback that took `version`'s model (its bytes, under any version number) off `alias`, when nothing has put
+   * that model back since (held-model.ts): a run's deploy does not promote it again.
+   */
+  async rolledBackFrom(name: string, alias: string, version: number): Promise<AliasChange | undefined> {
+    const history = await this.history(this.db, name, alias);
+    const same = new Map<number, boolean>([[version, true]]);
+    for (const v of new Set(history.flatMap((h) => [h.toVersion, ...(h.fromVersion === null ? [] : [h.fromVersion])])))
+      if (!same.has(v)) same.set(v, await this.sameModel(this.db, name, v, version));
+    return rollbackHolding(history, (v) => same.get(v) === true);
+  }
+
+  /**
+   * Points `alias` at a version. Setting it to a version whose model the alias serves already (that version, or
+   * another with its model bytes: held-model.ts) changes nothing and returns `changed: false` with `held` (so a
+   * retried promote does not add history, and a twin of the holder does not replace it). With `expect` (a
    * version, or null for "unset"), the move is a compare-and-swap: if the alias points elsewhere
    * now, nothing changes and AliasMovedError is thrown. `audit` builds the record of the change,
    * committed to the outbox with it, from the change and the artifacts of the version the alias now
@@ -537,7 +588,7 @@ export class Registry {
     alias: string,
     ref: number | string,
     opts: { actor?: string; reason?: string; expect?: number | null; audit?: AliasAudit } = {},
-  ): Promise<{ changed: boolean; change?: AliasChange }> {
+  ): Promise<{ changed: boolean; change?: AliasChange; held?: HeldModel }> {
     if (alias === 'latest' || /^v\d+$/.test(alias)) {
       throw new NamedRefusal(`alias '${alias}' is reserved: it already means a version`, {
         where: 'alias',
@@ -553,7 +604,9 @@ export class Registry {
     return this.db.write('registry', async (q) => {
       const target = await this.resolve(q, name, ref);
       const cur = await q.get<{ version: number }>('SELECT version FROM aliases WHERE model = ? AND alias = ?', [name, alias]);
-      if (cur?.version === target.version) return { changed: false };
+      // Decided in the write transaction, against the holder as committed: two promotions racing agree on it.
+      const { held } = await this.heldBy(q, name, alias, target.version, cur?.version ?? null);
+      if (held) return { changed: false, held };
       if (opts.expect !== undefined && (cur?.version ?? null) !== opts.expect) {
         throw new AliasMovedError(
           `${name}@${alias} moved to ${cur ? `v${cur.version}` : 'nothing'} since it was read (expected ${opts.expect === null ? 'nothing' : `v${opts.expect}`}); not moved to v${target.version}`,

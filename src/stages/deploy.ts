@@ -7,7 +7,7 @@ import { isEvaluateOnlyName } from '../registry/production.ts';
 import { deliverAudit } from './register.ts';
 import { statePaths } from '../state-paths.ts';
 import type { ArtifactRef } from '../types.ts';
-import type { AliasChange } from '../registry/types.ts';
+import { heldMessage } from '../registry/held-model.ts';
 import { artifactRefSchema } from './schema-helpers.ts';
 import { hasRefs } from '../spec/runtime-refs.ts';
 import type { KindCheckContext, KindIssue, ValueShape } from '../spec/types.ts';
@@ -94,23 +94,22 @@ export const deployStage: StageKind<Config> = {
       await deliverAudit(reg, ctx.stateDir);
       // The gate judges against the alias as it is now, and the move below only happens if it is
       // still there (compare-and-swap): a promotion in between makes this attempt fail and retry.
-      const holder = await reg.aliasVersion(cfg.name, alias);
       // The alias already serves this model (a rerun whose training came from the cache registers the version it
-      // holds): nothing to move, and a gate would only judge the model against itself (production.rows on the rows
-      // a rerun evaluated, say) and record a refusal of the very version that stays on the alias.
-      const serving = holder === null ? undefined : await servesSameModel(reg, cfg.name, holder, cfg.version);
-      if (serving) {
-        const explanation =
-          serving === 'same-version'
-            ? `v${cfg.version} is already ${alias}: nothing to promote, and no gate judged it against itself`
-            : `${alias} is v${holder}, which has the same model bytes as v${cfg.version}: nothing to promote, and no gate judged it against itself; ${alias} stays on v${holder}`;
-        return { promoted: true, alias, ref, explanation };
-      }
-      // A person took this version off the alias: a rerun (a schedule's next run, a resume) that makes the same model
-      // bytes registers the same version, and its gate, which judged it fit before, would put it straight back.
-      const backedOut = await rolledBackFrom(reg, cfg.name, alias, cfg.version);
+      // holds, or a version with its bytes holds it): nothing to move, and a gate would only judge the model against
+      // itself (production.rows on the rows a rerun evaluated, say) and record a refusal of the model that stays on the
+      // alias. Decided as `models promote` decides it (held-model.ts); setAlias below decides again in its transaction.
+      const { holder, held } = await reg.heldModel(cfg.name, alias, cfg.version);
+      if (held) return { promoted: true, alias, ref, explanation: heldMessage(held, cfg.gate !== undefined) };
+      // A person took this model off the alias: a rerun (a schedule's next run, a resume) that makes the same model
+      // bytes registers the same version (or one with them), and its gate, which judged it fit before, would put it
+      // straight back.
+      const backedOut = await reg.rolledBackFrom(cfg.name, alias, cfg.version);
       if (backedOut) {
-        const explanation = `v${cfg.version} was rolled back from ${alias} by ${backedOut.actor} at ${backedOut.at}${backedOut.reason ? ` (${backedOut.reason})` : ''}: a run does not promote it again; \`tempered models promote ${ref}${alias === 'production' ? '' : ` --alias ${alias}`}\` does, by hand`;
+        const which =
+          backedOut.fromVersion === cfg.version
+            ? `v${cfg.version} was`
+            : `v${cfg.version} has the model bytes of v${backedOut.fromVersion}, which was`;
+        const explanation = `${which} rolled back from ${alias} by ${backedOut.actor} at ${backedOut.at}${backedOut.reason ? ` (${backedOut.reason})` : ''}: a run does not promote it again; \`tempered models promote ${ref}${alias === 'production' ? '' : ` --alias ${alias}`}\` does, by hand`;
         return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
       }
       let explanation = 'no gate';
@@ -140,7 +139,7 @@ export const deployStage: StageKind<Config> = {
         if (!res.passed) return notPromoted(ctx, ref, alias, cfg.gate, explanation, attemptKey, { alias, ref, explanation });
       }
       const v = await reg.getVersion(cfg.name, cfg.version);
-      const { change } = await reg.setAlias(cfg.name, alias, cfg.version, {
+      const { change, held: heldNow } = await reg.setAlias(cfg.name, alias, cfg.version, {
         actor: ctx.actor,
         reason: `run ${ctx.runId}: ${explanation}`,
         expect: holder,
@@ -160,7 +159,8 @@ export const deployStage: StageKind<Config> = {
         }),
       });
       await deliverAudit(reg, ctx.stateDir);
-      if (!change) return { promoted: true, alias, ref, explanation: `${explanation}; ${alias} already pointed at v${cfg.version}` };
+      // A retry whose first attempt moved the alias, or a promotion of this model in between.
+      if (!change) return { promoted: true, alias, ref, explanation: `${explanation}; ${heldMessage(heldNow!, false)}` };
       return { promoted: true, alias, ref, explanation };
     } finally {
       await reg.close();
@@ -221,42 +221,6 @@ function productionMismatch(cfg: Partial<Config>, ctx: KindCheckContext): KindIs
 function productionEvaluated(p: unknown): string | null | undefined {
   if (p === undefined) return undefined;
   if (p && typeof p === 'object' && typeof (p as { version?: unknown }).version === 'string') return (p as { version: string }).version;
-  return undefined;
-}
-
-/**
- * Whether the version holding the alias is the candidate ('same-version'), or another version with the candidate's
- * model bytes ('same-bytes'): a run's register stage makes the same bytes the same version (the lowest such), but
- * versions registered before it did so, or through the registry library without `reuseVersionWithSame`, may share them.
- */
-async function servesSameModel(
-  reg: { getVersion(name: string, version: number): Promise<{ artifacts: { role: string; sha256: string }[] }> },
-  name: string,
-  holder: number,
-  version: number,
-): Promise<'same-version' | 'same-bytes' | undefined> {
-  if (holder === version) return 'same-version';
-  const model = async (v: number) => (await reg.getVersion(name, v)).artifacts.find((a) => a.role === 'model')?.sha256;
-  const held = await model(holder);
-  return held !== undefined && held === (await model(version)) ? 'same-bytes' : undefined;
-}
-
-/**
- * The rollback that took `version` off `alias`, when nothing has put it back since: a promotion (by hand, or a run's),
- * or a person's later rollback that landed on it.
- */
-async function rolledBackFrom(
-  reg: { aliasHistory(name: string, alias: string): Promise<AliasChange[]> },
-  name: string,
-  alias: string,
-  version: number,
-): Promise<AliasChange | undefined> {
-  const history = await reg.aliasHistory(name, alias);
-  for (let i = history.length - 1; i >= 0; i--) {
-    const h = history[i]!;
-    if (h.toVersion === version) return undefined;
-    if (h.kind === 'rollback' && h.fromVersion === version) return h;
-  }
   return undefined;
 }
 

@@ -272,6 +272,67 @@ test('a version a person rolled back is not promoted again by a run that registe
   rolledBackStaysOff(t));
 
 /**
+ * The hold a rollback puts on a model went by version number: a version with the rolled-back version's model bytes
+ * (registered before register deduplicated, or through the library) was promoted straight back by the next run.
+ */
+async function rolledBackTwinStaysOff(t: { after: (fn: () => void) => void }, url?: string) {
+  const { dir, ctx, model, store } = setup(t);
+  const metrics = await store.putJson(evaluation(0.9));
+  const deploy = (i: number, version: number) =>
+    deployStage.run(
+      { name: 'spam', version, gate: 'f1_macro >= 0.8', metrics },
+      ctx({ runId: `nightly-${i}`, executionId: `e${i}`, stageId: 'deploy' }),
+    );
+  for (const [i, bytes] of [
+    [1, 'm1'],
+    [2, 'm2'],
+  ] as const) {
+    const c = ctx({ runId: `nightly-${i}`, executionId: `e${i}`, stageId: 'register' });
+    const v = await registerStage.run({ name: 'spam', model: await model(bytes), metrics }, c);
+    assert.equal((await deploy(i, v.version as number)).promoted, true);
+  }
+  const reg = await openRegistry(url ?? join(dir, 'registry.db'));
+  t.after(() => reg.close());
+  await reg.rollback('spam', 'production', { actor: 'oncall', reason: 'bad answers' });
+  const m2 = await model('m2');
+  const twin = await reg.registerVersion({
+    name: 'spam',
+    runId: 'by-hand',
+    stageId: 'import',
+    specHash: 'spec',
+    data: [],
+    artifacts: [{ role: 'model', uri: m2.uri, sha256: m2.sha256, bytes: m2.bytes }],
+  });
+  assert.equal(twin.version.version, 3);
+
+  const again = await deploy(3, 3);
+  assert.equal(again.promoted, false);
+  assert.match(
+    String(again.explanation),
+    /^v3 has the model bytes of v2, which was rolled back from production by oncall at \S+ \(bad answers\): a run does not promote it again; `tempered models promote spam@3` does, by hand$/,
+  );
+  assert.equal(await reg.aliasVersion('spam', 'production'), 1);
+
+  // A person promoting the twin puts the model back: a run that registered v2 finds production serving it.
+  await reg.setAlias('spam', 'production', 3, { actor: 'oncall' });
+  assert.deepEqual(await deploy(4, 2), {
+    promoted: true,
+    alias: 'production',
+    ref: 'spam@2',
+    explanation:
+      'production is v3, which has the same model bytes as v2: nothing to promote, and no gate judged it against itself; production stays on v3',
+  });
+  const audit = await openAudit(url ?? join(dir, 'audit.db'));
+  t.after(() => audit.close());
+  assert.deepEqual(
+    (await audit.query({ action: 'model.not_promoted' })).map((r) => [r.subject, r.runId]),
+    [['spam@3', 'nightly-3']],
+  );
+}
+
+test('a version with the model bytes of a version a person rolled back stays off the alias for runs', (t) => rolledBackTwinStaysOff(t));
+
+/**
  * A rerun whose training came from the stage cache registers the version production already holds, and evaluate
  * compared it with itself on the rerun's rows: the gate must not judge it against itself (instruct.yaml's gate refused
  * it on production.rows 20 >= 100 and recorded model.not_promoted for the very version that stayed on the alias).
@@ -314,6 +375,8 @@ test('a rerun whose model is the version the alias holds says so: no gate agains
     data: [],
     artifacts: [{ role: 'model', uri: same.uri, sha256: same.sha256, bytes: same.bytes }],
   });
+  // By way of v2: the registry does not move an alias from a version to its twin (it serves that model already).
+  await reg.setAlias('spam', 'production', 2, { actor: 'oncall' });
   await reg.setAlias('spam', 'production', v3.version.version, { actor: 'oncall' });
   const twin = await runOf(5, 'm1', `spam@${v3.version.version}`);
   assert.equal(twin.ref, 'spam@1');
@@ -446,6 +509,9 @@ describe('with TEMPERED_DATABASE_URL (PostgreSQL)', { skip: postgresUnavailable(
 
   test('a version a person rolled back stays off the alias for runs on PostgreSQL too', async (t) =>
     rolledBackStaysOff(t, await databaseUrl(t)));
+
+  test('a version with the model bytes of a version a person rolled back stays off the alias for runs on PostgreSQL too', async (t) =>
+    rolledBackTwinStaysOff(t, await databaseUrl(t)));
 });
 
 test("register keeps which version evaluate compared with (production.version N, decontaminated 1/0), so a promote gate can read evaluate's like-for-like names", async (t) => {
