@@ -16,20 +16,23 @@ import { countingQueries, testVersion } from './versions.testing.ts';
 const sha = (c: string) => c.repeat(64);
 const aliasChangeTs = fileURLToPath(new URL('./alias-change.ts', import.meta.url));
 
-/** `models promote NAME@at` in a process of its own (another operator's terminal), to its end. */
-function promoteInAnotherProcess(registryDb: string, auditDb: string, at: number, actor: string): Promise<void> {
+/** `models promote NAME@at` (or `models rollback NAME`) in a process of its own (another operator's terminal), to its end. */
+function changeInAnotherProcess(registryDb: string, auditDb: string, actor: string, at?: number): Promise<void> {
   const code = `
     import { changeAlias } from ${JSON.stringify(aliasChangeTs)};
-    await changeAlias(process.env.REG, process.env.AUDIT, { op: 'promote', name: 'clf', at: Number(process.env.AT), alias: 'production', actor: process.env.ACTOR });
+    const at = process.env.AT ? Number(process.env.AT) : undefined;
+    await changeAlias(process.env.REG, process.env.AUDIT, { op: at === undefined ? 'rollback' : 'promote', name: 'clf', at, alias: 'production', actor: process.env.ACTOR });
     process.exit(0);`;
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
-      env: { ...process.env, REG: registryDb, AUDIT: auditDb, AT: String(at), ACTOR: actor },
+      env: { ...process.env, REG: registryDb, AUDIT: auditDb, AT: at === undefined ? '' : String(at), ACTOR: actor },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let err = '';
     child.stderr.on('data', (d) => (err += d));
-    child.on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`the other promote exited ${c}: ${err}`))));
+    child.on('exit', (c) =>
+      c === 0 ? resolve() : reject(new Error(`the other ${at === undefined ? 'rollback' : 'promote'} exited ${c}: ${err}`)),
+    );
   });
 }
 
@@ -295,7 +298,7 @@ for (const backend of BACKENDS)
       const drain = reg.drainAuditOutbox.bind(reg);
       reg.drainAuditOutbox = async (log) => {
         const at = next.shift();
-        if (at !== undefined) await promoteInAnotherProcess(registryDb, auditDb, at, 'bob');
+        if (at !== undefined) await changeInAnotherProcess(registryDb, auditDb, 'bob', at);
         return drain(log);
       };
       const kept = new KeptOpen(async () => reg);
@@ -324,6 +327,55 @@ for (const backend of BACKENDS)
           ['clf@1', 'bob', 2, 1],
         ],
         'one record per move, in the order they were made',
+      );
+    });
+
+    /**
+     * `models promote` read production as v1; bob promoted v2 before its gate read the holder, and carol rolled back
+     * to v1 while the gate judged: the gate passed against v2's metrics, and the swap, expecting the v1 the caller had
+     * read, moved v1 → v3 with an audit record saying it was compared with v2 (v3 would fail against v1).
+     */
+    test('a gated promotion whose caller read another holder than the gate judges against moves nothing', async (t) => {
+      const registryDb = await db.fresh(t, 'registry.db');
+      const auditDb = await db.fresh(t, 'audit.db');
+      const reg = await openRegistry(registryDb);
+      t.after(() => reg.close());
+      for (const [m, f1] of [
+        ['a', 0.95],
+        ['b', 0.8],
+        ['c', 0.9],
+      ] as const)
+        await reg.registerVersion(testVersion('clf', m, { metrics: { f1_macro: f1 } }));
+      await reg.setAlias('clf', 'production', 1, { actor: 'setup' });
+      const read = await reg.aliasVersion('clf', 'production');
+      await changeInAnotherProcess(registryDb, auditDb, 'bob', 2);
+      // While the gate reads v2's metrics, carol rolls production back to v1 from her own process.
+      const getVersion = reg.getVersion.bind(reg);
+      reg.getVersion = async (name: string, ref: number | string) => {
+        if (ref === 2) await changeInAnotherProcess(registryDb, auditDb, 'carol');
+        return getVersion(name, ref);
+      };
+      await assert.rejects(
+        changeAlias(new KeptOpen(async () => reg), auditDb, {
+          op: 'promote',
+          name: 'clf',
+          at: 3,
+          alias: 'production',
+          actor: 'alice',
+          gate: 'f1_macro >= production.f1_macro',
+          expect: read,
+        }),
+        (e: unknown) => e instanceof AliasMovedError && /moved to v2 since it was read \(expected v1\); not moved to v3/.test(e.message),
+      );
+      reg.getVersion = getVersion;
+      // Refused before its gate judged, carol's rollback never came: production is where bob left it.
+      assert.equal(await reg.aliasVersion('clf', 'production'), 2);
+      const log = await openAudit(auditDb);
+      t.after(() => log.close());
+      assert.deepEqual(
+        (await log.query()).map((r) => [r.action, r.model, r.actor]),
+        [['model.promoted', 'clf@2', 'bob']],
+        'no promotion of v3 on a verdict against v2',
       );
     });
 
