@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { openAudit } from '../audit/log.ts';
-import { changeAlias, GateRefused } from './alias-change.ts';
+import { changeAlias, GateRefused, type AliasChangeResult } from './alias-change.ts';
 import { AliasMovedError, openRegistry } from './registry.ts';
 import { KeptOpen } from '../db/kept-open.ts';
 import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
@@ -16,23 +16,46 @@ import { countingQueries, testVersion } from './versions.testing.ts';
 const sha = (c: string) => c.repeat(64);
 const aliasChangeTs = fileURLToPath(new URL('./alias-change.ts', import.meta.url));
 
-/** `models promote NAME@at` (or `models rollback NAME`) in a process of its own (another operator's terminal), to its end. */
-function changeInAnotherProcess(registryDb: string, auditDb: string, actor: string, at?: number): Promise<void> {
+/**
+ * `models promote NAME@at` (or `models rollback NAME`) in a process of its own (another operator's terminal), to its
+ * end; `expect`, the version its caller read on the alias. Resolves to its answer, or rejects with its error's message.
+ */
+function changeInAnotherProcess(
+  registryDb: string,
+  auditDb: string,
+  actor: string,
+  at?: number,
+  expect?: number,
+): Promise<AliasChangeResult> {
   const code = `
     import { changeAlias } from ${JSON.stringify(aliasChangeTs)};
     const at = process.env.AT ? Number(process.env.AT) : undefined;
-    await changeAlias(process.env.REG, process.env.AUDIT, { op: at === undefined ? 'rollback' : 'promote', name: 'clf', at, alias: 'production', actor: process.env.ACTOR });
-    process.exit(0);`;
+    const expect = process.env.EXPECT ? { expect: Number(process.env.EXPECT) } : {};
+    try {
+      const r = await changeAlias(process.env.REG, process.env.AUDIT, { op: at === undefined ? 'rollback' : 'promote', name: 'clf', at, alias: 'production', actor: process.env.ACTOR, ...expect });
+      process.stdout.write(JSON.stringify(r));
+      process.exit(0);
+    } catch (e) {
+      process.stderr.write(e.name + ': ' + e.message);
+      process.exit(1);
+    }`;
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
-      env: { ...process.env, REG: registryDb, AUDIT: auditDb, AT: at === undefined ? '' : String(at), ACTOR: actor },
-      stdio: ['ignore', 'ignore', 'pipe'],
+      env: {
+        ...process.env,
+        REG: registryDb,
+        AUDIT: auditDb,
+        AT: at === undefined ? '' : String(at),
+        EXPECT: expect === undefined ? '' : String(expect),
+        ACTOR: actor,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
+    let out = '';
     let err = '';
+    child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (err += d));
-    child.on('exit', (c) =>
-      c === 0 ? resolve() : reject(new Error(`the other ${at === undefined ? 'rollback' : 'promote'} exited ${c}: ${err}`)),
-    );
+    child.on('exit', (c) => (c === 0 ? resolve(JSON.parse(out) as AliasChangeResult) : reject(new Error(err))));
   });
 }
 
@@ -376,6 +399,40 @@ for (const backend of BACKENDS)
         (await log.query()).map((r) => [r.action, r.model, r.actor]),
         [['model.promoted', 'clf@2', 'bob']],
         'no promotion of v3 on a verdict against v2',
+      );
+    });
+
+    test('two processes promoting different versions over the one they both read: one moves it, the other moves nothing, one record', async (t) => {
+      const registryDb = await db.fresh(t, 'registry.db');
+      const auditDb = await db.fresh(t, 'audit.db');
+      const reg = await openRegistry(registryDb);
+      t.after(() => reg.close());
+      for (const m of ['a', 'b', 'c']) await reg.registerVersion(testVersion('clf', m));
+      await reg.setAlias('clf', 'production', 1, { actor: 'setup' });
+      // Both read production = v1, as `models promote` does before it promotes.
+      const [bob, carol] = await Promise.allSettled([
+        changeInAnotherProcess(registryDb, auditDb, 'bob', 2, 1),
+        changeInAnotherProcess(registryDb, auditDb, 'carol', 3, 1),
+      ]);
+      const won = [bob, carol].filter((r) => r.status === 'fulfilled');
+      const lost = [bob, carol].filter((r) => r.status === 'rejected');
+      assert.equal(won.length, 1, JSON.stringify([bob, carol]));
+      const winner = won[0]!.value;
+      assert.match(String(lost[0]!.reason), /AliasMovedError: clf@production moved to v\d since it was read \(expected v1\)/);
+      assert.equal(winner.version, winner.change!.toVersion);
+      assert.equal(await reg.aliasVersion('clf', 'production'), winner.version);
+      assert.deepEqual(
+        (await reg.aliasHistory('clf', 'production')).map((h) => [h.fromVersion, h.toVersion]),
+        [
+          [null, 1],
+          [1, winner.version],
+        ],
+      );
+      const log = await openAudit(auditDb);
+      t.after(() => log.close());
+      assert.deepEqual(
+        (await log.query()).map((r) => [r.model, r.details.from, r.details.to]),
+        [[`clf@${winner.version}`, 1, winner.version]],
       );
     });
 
