@@ -2,6 +2,7 @@
 // keys spelled with escapes, nested objects, strings full of brackets and quotes, and which fault a row reports first.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -79,6 +80,36 @@ test('mayRepeat: only a text with a backslash or a read field written twice can 
   assert.equal(mayRepeat('{"text":"a","x":{"text":1}}', ['text']), true);
   assert.equal(mayRepeat('{"text":"a\\n"}', ['text']), true);
   assert.equal(mayRepeat('{"text":"a","text":"b"}', []), false);
+});
+
+test('a row nested two million deep is scanned in bounded memory, as JSON.parse reads it', () => {
+  // A frame for every open bracket was about 85 bytes of heap a level: a 64 MiB line (the reader's limit) of brackets in
+  // a row with a backslash (so scanned for escaped keys) held 2.2 GB beside JSON.parse's value. Only the root, the list
+  // of messages and a message have keys read; deeper containers are counted. A child with a 64 MiB heap shows it.
+  const child = join(mkdtempSync(join(root, 'deep-')), 'child.mts');
+  const scanner = new URL('./json-keys.ts', import.meta.url).href;
+  writeFileSync(
+    child,
+    `import { scanKeys } from ${JSON.stringify(scanner)};
+const n = 2_000_000;
+const deep = (open: string, inner: string, close: string) => open.repeat(n) + inner + close.repeat(n);
+const rows = [
+  ['{"text":"\\n","x":' + deep('[', '', ']') + ',"text":1}', { fields: ['text'] }],
+  ['{"messages":[' + deep('{"a":', '1', '}') + ']}', { fields: ['messages'], messages: 'messages' }],
+  ['[{"role":1,"x":' + deep('[', '', ']') + ',"role":2}]', { messages: true }],
+] as const;
+for (const [text, q] of rows) console.log(JSON.stringify(scanKeys(text, q)));
+`,
+  );
+  const r = spawnSync(process.execPath, ['--import', 'tsx', '--max-old-space-size=64', child], { encoding: 'utf8', cwd: process.cwd() });
+  assert.equal(r.status, 0, r.stderr.slice(-2000));
+  assert.deepEqual(
+    r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l)),
+    [{ repeatedField: 'text' }, {}, { repeatedMessageKey: { index: 0, key: 'role' } }],
+  );
 });
 
 async function readAll(lines: string[], opts: Parameters<typeof readJsonl>[1]): Promise<SourceRecord[]> {

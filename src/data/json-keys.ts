@@ -60,9 +60,9 @@ interface Frame {
   keyNext: boolean;
   /** A message (an object in the list of messages): the keys it named so far. */
   keys?: Set<string>;
-  /** The list of messages. */
+  /** The list of messages (the only list with a frame). */
   messages: boolean;
-  /** A list: the index of the value being read. */
+  /** The list of messages: the index of the value being read. */
   index: number;
 }
 
@@ -89,15 +89,21 @@ export function scanKeys(text: string, q: KeyQuery): KeyScan {
   const out: KeyScan = {};
   const fields = q.fields ?? [];
   const seenFields = fields.length > 0 ? new Set<string>() : undefined;
+  /**
+   * The open containers whose keys are read: the root, the list of messages, a message. Those inside any other value
+   * are only counted (`deep`): a frame each was about 85 bytes a level, and a row JSON.parse takes may be nested
+   * millions deep (a 64 MiB line of brackets held 2.2 GB of frames beside JSON.parse's value).
+   */
   const stack: Frame[] = [];
+  let deep = 0;
   /** The root object's value that comes next is the messages' (set by each of its keys). */
   let messagesNext = false;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    const top = stack.at(-1);
     if (c === 0x22) {
       const end = stringEnd(text, i);
       if (end === -1) return out;
+      const top = deep === 0 ? stack.at(-1) : undefined;
       if (top?.object && top.keyNext) {
         top.keyNext = false;
         const raw = text.slice(i + 1, end);
@@ -122,16 +128,22 @@ export function scanKeys(text: string, q: KeyQuery): KeyScan {
         }
       }
       i = end;
-    } else if (c === 0x7b) {
-      const message = top?.messages === true && out.repeatedMessageKey === undefined;
-      stack.push({ object: true, keyNext: true, keys: message ? new Set() : undefined, messages: false, index: 0 });
-    } else if (c === 0x5b) {
-      const messages = q.messages === true ? stack.length === 0 : stack.length === 1 && messagesNext;
-      stack.push({ object: false, keyNext: false, messages, index: 0 });
-    } else if (c === 0x7d || c === 0x5d) stack.pop();
-    else if (c === 0x2c && top) {
-      if (top.object) top.keyNext = true;
-      else top.index++;
+    } else if (c === 0x7b || c === 0x5b) {
+      const top = stack.at(-1);
+      if (deep > 0) deep++;
+      else if (c === 0x7b && top === undefined) stack.push({ object: true, keyNext: true, messages: false, index: 0 });
+      else if (c === 0x7b && top!.messages && out.repeatedMessageKey === undefined)
+        stack.push({ object: true, keyNext: true, keys: new Set(), messages: false, index: 0 });
+      else if (c === 0x5b && (q.messages === true ? top === undefined : stack.length === 1 && top!.object && messagesNext))
+        stack.push({ object: false, keyNext: false, messages: true, index: 0 });
+      else deep++;
+    } else if (c === 0x7d || c === 0x5d) {
+      if (deep > 0) deep--;
+      else stack.pop();
+    } else if (c === 0x2c && deep === 0) {
+      const top = stack.at(-1);
+      if (top?.object) top.keyNext = true;
+      else if (top) top.index++;
     }
   }
   return out;
