@@ -155,6 +155,19 @@ test('the JSONL reader: one scan answers the chat checks and the exact label, wi
   assert.equal(labels[2]!.values!.label, 12);
 });
 
+test('a non-integer label that JSON.parse rounded is named by its first digits, not all of them', async () => {
+  // 9007199254740993.111… parses as 9007199254740992; the detail is in the error and the report, so a label of a
+  // million digits must not be.
+  const [rec] = await readAll([`{"text":"a","label":9007199254740993.${'1'.repeat(1_000_000)}}`], {
+    readsColumns: ['text', 'label'],
+    labelField: 'label',
+  });
+  assert.equal(
+    rec!.bad?.detail,
+    'label field "label" is 9007199254740993.11111111111111111111111… (1000017 characters), a non-integer number; use strings or integers',
+  );
+});
+
 // Random rows against what they were built from: keys drawn from a few names (some with quotes and backslashes),
 // written with random \u escapes; values strings full of JSON's own characters, numbers, and nested objects and lists.
 type Pairs = [string, Value][];

@@ -206,9 +206,11 @@ function exactLabel(text: string, valueFrom: number | undefined, field: string):
   const token = valueFrom === undefined ? undefined : value.exec(text)?.[1];
   const exact = token === undefined ? undefined : exactInteger(token);
   if (exact !== undefined) return exact;
+  // The token is as long as the line allows (64 MiB of digits parse as one number): its start names it.
+  const shown = token === undefined ? 'a number' : token.length > 40 ? `${token.slice(0, 40)}… (${token.length} characters)` : token;
   return {
     reason: 'invalid-label',
-    detail: `label field ${JSON.stringify(field)} is ${token ?? 'a number'}, a non-integer number; use strings or integers`,
+    detail: `label field ${JSON.stringify(field)} is ${shown}, a non-integer number; use strings or integers`,
   };
 }
 
