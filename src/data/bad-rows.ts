@@ -24,4 +24,6 @@ export interface BadRow {
   detail: string;
   /** missing-field: the source field the row lacks (for the hint when every row lacks the same one). */
   field?: string;
+  /** unknown-label: the row's label is this declared label written differently (case, spaces, "1.0" for "1"). */
+  spelling?: { label: string; meant: string };
 }

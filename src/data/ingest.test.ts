@@ -445,7 +445,8 @@ test('inferred labels that differ only in case or spaces, or mix numbers and wor
     'labels mix numbers ("0" 1, "1" 1) and words ("Ham" 1, "ham" 1, "ham " 1, "spam" 2), each a class of its own: if the numbers stand for the words, map them with labelMap: {"0": "…", "1": "…"} (each to the word it stands for) or write the words in the data; declare labels: [...] to make the others bad rows',
   ]);
   assert.match(formatDataReport(r), /\nwarning: labels that differ only in case/);
-  // Declared labels make other spellings bad rows: nothing to warn of. Clean labels: nothing either.
+  // Declared labels make other spellings bad rows: only those left out is there to warn of (the numbers are no
+  // spelling of ham or spam, so only quarantined). Clean labels: nothing.
   const declared = await run(dir, {
     task: 'classification',
     path: 'a.jsonl',
@@ -453,7 +454,9 @@ test('inferred labels that differ only in case or spaces, or mix numbers and wor
     onBadRow: 'quarantine',
     maxBadFraction: 1,
   });
-  assert.equal(declared.warnings, undefined);
+  assert.deepEqual(declared.warnings, [
+    '2 row(s) were left out as unknown-label whose label is a declared one written differently ("Ham" 1 → "ham", "ham " 1 → "ham"): labelMap: {"Ham": "ham", "ham ": "ham"} keeps them',
+  ]);
   writeFileSync(join(dir, 'b.jsonl'), [j({ text: 'a', label: 'ham' }), j({ text: 'b', label: 'spam' })].join('\n'));
   assert.equal((await run(dir, { task: 'classification', path: 'b.jsonl' })).warnings, undefined);
   // The most common spelling padded with a space is no class name to merge onto; a group padded alone is merged trimmed.
@@ -465,6 +468,43 @@ test('inferred labels that differ only in case or spaces, or mix numbers and wor
   );
   writeFileSync(join(dir, 'd.jsonl'), ['ok ', ' ok', ' ok'].map((label, i) => j({ text: `t${i}`, label })).join('\n'));
   assert.match((await run(dir, { task: 'classification', path: 'd.jsonl' })).warnings?.[0] ?? '', /labelMap: \{" ok": "ok", "ok ": "ok"\}/);
+});
+test('one number written two ways ("0", "0.0": pandas writes floats for a column with a missing value) is one class in the warnings, and rows left out for another spelling of a declared label are a warning naming the labelMap', async () => {
+  const dir = tmp();
+  // An export by pandas (floats) beside a JSONL of integers: 0/1/2 and 0.0/1.0/2.0 were six classes, and the warning
+  // called "0.0" a word to map onto a number.
+  writeFileSync(join(dir, 'a.csv'), 'text,label\n' + Array.from({ length: 6 }, (_, i) => `csv ${i},${i % 3}.0\n`).join(''));
+  writeFileSync(join(dir, 'b.jsonl'), Array.from({ length: 6 }, (_, i) => j({ text: `json ${i}`, label: i % 3 })).join('\n'));
+  const inferred = await run(dir, { task: 'classification', path: '.' });
+  assert.deepEqual(inferred.warnings, [
+    'labels that are one number written differently are classes of their own: "0" 2, "0.0" 2; "1" 2, "1.0" 2; "2" 2, "2.0" 2 (pandas writes a whole-number column that holds a missing value as 0.0, 1.0, …); merge them with labelMap: {"0.0": "0", "1.0": "1", "2.0": "2"}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows',
+  ]);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  // Declared, the other spelling's rows were quarantined with nothing but "not one of" to say why: half the data.
+  const declared = await run(dir, {
+    task: 'classification',
+    path: '.',
+    labels: ['0', '1', '2'],
+    onBadRow: 'quarantine',
+    maxBadFraction: 0.5,
+  });
+  assert.deepEqual([declared.rowsOut, declared.badRows], [6, { 'unknown-label': 6 }]);
+  assert.deepEqual(declared.warnings, [
+    '6 row(s) were left out as unknown-label whose label is a declared one written differently ("0.0" 2 → "0", "1.0" 2 → "1", "2.0" 2 → "2"): labelMap: {"0.0": "0", "1.0": "1", "2.0": "2"} keeps them',
+  ]);
+  assert.match(
+    declared.firstQuarantined![0]!,
+    /^a\.csv:2: unknown-label: label "0\.0" is not one of \["0","1","2"\]; it is "0" written differently: labelMap: \{"0\.0": "0"\} keeps such rows$/,
+  );
+  assert.match(formatDataReport(declared), /\nwarning: 6 row\(s\) were left out as unknown-label/);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  const mapped = await run(dir, {
+    task: 'classification',
+    path: '.',
+    labels: ['0', '1', '2'],
+    labelMap: { '0.0': '0', '1.0': '1', '2.0': '2' },
+  });
+  assert.deepEqual([mapped.rowsOut, mapped.labels, mapped.warnings], [12, { '0': 4, '1': 4, '2': 4 }, undefined]);
 });
 test('inferred labels that are nearly all one row each are a warning (the label field holds text), and the report lists 30 at most', async () => {
   const dir = tmp();

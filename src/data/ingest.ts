@@ -24,6 +24,7 @@ import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isBad, makeRowMapper } from './task-fields.ts';
+import { canonicalNumber, isNumberLabel } from './label-spellings.ts';
 import { setOwn } from '../util/own-key.ts';
 import { closest } from '../spec/suggest.ts';
 import { isTemplateError, parseTemplate } from './prompt-template.ts';
@@ -263,8 +264,28 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
         )}; merge them with labelMap: ${labelMapExample(merges)}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows`,
     );
   }
-  const numbers = [...labels.keys()].filter((l) => /^-?\d+$/.test(l)).sort();
-  const words = [...labels.keys()].filter((l) => !/^-?\d+$/.test(l)).sort();
+  // One number in several forms ("1", "1.0"): the spellings of one class that differ in more than spaces.
+  const byNumber = new Map<string, string[]>();
+  for (const l of [...labels.keys()].sort())
+    if (isNumberLabel(l)) byNumber.set(canonicalNumber(l), [...(byNumber.get(canonicalNumber(l)) ?? []), l]);
+  const numberForms = [...byNumber].filter(([, ls]) => new Set(ls.map((l) => l.trim())).size > 1);
+  if (numberForms.length > 0) {
+    // Onto the plain form ("1") where the data has it, else the most common spelling, trimmed.
+    const merges = numberForms.flatMap(([n, ls]) => {
+      const to = ls.includes(n) ? n : ls.reduce((a, b) => (labels.get(b)! > labels.get(a)! ? b : a)).trim();
+      return ls.filter((l) => l !== to).map((l) => [l, to] as const);
+    });
+    out.push(
+      `labels that are one number written differently are classes of their own: ${numberForms
+        .slice(0, LABELS_LISTED)
+        .map(([, ls]) => shown(ls))
+        .join(
+          '; ',
+        )} (pandas writes a whole-number column that holds a missing value as 0.0, 1.0, …); merge them with labelMap: ${labelMapExample(merges)}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows`,
+    );
+  }
+  const numbers = [...labels.keys()].filter(isNumberLabel).sort();
+  const words = [...labels.keys()].filter((l) => !isNumberLabel(l)).sort();
   if (numbers.length > 0 && words.length > 0)
     out.push(
       `labels mix numbers (${shown(numbers)}) and words (${shown(words)}), each a class of its own: if the numbers stand for the words, map them with labelMap: ${labelMapExample(
@@ -272,6 +293,20 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
       )} (each to the word it stands for) or write the words in the data; declare labels: [...] to make the others bad rows`,
     );
   return out;
+}
+
+/**
+ * Rows quarantined for a label that is a declared one written differently (" Billing" for "billing", "1.0" for "1"):
+ * within maxBadFraction the run goes on without them, so the report says which labelMap would have kept them.
+ */
+function misspeltWarning(misspelt: ReadonlyMap<string, readonly [string, number]>): string {
+  const all = [...misspelt].sort((a, b) => b[1][1] - a[1][1] || (a[0] < b[0] ? -1 : 1));
+  const rows = all.reduce((n, [, [, c]]) => n + c, 0);
+  const listed = all
+    .slice(0, LABELS_LISTED)
+    .map(([l, [meant, c]]) => `${JSON.stringify(cap(l, NAME_CHARS))} ${c} → ${JSON.stringify(cap(meant, NAME_CHARS))}`)
+    .join(', ');
+  return `${rows} row(s) were left out as unknown-label whose label is a declared one written differently (${listed}${all.length > LABELS_LISTED ? `, and ${all.length - LABELS_LISTED} more` : ''}): labelMap: ${labelMapExample(all.map(([l, [meant]]) => [l, meant] as const))} keeps them`;
 }
 
 /** `{"Ham": "ham", "ham ": "ham"}`: a labelMap for a warning to suggest, bounded (labels come from the data). */
@@ -400,6 +435,8 @@ async function ingestFiles(
     const failedFiles = new Set<string>();
     let firstWhere = '';
     const labels = new Map<string, number>();
+    /** Quarantined unknown-label rows whose label is a declared one written differently: label → [meant, rows]. */
+    const misspelt = new Map<string, [string, number]>();
     const lengths = new Map<number, number>();
     const report = () => opts.onProgress?.({ rows: rowsIn, fraction: totalBytes > 0 ? Math.min(1, bytesDone / totalBytes) : undefined });
 
@@ -516,8 +553,13 @@ async function ingestFiles(
               }
               const checked: { conversation?: ConversationMessage[] } = {};
               const mapped = mapRow(rec.values!, checked);
-              if (isBad(mapped)) bad(f.display, rec.row, lines, mapped.reason, mapped.detail, rec.raw, mapped.field);
-              else {
+              if (isBad(mapped)) {
+                bad(f.display, rec.row, lines, mapped.reason, mapped.detail, rec.raw, mapped.field);
+                if (mapped.spelling) {
+                  const { label, meant } = mapped.spelling;
+                  misspelt.set(label, [meant, (misspelt.get(label)?.[1] ?? 0) + 1]);
+                }
+              } else {
                 const values = cols.map((c) => mapped[c]!);
                 // Canonical content: the task and its columns in order, as JSON; provenance is excluded
                 // so identical rows from different files hash alike.
@@ -619,6 +661,7 @@ async function ingestFiles(
       ...readWarnings.slice(0, DUPLICATE_FILES),
       ...(readWarnings.length > DUPLICATE_FILES ? [`${readWarnings.length - DUPLICATE_FILES} more such warnings`] : []),
       ...(cfg.labels === undefined ? labelWarnings(labels, cfg.fields?.label ?? 'label') : []),
+      ...(misspelt.size > 0 ? [misspeltWarning(misspelt)] : []),
     ];
     const labelSet = cfg.labels ?? [...labels.keys()].sort();
     const labelCounts: Record<string, number> = {};

@@ -1,0 +1,35 @@
+/**
+ * Labels that are one class written differently: in case or surrounding spaces ("ham", "Ham", "ham "), or one number
+ * in two forms ("1", "1.0", "01"). pandas writes a whole-number column that holds a missing value as floats, so one
+ * export's `1` is another's `1.0`; read as text, each spelling would be a class of its own, and beside declared labels
+ * every row of the other spelling would be quarantined.
+ */
+
+/** A decimal number as a label may hold it: no exponent, no thousands separator (those are as likely codes as numbers). */
+const DECIMAL = /^[+-]?\d+(\.\d+)?$/;
+
+export function isNumberLabel(label: string): boolean {
+  return DECIMAL.test(label.trim());
+}
+
+/** "+01.50" → "1.5", "-0.0" → "0": the number's digits without sign noise, leading or trailing zeros (exact, no float). */
+export function canonicalNumber(label: string): string {
+  const t = label.trim();
+  const negative = t.startsWith('-');
+  const [whole, fraction = ''] = t.replace(/^[+-]/, '').split('.');
+  const digits = whole!.replace(/^0+(?=\d)/, '');
+  const decimals = fraction.replace(/0+$/, '');
+  const n = decimals === '' ? digits : `${digits}.${decimals}`;
+  return negative && n !== '0' ? `-${n}` : n;
+}
+
+/** What spellings of one class share: the number it writes, else its text trimmed and case-folded. */
+export function labelKey(label: string): string {
+  return isNumberLabel(label) ? `number:${canonicalNumber(label)}` : `text:${label.trim().toLowerCase()}`;
+}
+
+/** The declared label that `label` is another spelling of, if any (for a hint to map it rather than lose its rows). */
+export function declaredSpelling(label: string, declared: readonly string[]): string | undefined {
+  const key = labelKey(label);
+  return declared.find((d) => d !== label && labelKey(d) === key);
+}
