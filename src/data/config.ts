@@ -100,7 +100,7 @@ export interface DedupeConfig {
       };
   /** Column holding the label, checked for conflicts. Default 'label' when present. */
   labelColumn?: string;
-  /** What to do when duplicates disagree on the label. Default 'keep-first'. */
+  /** What to do when duplicates disagree on the label. Default 'keep-first'. 'majority' drops a cluster whose labels tie. */
   conflicts?: 'keep-first' | 'drop-all' | 'majority';
 }
 

@@ -8,6 +8,7 @@ import { Field, Schema, Utf8 } from 'apache-arrow';
 import { ArrowTableWriter, columnValues, PROMPT_TEMPLATE_METADATA, readArrowBatches, readArrowSchema } from './arrow-io.ts';
 import type { DedupeConfig } from './config.ts';
 import { dedupe } from './dedupe.ts';
+import { formatDataReport } from './report.ts';
 import { ingest } from './ingest.ts';
 import { Rng } from './rng.ts';
 import { split } from './split.ts';
@@ -186,6 +187,42 @@ test('label conflicts: keep-first, drop-all, majority', async () => {
   assert.deepEqual([maj.report.exactRemoved, maj.report.conflictsRemoved], [1, 1]);
   for (const r of [first, drop, maj])
     assert.equal(r.report.rowsIn, r.report.rowsOut + r.report.exactRemoved + r.report.nearRemoved + r.report.conflictsRemoved);
+});
+
+test('majority drops a conflict without a majority instead of keeping the label that came first', async () => {
+  // Two annotators disagreeing on one ticket, twice: 1:1 and 2:2. Both were kept with the first row's label (billing),
+  // so the order of the file chose what the model learns; 2:1 still keeps the majority.
+  const rows = [
+    { text: 'charged twice and the app crashes', label: 'billing' },
+    { text: 'Charged twice and the app crashes', label: 'technical' },
+    { text: 'refund please, login broken', label: 'billing' },
+    { text: 'refund please, login broken', label: 'technical' },
+    { text: 'refund please, login broken ', label: 'technical' },
+    { text: 'Refund please, login broken', label: 'billing' },
+    { text: 'win a prize now', label: 'spam' },
+    { text: 'WIN a prize now', label: 'ham' },
+    { text: 'win a  prize now', label: 'spam' },
+    { text: 'unique row', label: 'ham' },
+  ];
+  const maj = await run(rows, { near: false, conflicts: 'majority' });
+  assert.deepEqual(
+    maj.kept.map((r) => [r.text, r.label]),
+    [
+      ['win a prize now', 'spam'],
+      ['unique row', 'ham'],
+    ],
+  );
+  assert.deepEqual(
+    maj.report.conflicts.map((c) => [c.labels, c.kept, c.tie]),
+    [
+      [{ billing: 1, technical: 1 }, null, true],
+      [{ billing: 2, technical: 2 }, null, true],
+      [{ ham: 1, spam: 2 }, 'spam', undefined],
+    ],
+  );
+  assert.deepEqual([maj.report.exactRemoved, maj.report.conflictsRemoved], [1, 7]);
+  assert.equal(maj.report.rowsIn, maj.report.rowsOut + maj.report.exactRemoved + maj.report.nearRemoved + maj.report.conflictsRemoved);
+  assert.match(formatDataReport(maj.report), /cluster 0 \(exact\): billing 1, technical 1 → dropped \(no majority\)/);
 });
 
 test('config errors name the field and leave nothing behind', async () => {

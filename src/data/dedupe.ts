@@ -197,13 +197,17 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
       conflictRoot[r] = 1;
       conflictCount++;
       let kept: number;
+      let tie = false;
       if (policy === 'drop-all') kept = -1;
       else if (policy === 'keep-first') kept = r;
       else {
-        // Majority label; ties go to the tied label seen first in input order.
-        let best: { count: number; first: number } | null = null;
-        for (const e of m.values()) if (!best || e.count > best.count || (e.count === best.count && e.first < best.first)) best = e;
-        kept = best!.first;
+        // The label most members carry. Without one (a text labelled billing once and technical once, the usual
+        // disagreement of two annotators) the cluster goes, as drop-all would: keeping the label that came first in
+        // the file trained on a guess.
+        const top = Math.max(...[...m.values()].map((e) => e.count));
+        const leaders = [...m.values()].filter((e) => e.count === top);
+        tie = leaders.length > 1;
+        kept = tie ? -1 : leaders[0]!.first;
       }
       keptOf[r] = kept;
       if (conflicts.length < 20) {
@@ -214,6 +218,7 @@ export async function dedupe(inPath: string, cfg: DedupeConfig, opts: DedupeOpti
           reason: clusterNear[r] ? 'near' : 'exact',
           labels,
           kept: kept === -1 ? null : labelNames[labelIds.data[kept]],
+          ...(tie ? { tie: true } : {}),
         });
       }
     }

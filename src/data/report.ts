@@ -72,6 +72,8 @@ export interface DedupeConflict {
   labels: Record<string, number>;
   /** Policy outcome: the label kept, or null when the cluster was dropped. */
   kept: string | null;
+  /** Policy majority: no label had more members than every other, so the cluster was dropped. */
+  tie?: true;
 }
 
 export interface DedupeReport {
@@ -201,7 +203,10 @@ export function formatDataReport(r: DataReport): string {
           ? [`near duplicates compared without the prompt template's own text (${r.templateShingles} shingles)`]
           : []),
         `label conflicts: ${r.conflictCount}`,
-        ...r.conflicts.map((c) => `  cluster ${c.cluster} (${c.reason}): ${countsLine(c.labels)} → ${c.kept ?? 'dropped'}`),
+        ...r.conflicts.map(
+          (c) =>
+            `  cluster ${c.cluster} (${c.reason}): ${countsLine(c.labels)} → ${c.kept ?? (c.tie ? 'dropped (no majority)' : 'dropped')}`,
+        ),
       ].join('\n');
     case 'split': {
       const names = Object.keys(r.splits);
