@@ -192,6 +192,13 @@ function valueError(list: ErrorObject[], instancePath: string, opts: HumanizeOpt
       hint = `write \${{ ${bare.expr} }}`;
     } else if (keywords.has('type') && describeExpected(first.parentSchema as Record<string, unknown>) === 'an artifact reference')
       hint = "write ${{ stages.<id>.outputs.<name> }}: an upstream stage's output";
+    else if (
+      keywords.has('type') &&
+      (first.parentSchema as { type?: unknown }).type === 'string' &&
+      (typeof first.data === 'number' || typeof first.data === 'boolean')
+    )
+      // `labels: [0, 1]` and `labels: [true, false]`: YAML reads unquoted digits and true/false as numbers and booleans.
+      hint = `quote it to give the text: ${JSON.stringify(String(first.data))}`;
     if (keywords.has('enum') && typeof first.data === 'string') {
       const allowed = ((first.parentSchema as { enum?: unknown[] }).enum ?? []).filter((v): v is string => typeof v === 'string');
       const guess = closest(first.data, allowed);

@@ -1000,6 +1000,21 @@ describe('many errors at once', () => {
       'p.json',
     );
   });
+
+  test('a number or true/false where text is wanted says to quote it (labels: [0, 1] is two numbers to YAML)', () => {
+    for (const [value, quoted] of [
+      ['0', '"0"'],
+      ['1.5', '"1.5"'],
+      ['true', '"true"'],
+    ])
+      expectOnly(`name: p\nstages:\n  ingest:\n    uses: ingest\n    with: { source: ${value} }\n`, {
+        code: 'with-schema',
+        path: 'stages.ingest.with.source',
+        at: `${value} }`,
+        message: `must be a string, got ${value}`,
+        hint: `quote it to give the text: ${quoted}`,
+      });
+  });
 });
 
 import { checkSpecText } from './load.ts';
