@@ -5,7 +5,7 @@
  */
 import { LineCounter, parseDocument, isAlias, isMap, isPair, isScalar, isSeq, visit, type Document, type Node, type YAMLError } from 'yaml';
 import { isJsonFile, parseStrictJson } from './json-syntax.ts';
-import { fromPointer, toHumanPath, toPointer, type Segment } from './paths.ts';
+import { fromPointer, humanPathOfPointer, toHumanPath, toPointer, type Segment } from './paths.ts';
 import type { SpecError } from './types.ts';
 
 export interface Pos {
@@ -94,6 +94,10 @@ export function parseSource(text: string, file: string): ParseResult {
     } catch (e) {
       return { ok: false, errors: [{ file, line: 1, column: 1, path: '', code: 'yaml-syntax', message: (e as Error).message }] };
     }
+  if (!json) {
+    const renamed = renamedKeys(doc, file, lineCounter, locations, data);
+    if (renamed.length > 0) return { ok: false, errors: renamed };
+  }
   const parsed: ParsedSource = { file, text, data, locations, lineCounter };
   const nonJson = nonJsonValues(parsed);
   return nonJson.length ? { ok: false, errors: nonJson } : { ok: true, parsed };
@@ -123,6 +127,36 @@ function mergeKeys(doc: Document, file: string, lc: LineCounter, locations: Map<
         code: 'merge-key',
         message: 'YAML merge keys (<<) are not supported: write the fields out, or use params',
         hint: 'an alias still stands for a whole value (retry: &r { … } on one stage, retry: *r on another); defaults: gives every stage a retry, timeout and queue',
+      });
+    },
+  });
+  return errors;
+}
+
+/**
+ * A plain key YAML reads as a number whose digits differ from what was written: `labelMap: {1.0: "1"}` is the key "1"
+ * (and `01`, `1e2`, `0x1F` are "1", "100", "31"), so the map rewrote "1" to itself and every "1.0" row stayed as it
+ * was, without a word. Said at the key, with the quoting that keeps the text.
+ */
+function renamedKeys(doc: Document, file: string, lc: LineCounter, locations: Map<string, NodeLocation>, data: unknown): SpecError[] {
+  const errors: SpecError[] = [];
+  visit(doc, {
+    Pair(_, pair) {
+      const k = pair.key;
+      if (!isScalar(k) || k.type !== 'PLAIN' || typeof k.value !== 'number' || !k.range || k.source === undefined) return;
+      if (String(k.value) === k.source) return;
+      const at = lc.linePos(k.range[0]);
+      let path = '';
+      for (const [pointer, loc] of locations)
+        if (loc.key && loc.key.line === at.line && loc.key.column === at.col) path = humanPathOfPointer(pointer, data);
+      errors.push({
+        file,
+        line: at.line,
+        column: at.col,
+        path,
+        code: 'number-key',
+        message: `key ${k.source} is the number ${String(k.value)} to YAML, so the key is ${JSON.stringify(String(k.value))}, not ${JSON.stringify(k.source)}`,
+        hint: `quote it to keep the text: ${JSON.stringify(k.source)}`,
       });
     },
   });

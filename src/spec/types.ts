@@ -198,6 +198,8 @@ export type SpecErrorCode =
   | 'bad-value'
   /** A YAML 1.1 merge key (`<<: *x`), which YAML 1.2 reads as a field named '<<'. */
   | 'merge-key'
+  /** A plain mapping key YAML reads as a number written otherwise (`1.0: x` is the key "1"). */
+  | 'number-key'
   | 'schema'
   | 'unknown-field'
   | 'missing-field'

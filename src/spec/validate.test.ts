@@ -103,6 +103,30 @@ describe('YAML and JSON syntax', () => {
     });
   });
 
+  // labelMap: {1.0: "1"} was the key "1": the map rewrote "1" to itself and left every "1.0" row as it was.
+  test('a plain key YAML reads as a number written otherwise (1.0, 01, 1e2) is an error at the key; 0, -1 and quoted keys are keys', () => {
+    const at = (key: string) => yaml`
+      name: p
+      stages:
+        ingest:
+          uses: ingest
+          with: { source: a.csv, tags: { ${key}: x } }
+    `;
+    for (const [key, number] of [
+      ['1.0', '1'],
+      ['01', '1'],
+      ['1e2', '100'],
+    ])
+      expectOnly(at(key), {
+        code: 'number-key',
+        path: `stages.ingest.with.tags["${number}"]`,
+        at: `${key}: x`,
+        message: `key ${key} is the number ${number} to YAML, so the key is "${number}", not "${key}"`,
+        hint: `quote it to keep the text: "${key}"`,
+      });
+    for (const key of ['0', '-1', '"1.0"', "'01'", 'true']) assert.ok(!errorsOf(at(key)).some((e) => e.code === 'number-key'), key);
+  });
+
   // YAML 1.2 has no merge keys: `<<` was an unknown field, and the fields it was meant to bring in "missing".
   test('a merge key (<<) is one error at the key, and a quoted "<<" is a key like any other', () => {
     const text = yaml`
