@@ -196,9 +196,13 @@ function valueError(list: ErrorObject[], instancePath: string, opts: HumanizeOpt
       keywords.has('type') &&
       (first.parentSchema as { type?: unknown }).type === 'string' &&
       (typeof first.data === 'number' || typeof first.data === 'boolean')
-    )
+    ) {
       // `labels: [0, 1]` and `labels: [true, false]`: YAML reads unquoted digits and true/false as numbers and booleans.
-      hint = `quote it to give the text: ${JSON.stringify(String(first.data))}`;
+      // As written: `1.0` is the number 1 to YAML, and the label meant is "1.0".
+      const loc = opts.parsed.locations.get(fullPointer(opts, first.instancePath));
+      const written = loc && loc.end > loc.start ? opts.parsed.text.slice(loc.start, loc.end).trim() : '';
+      hint = `quote it to give the text: ${JSON.stringify(/^[^\s"'#,[\]{}]+$/.test(written) ? written : String(first.data))}`;
+    }
     if (keywords.has('enum') && typeof first.data === 'string') {
       const allowed = ((first.parentSchema as { enum?: unknown[] }).enum ?? []).filter((v): v is string => typeof v === 'string');
       const guess = closest(first.data, allowed);

@@ -1026,17 +1026,19 @@ describe('many errors at once', () => {
   });
 
   test('a number or true/false where text is wanted says to quote it (labels: [0, 1] is two numbers to YAML)', () => {
-    for (const [value, quoted] of [
-      ['0', '"0"'],
-      ['1.5', '"1.5"'],
-      ['true', '"true"'],
+    // The hint quotes what was written: 1.0 is the number 1 to YAML, and the text meant is "1.0".
+    for (const [value, read] of [
+      ['0', '0'],
+      ['1.5', '1.5'],
+      ['1.0', '1'],
+      ['true', 'true'],
     ])
       expectOnly(`name: p\nstages:\n  ingest:\n    uses: ingest\n    with: { source: ${value} }\n`, {
         code: 'with-schema',
         path: 'stages.ingest.with.source',
         at: `${value} }`,
-        message: `must be a string, got ${value}`,
-        hint: `quote it to give the text: ${quoted}`,
+        message: `must be a string, got ${read}`,
+        hint: `quote it to give the text: "${value}"`,
       });
   });
 });
