@@ -506,6 +506,36 @@ test('one number written two ways ("0", "0.0": pandas writes floats for a column
   });
   assert.deepEqual([mapped.rowsOut, mapped.labels, mapped.warnings], [12, { '0': 4, '1': 4, '2': 4 }, undefined]);
 });
+test('a null text is said to be null, not missing, and is no sign that the mapping is wrong', async () => {
+  const dir = tmp();
+  // pandas writes NaN as null: the field is there. "is missing", and with every bad row such, "every row lacks field
+  // Body: the mapping is probably wrong", sent the user looking for a column the file has.
+  writeFileSync(join(dir, 'a.jsonl'), [j({ Body: 'ok', label: 'a' }), j({ Body: null, label: 'a' }), j({ label: 'b' })].join('\n'));
+  const r = await run(dir, {
+    task: 'classification',
+    path: 'a.jsonl',
+    fields: { text: 'Body' },
+    onBadRow: 'quarantine',
+    maxBadFraction: 1,
+  });
+  assert.deepEqual(r.firstQuarantined, [
+    'a.jsonl:2: missing-field: field "Body" (text) is null',
+    'a.jsonl:3: missing-field: field "Body" (text) is missing',
+  ]);
+  writeFileSync(
+    join(dir, 'b.jsonl'),
+    [j({ Body: 'ok', label: 'a' }), j({ Body: null, label: 'a' }), j({ Body: null, label: 'b' })].join('\n'),
+  );
+  await assert.rejects(
+    run(dir, { task: 'classification', path: 'b.jsonl', fields: { text: 'Body' }, onBadRow: 'quarantine', maxBadFraction: 0.5 }),
+    (e: unknown) => {
+      assert.ok(e instanceof InputError, String(e));
+      assert.match(e.message, /b\.jsonl:2: field "Body" \(text\) is null/);
+      assert.doesNotMatch(e.hint ?? '', /every row lacks/);
+      return true;
+    },
+  );
+});
 test('inferred labels that are nearly all one row each are a warning (the label field holds text), and the report lists 30 at most', async () => {
   const dir = tmp();
   // fields.label pointed at the text by mistake: a class per row.

@@ -64,8 +64,10 @@ function renderTemplate(sections: ParsedTemplate['sections'], values: Record<str
  */
 export function fieldText(values: Record<string, unknown>, f: string, column: string): string | BadRow {
   const v = field(values, f);
-  if (v === undefined || v === null)
-    return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (${column}) is missing`, field: f };
+  if (v === undefined) return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (${column}) is missing`, field: f };
+  // null is what pandas writes for NaN: the field is there, so "missing" (and the hint that every row lacks it, that
+  // the mapping is wrong) would send the user looking for a column the file has.
+  if (v === null) return { reason: 'missing-field', detail: `field ${JSON.stringify(f)} (${column}) is null` };
   if (typeof v !== 'string')
     return {
       reason: 'not-string',
