@@ -19,7 +19,8 @@ export const dedupeStage: StageKind<Config> = {
   kind: 'dedupe',
   description: 'remove exact and near duplicates (MinHash + LSH); report clusters and label conflicts',
   // 2: near duplicates compared without the prompt template the table records (src/data/template-shingles.ts).
-  codeVersion: 'dedupe-2',
+  // 3: conflicts: majority drops a cluster whose labels tie (8 Dec); a cached 2 kept the first row's label there.
+  codeVersion: 'dedupe-3',
   withSchema: withInputs(dedupeWithSchema, { table: { ...artifactRefSchema, takes: ['table'] } }),
   outputs: {
     table: { type: 'table', description: 'kept rows, with _cluster' },

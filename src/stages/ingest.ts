@@ -37,7 +37,11 @@ export const ingestStage: StageKind<IngestConfig> = {
   // that leads round, or to a folder outside the roots, is a report warning, in name order), a JSONL label past 2^53 is read exactly (two classes where JSON.parse made
   // one), a chat message naming a key twice is a duplicate-field bad row. A cached 3 kept the old result of such input;
   // the demo pipelines' tables, quarantines and reports are byte for byte as in 3.
-  codeVersion: 'ingest-4',
+  // 5: the report and quarantine say more of the same rows (8 Dec): one number written two ways ("1", "1.0") is a
+  // warning of its own, an unknown-label row whose label is a declared one written differently says so (its detail)
+  // and is a report warning, a null text is "is null". Tables are byte for byte as in 4; a cached 4 kept a report
+  // without those warnings, and the quarantine's old details.
+  codeVersion: 'ingest-5',
   withSchema: ingestWithSchema,
   outputs: {
     table: { type: 'table', description: 'the ingested rows (task columns + _source, _row, _hash)' },
