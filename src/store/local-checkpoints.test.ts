@@ -409,6 +409,25 @@ test("a --no-cache run's own checkpoint folders (<key>.fresh-…) go by their ag
   assert.deepEqual(readdirSync(at(own('c'))), ['COMPLETE']);
 });
 
+test('an abandoned folder of a name past 234 bytes (named before 8 Dec 2026) or of a hashed one is renamed aside and collected', async (t) => {
+  const { checkpoints, gc } = home(t, 'long');
+  const at = (name: string) => join(checkpoints, name);
+  // `<key>.fresh-<run id>-train` of a long `--run-id`: 250 bytes fit a folder name, not `.<name>.gc-<pid>-<8 hex>`.
+  const long = `${key('a')}.fresh-${'r'.repeat(250 - 64 - 7 - 6)}-train`;
+  assert.equal(Buffer.byteLength(long), 250);
+  const hashed = `${key('b')}.h-${key('c')}`;
+  for (const name of [long, hashed]) {
+    checkpoint(checkpoints, name, 2);
+    age(at(name), 40);
+  }
+  const r = (await gc(true)).localCheckpoints!;
+  assert.deepEqual(Object.fromEntries(r.items.map((i) => [i.name, [i.why, i.deleted]])), {
+    [long]: ['abandoned', true],
+    [hashed]: ['abandoned', true],
+  });
+  assert.deepEqual(readdirSync(checkpoints), [], 'left aside folders or locks');
+});
+
 test('a lock of a holder on another machine that has not refreshed it for minutes (a long native run) is not taken over: its writer keeps its temp folder and its lock', async (t) => {
   const { checkpoints, gc } = home(t, 'remote');
   const folder = join(checkpoints, key('a'));

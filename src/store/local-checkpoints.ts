@@ -26,14 +26,14 @@
  * over after TEMPERED_CHECKPOINT_LOCK_STALE_MS, as it must to retry, but a gc is in no hurry, and
  * taking it over would make that training abort on its next refresh. Collecting takes that lock itself, as a
  * train stage does, so a training that starts meanwhile waits for it (acquireCheckpointLock), judges the
- * folder again under it, then renames it aside (`.<name>.gc-<pid>-<token>`, which nothing reads) before
+ * folder again under it, then renames it aside (`.<name>.gc-<pid>-<token>`, `<name>` hashed when long; nothing reads these) before
  * deleting: a gc killed mid-delete leaves no folder a resume could take for a checkpoint (a resume reads
  * `<name>/step-N/manifest.json` only), just the aside folder that the next collection deletes once its
  * gc is dead. A kept folder loses its stray temp folders (`.step-N.tmp-<pid>[.old]` of dead writers:
  * half-written checkpoints), as the train stage's own `removeStaleTemps` would on its next start.
  */
 import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { acquireDirLock, LockBusyError, lockHolder, type DirLock } from '../util/dir-lock.ts';
@@ -153,6 +153,16 @@ export interface LocalCheckpointOptions {
 }
 
 const TEMP = /^\.step-\d+\.tmp-(\d+)(\.old)?$/;
+
+/**
+ * The name a collection renames `name` aside to. `.<name>.gc-<pid>-<8 hex>` is up to 21 bytes longer than the name: one
+ * of 235 to 250 bytes (a train stage named it so before 8 Dec 2026, when it began naming longer ones by their hash)
+ * gets its sha256 instead, as rename failed ENAMETOOLONG and stopped the whole collection.
+ */
+function asideName(name: string): string {
+  const base = Buffer.byteLength(name) > 234 ? createHash('sha256').update(name).digest('hex') : name;
+  return `.${base}.gc-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
 const ASIDE = /^\..+\.gc-(\d+)-[0-9a-f]+$/;
 
 /** Bytes and newest mtime of a tree, links not followed; zero and -Infinity when it is gone. */
@@ -343,7 +353,7 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
       } else if (j.why) {
         // Renamed out of the train stage's sight first, so a delete cut short leaves nothing under
         // the name a resume reads; the lock can go as soon as the name is free.
-        const to = join(opts.dir, `.${name}.gc-${process.pid}-${randomBytes(4).toString('hex')}`);
+        const to = join(opts.dir, asideName(name));
         renameSync(path, to);
         lock.release();
         release = false;
