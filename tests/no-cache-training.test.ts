@@ -18,7 +18,8 @@ import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { StageCache, type CacheRecord } from '../src/store/stage-cache.ts';
 import { statePaths } from '../src/state-paths.ts';
 import type { ArtifactRef } from '../src/types.ts';
-import type { RunStatus } from '../workflows/types.ts';
+import type { RunInput, RunStatus } from '../workflows/types.ts';
+import { runInput, waitForRun, WORKFLOW_TYPE } from '../client/runs.ts';
 import { runCli, startCliServer, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { writeTrainPipeline } from './helpers/train-fixture.ts';
 
@@ -243,6 +244,43 @@ describe('--no-cache training', () => {
       assert.equal(modelSha(st), modelSha(reference), 'the same bytes as a training never interrupted');
       assert.ok(existsSync(left) && readdirSync(left).length > 0, "the other run's checkpoint is still there");
     } finally {
+      await stopCliWorker(w);
+    }
+  });
+  it("a run whose input names its checkpoint folder or its cached stages otherwise than tempered's client would is refused, naming the field", async () => {
+    const connection = await Connection.connect({ address: cluster.server.address });
+    const client = new Client({ connection });
+    // The cache holds the finished training, which a cachedStages of `"train"` (a string: matched by substring) took.
+    await new StageCache(statePaths(home).cache, new ArtifactStore(join(home, 'store'))).put(referenceRecord);
+    const w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
+    try {
+      const input = await runInput(client, reference.runId);
+      const start = async (workflowId: string, next: RunInput) => {
+        await client.workflow.start(WORKFLOW_TYPE, { workflowId, taskQueue: 'no-cache-test', args: [next] });
+        return waitForRun(client, workflowId);
+      };
+      const uncached = { ...input.plan, stages: input.plan.stages.map((s) => (s.id === 'train' ? { ...s, cache: false } : s)) };
+      const a = await start('bad-uncached-checkpoints', {
+        plan: uncached,
+        options: { ...input.options, uncachedCheckpoints: 'x/../../../escape' },
+      });
+      assert.equal(a.state, 'failed');
+      const why = train(a).error?.message ?? '';
+      assert.match(why, /RunOptions\.uncachedCheckpoints: "x\/\.\.\/\.\.\/\.\.\/escape" is not 1 to 64/, why);
+      assert.doesNotMatch(why, /ownCheckpoints/, 'named a field the input does not have');
+      assert.match(train(a).error?.hint ?? '', /tempered submit/);
+      assert.ok(!existsSync(join(home, '..', 'escape-train')));
+
+      const b = await start('bad-cached-stages', {
+        plan: input.plan,
+        options: { ...input.options, noCache: true, cachedStages: 'train' as unknown as string[] },
+      });
+      assert.equal(b.state, 'failed', 'ran, its training taken from the stage cache');
+      const ingest = b.stages.find((s) => s.id === 'ingest')!;
+      assert.match(ingest.error?.message ?? '', /RunOptions\.cachedStages: "train" is not a list of stage ids/);
+      assert.notEqual(train(b).state, 'cached');
+    } finally {
+      await connection.close();
       await stopCliWorker(w);
     }
   });

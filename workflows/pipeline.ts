@@ -31,6 +31,7 @@ import { resolveStageRefs } from '../src/spec/runtime-refs.ts';
 import type { PlannedStage } from '../src/spec/types.ts';
 import { nextStages } from './next-stages.ts';
 import { pendingStatus } from './pending-status.ts';
+import { runOptionsRefusal } from './run-checkpoints.ts';
 import type {
   CacheLookupRequest,
   CacheLookupResult,
@@ -179,6 +180,15 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
     st.state = 'running';
     st.startedAt = now();
     try {
+      // Refused before any command: no recorded history has such an input, so they replay as before.
+      const refusal = runOptionsRefusal(options, stage);
+      if (refusal)
+        throw ApplicationFailure.create({
+          type: 'InputError',
+          message: refusal.message,
+          nonRetryable: true,
+          details: [{ hint: refusal.hint }],
+        });
       const config = resolveStageRefs(stage.with, outputs) as Record<string, unknown>;
       // A resume of a --no-cache run reuses only what the run it resumes finished (RunOptions.cachedStages). Absent from
       // the inputs of runs recorded before, which replay as they ran.
@@ -227,7 +237,7 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
           // A stage with `cache: false` trains in a folder of the run's own too (RunOptions.uncachedCheckpoints).
           ...(options.ownCheckpoints
             ? { ownCheckpoints: options.ownCheckpoints }
-            : stage.cache === false && options.uncachedCheckpoints
+            : stage.cache === false && typeof options.uncachedCheckpoints === 'string'
               ? { ownCheckpoints: options.uncachedCheckpoints }
               : {}),
           ...(looksItselfUp ? { lookup: { reuse: useCache } } : {}),

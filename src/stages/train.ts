@@ -11,6 +11,7 @@ import type { Progress } from '../finetune/loop.ts';
 import type { RunSettings } from '../finetune/run-options.ts';
 import { InputError } from '../errors.ts';
 import { sha256Hex } from '../util/canonical-json.ts';
+import { OWN_CHECKPOINTS } from './own-checkpoints.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
 import type { ModelIdentity } from '../models/sources.ts';
 import { POOLINGS, type Pooling } from '../models/pooling.ts';
@@ -182,9 +183,6 @@ export function peftBaseOf(identity: ModelIdentity, method: TrainConfig['method'
   if (method !== 'lora' || !identity.source.startsWith('hf:')) return {};
   return { peftBase: { name: identity.source.slice('hf:'.length), revision: identity.revision } };
 }
-
-/** What submitRun makes RunOptions.ownCheckpoints of (client/runs.ts: up to 53 characters), with room to spare. */
-const OWN_CHECKPOINTS = /^[A-Za-z0-9_-]{1,64}$/;
 
 /**
  * The longest checkpoint folder name kept as it is: a folder name holds 255 bytes, and gc renames a folder aside as
