@@ -1,10 +1,12 @@
 /**
  * What a resume submits (client/resume-input.ts), which `tempered resume` and the dashboard share: a --no-cache run's
- * resume keeps noCache and lists the stages it may take from the cache, also when the old run's status cannot be read.
+ * resume keeps noCache and lists the stages it may take from the cache, also when the old run's status cannot be read;
+ * a schedule's run's resume is given the checkpoint name its run derived from its own id.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { resumeInput } from './resume-input.ts';
+import { runCheckpointName } from '../workflows/run-checkpoints.ts';
 import type { RunInput, RunStatus, StageStatus } from '../workflows/types.ts';
 
 const plan = { name: 'p', specHash: 'h', stages: [] } as unknown as RunInput['plan'];
@@ -40,4 +42,16 @@ test('a resume of a --no-cache run lists what it and the runs before it finished
   assert.equal(plain.options.noCache, false);
   assert.equal(plain.options.uncachedCheckpoints, 'u-1');
   assert.equal(plain.options.cachedStages, undefined);
+});
+
+test("a resume of a schedule's run is given the checkpoint name that run derived from its id, and derives none of its own", async () => {
+  const old = 'nightly-2026-12-08T03:00:00Z';
+  const next = await resumeInput(old, input({ scheduleId: 'nightly', uncachedCheckpointsFromRunId: true }), { actor: 'me' }, async () =>
+    assert.fail('read a status'),
+  );
+  assert.equal(next.options.uncachedCheckpoints, runCheckpointName(old));
+  assert.equal(next.options.uncachedCheckpointsFromRunId, undefined);
+  // A resume of that resume keeps the name.
+  const again = await resumeInput('nightly-r1', next, { actor: 'me' }, async () => assert.fail('read a status'));
+  assert.equal(again.options.uncachedCheckpoints, runCheckpointName(old));
 });

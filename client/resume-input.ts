@@ -3,6 +3,7 @@
  * `tempered resume` and the dashboard's Resume, which must resume alike.
  */
 import type { RunInput, RunOptions, RunStatus } from '../workflows/types.ts';
+import { runCheckpointName } from '../workflows/run-checkpoints.ts';
 
 /**
  * A resume reads the stage cache, so that what the run finished comes back instead of running again. A run submitted
@@ -18,7 +19,10 @@ export async function resumeInput(
   options: Pick<RunOptions, 'actor'> & Partial<RunOptions>,
   status: () => Promise<RunStatus | undefined>,
 ): Promise<RunInput> {
-  const base = { ...input.options, resumeOf: old, ...options };
+  // A schedule's run named its folder from its own id, which the resume's differs from: the resume is given the name.
+  const { uncachedCheckpointsFromRunId: fromId, ...kept } = input.options;
+  const named = fromId === true && kept.uncachedCheckpoints === undefined ? { uncachedCheckpoints: runCheckpointName(old) } : {};
+  const base = { ...kept, ...named, resumeOf: old, ...options };
   // ownCheckpoints: a resume, made before 8 Dec, of a --no-cache run (it set noCache false).
   if (!input.options.noCache && !input.options.ownCheckpoints) return { plan: input.plan, options: { ...base, noCache: false } };
   const before = await status();

@@ -293,6 +293,16 @@ function timingText(t: ScheduleTiming): Record<string, string> {
   return out;
 }
 
+/**
+ * Every run of the schedule gets this same input: a `cache: false` training names its own checkpoint folder from its
+ * run's id (RunOptions.uncachedCheckpointsFromRunId), as submitRun names one for a submitted run, not the work's, where
+ * another run's checkpoint may be. Set on every create and update, so a schedule made before 8 Dec 2026 has it once updated.
+ */
+function withRunCheckpoints(input: RunInput): RunInput {
+  if (!input.plan.stages.some((s) => s.uses === 'train' && s.cache === false)) return input;
+  return { ...input, options: { ...input.options, uncachedCheckpointsFromRunId: true } };
+}
+
 function action(cfg: ScheduleConfig): ScheduleOptionsStartWorkflowAction<never> {
   return {
     type: 'startWorkflow',
@@ -300,7 +310,7 @@ function action(cfg: ScheduleConfig): ScheduleOptionsStartWorkflowAction<never> 
     taskQueue: cfg.taskQueue,
     // Temporal appends the scheduled time, giving run ids like `nightly-2026-01-01T03:00:00Z`.
     workflowId: cfg.name,
-    args: [cfg.input] as never,
+    args: [withRunCheckpoints(cfg.input)] as never,
     // Same keys as submitted runs (so `tempered runs` lists these too), plus what the schedule runs.
     memo: {
       pipeline: cfg.spec.pipeline,

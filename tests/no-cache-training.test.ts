@@ -20,6 +20,7 @@ import { statePaths } from '../src/state-paths.ts';
 import type { ArtifactRef } from '../src/types.ts';
 import type { RunInput, RunStatus } from '../workflows/types.ts';
 import { runInput, waitForRun, WORKFLOW_TYPE } from '../client/runs.ts';
+import { runCheckpointName } from '../workflows/run-checkpoints.ts';
 import { runCli, startCliServer, startCliWorker, stopCliWorker } from './helpers/cli.ts';
 import { writeTrainPipeline } from './helpers/train-fixture.ts';
 
@@ -247,6 +248,40 @@ describe('--no-cache training', () => {
       await stopCliWorker(w);
     }
   });
+  it('a run that a schedule starts trains its `cache: false` stage in a folder of its own (named from its run id), which its resume keeps', async () => {
+    const left = await leaveOtherRunsCheckpoint();
+    const key = train(reference).cacheKey!;
+    const w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
+    const connection = await Connection.connect({ address: cluster.server.address });
+    try {
+      const made = await runCli(['schedule', 'create', 'nc-nightly', '--pipeline', uncachedPipeline, '--cron', '0 3 1 1 *'], env);
+      assert.equal(made.code, 0, made.stdout + made.stderr);
+      const fired = await runCli(['schedule', 'trigger', 'nc-nightly'], env);
+      assert.equal(fired.code, 0, fired.stdout + fired.stderr);
+      const runId = /run (nc-nightly-[^\s)]+)/.exec(fired.stdout)?.[1];
+      assert.ok(runId, fired.stdout);
+      const st = await waitForRun(new Client({ connection }), runId);
+      assert.equal(st.state, 'succeeded', JSON.stringify(st.stages.map((s) => [s.id, s.state, s.error?.message])));
+      // Before, a schedule's run trained in the work's folder and took up the other run's step.
+      assert.equal(resumedFrom(st), null, 'trained from step 0');
+      assert.equal(modelSha(st), modelSha(reference), 'the same bytes as the run trained from step 0');
+      assert.ok(existsSync(left) && readdirSync(left).length > 0, "the other run's checkpoint is still there");
+      const own = runCheckpointName(runId);
+      assert.ok(existsSync(join(home, 'checkpoints', `${key}.fresh-${own}-train`)), `no folder ${key}.fresh-${own}-train`);
+      // Its resume (another run id, named after the schedule) is given the run's name: it continues in that folder.
+      const r = await runCli(['resume', runId, '--json', '--wait', '--no-local-worker'], env, { timeoutMs: 300_000 });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const resumed = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as RunStatus;
+      assert.equal(train(resumed).state, 'succeeded');
+      const details = await submittedRecord(resumed.runId);
+      assert.equal(details.uncachedCheckpoints, own, "the resume's checkpoint folder is the run's");
+    } finally {
+      await runCli(['schedule', 'delete', 'nc-nightly'], env);
+      await connection.close();
+      await stopCliWorker(w);
+    }
+  });
+
   it("a run whose input names its checkpoint folder or its cached stages otherwise than tempered's client would is refused, naming the field", async () => {
     const connection = await Connection.connect({ address: cluster.server.address });
     const client = new Client({ connection });

@@ -31,7 +31,7 @@ import { resolveStageRefs } from '../src/spec/runtime-refs.ts';
 import type { PlannedStage } from '../src/spec/types.ts';
 import { nextStages } from './next-stages.ts';
 import { pendingStatus } from './pending-status.ts';
-import { runOptionsRefusal } from './run-checkpoints.ts';
+import { runOptionsRefusal, uncachedCheckpointsOf } from './run-checkpoints.ts';
 import type {
   CacheLookupRequest,
   CacheLookupResult,
@@ -172,6 +172,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const concurrency = Math.max(1, plan.concurrency ?? plan.stages.length);
   const failFast = (plan.onFailure ?? 'fail-fast') === 'fail-fast';
   let stopping = false;
+  // A schedule's runs share its input: each derives its own from its workflow id. Absent from inputs recorded before.
+  const uncachedCheckpoints = uncachedCheckpointsOf(options, info.workflowId);
 
   const runOne = async (stage: PlannedStage): Promise<void> => {
     const st = byId.get(stage.id)!;
@@ -237,8 +239,8 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
           // A stage with `cache: false` trains in a folder of the run's own too (RunOptions.uncachedCheckpoints).
           ...(options.ownCheckpoints
             ? { ownCheckpoints: options.ownCheckpoints }
-            : stage.cache === false && typeof options.uncachedCheckpoints === 'string'
-              ? { ownCheckpoints: options.uncachedCheckpoints }
+            : stage.cache === false && typeof uncachedCheckpoints === 'string'
+              ? { ownCheckpoints: uncachedCheckpoints }
               : {}),
           ...(looksItselfUp ? { lookup: { reuse: useCache } } : {}),
           ...backends,

@@ -1,11 +1,35 @@
 /**
- * The refusal of a run's own checkpoint name (RunOptions.uncachedCheckpoints) or of RunOptions.cachedStages that
- * tempered's client would not have written. Whoever can start a workflow on the namespace writes the input. A plain
- * function of the input: deterministic, so replay-safe.
+ * The run's own checkpoint names as the workflow reads them from its input, and the refusal of such a name (or of
+ * RunOptions.cachedStages) that tempered's client would not have written. Whoever can start a workflow on the
+ * namespace writes the input. Plain functions of the input and the workflow id: deterministic, so replay-safe.
  */
 import { OWN_CHECKPOINTS } from '../src/stages/own-checkpoints.ts';
 import type { PlannedStage } from '../src/spec/types.ts';
 import type { RunOptions } from './types.ts';
+
+/**
+ * What names the own checkpoint folder of the run `workflowId` when its input says to derive it
+ * (RunOptions.uncachedCheckpointsFromRunId: a schedule's runs, whose input is the schedule's, the same for every run).
+ * Of the id alone, so that a resume, knowing the id of the run it resumes, names the same folder. The readable part of
+ * the id and a 64-bit hash of all of it (FNV-1a twice: no node:crypto in workflow code), as submitRun's names are.
+ */
+export function runCheckpointName(workflowId: string): string {
+  let a = 0x811c9dc5;
+  let b = 0x050c5d1f;
+  for (let i = 0; i < workflowId.length; i++) {
+    const c = workflowId.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x01000193) ^ (a >>> 7);
+  }
+  const hex = (n: number) => (n >>> 0).toString(16).padStart(8, '0');
+  return `${workflowId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40)}-${hex(a)}${hex(b)}`;
+}
+
+/** The name the run's `cache: false` train stages train under: the input's, or derived from the run's id. */
+export function uncachedCheckpointsOf(options: RunOptions, workflowId: string): unknown {
+  if (options.uncachedCheckpoints !== undefined) return options.uncachedCheckpoints;
+  return options.uncachedCheckpointsFromRunId === true ? runCheckpointName(workflowId) : undefined;
+}
 
 /**
  * Why `stage` must not run with these options, where a field it reads is not what tempered's client writes: an

@@ -31,6 +31,13 @@ export interface RunOptions {
    */
   uncachedCheckpoints?: string;
   /**
+   * Set on the input of a schedule (created or updated since 8 Dec 2026) whose plan has a train stage with `cache:
+   * false`: each run it starts names its uncachedCheckpoints from its own workflow id (runCheckpointName in
+   * workflows/run-checkpoints.ts), since the schedule's input is the same for all of them. A resume of such a run
+   * gets the name itself (client/resume-input.ts). Absent in schedules made before: their runs train in the work's folder.
+   */
+  uncachedCheckpointsFromRunId?: boolean;
+  /**
    * Set on a resume of a `--no-cache` run (which keeps noCache): the stages the run it resumes finished, which this
    * one may take from the stage cache; every other stage runs again, as noCache says. Absent otherwise (and in
    * resumes made before 8 Dec 2026, which set noCache false and read the cache for every stage).
