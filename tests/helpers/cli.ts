@@ -90,7 +90,12 @@ export function startCliWorker(
     child.once('exit', () => log?.end());
     let err = '';
     let started = false;
-    const timer = setTimeout(() => reject(new Error(`worker did not start: ${err}`)), 60_000);
+    // Not started in time (its workflow bundle takes long on a loaded machine): killed, or it went on polling after the
+    // test failed and held the test file's process open (a multi-host run sat 47 minutes so).
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`worker did not start in 120 s: ${err}`));
+    }, 120_000);
     child.stderr.on('data', (d: Buffer) => {
       log?.write(d);
       if (started) return;
