@@ -15,7 +15,7 @@ import { useBrowser } from '../tests/helpers/browser.ts';
 import { openAudit } from '../src/audit/log.ts';
 import { openRegistry } from '../src/registry/registry.ts';
 import type { AliasChange, ModelVersion } from '../src/registry/types.ts';
-import { testVersion } from '../src/registry/versions.testing.ts';
+import { setAliasAsBefore, testVersion } from '../src/registry/versions.testing.ts';
 import { statePaths } from '../src/state-paths.ts';
 import { HISTORY_SHOWN, LISTED_METRICS, VERSION_PAGE, type ModelView, type VersionRowView } from './data.ts';
 import { assertApiRules, openDashboard, testUiServer } from './dashboard.testing.ts';
@@ -298,6 +298,50 @@ describe('dashboard models page', () => {
     await clf.locator('select[data-diff="b"]').selectOption('2');
     await page.click('#diff-clf');
     await page.locator('#version-diff[data-a="1"][data-b="2"] #diff-metrics tr[data-metric="accuracy"]').waitFor();
+    await page.context().close();
+    assert.deepEqual(pageErrors, []);
+  });
+
+  /**
+   * The registry refuses to move an alias to a twin of its holder (one model's bytes) and answers `already`; the page
+   * said "spam@production → v2" for a click on v3's promote. And a history written before that refusal holds twins
+   * one after the other: rolling back between them said v3 was held, while production served its model as before.
+   */
+  it("says that nothing served changed for a promote of the holder's twin and a rollback to a twin", async (t) => {
+    if (chrome.skip) return t.skip(chrome.skip);
+    const twinDir = mkdtempSync(join(tmpdir(), 'ui-models-twin-'));
+    t.after(() => rmSync(twinDir, { recursive: true, force: true }));
+    const paths = statePaths(twinDir);
+    const reg = await openRegistry(paths.registryDb);
+    for (const [m, run] of [
+      ['a', 'r1'],
+      ['b', 'r2'],
+      ['b', 'r3'],
+    ] as const)
+      await reg.registerVersion(testVersion('spam', m, { runId: run }));
+    for (const v of [1, 2, 3]) await setAliasAsBefore(reg, 'spam', 'production', v);
+    await reg.close();
+    await (await openAudit(paths.auditDb)).close();
+    const twinUi = await testUiServer(paths, TOKEN);
+    t.after(() => twinUi.close());
+    const page = await openDashboard(chrome.browser!, await twinUi.listen(0, '127.0.0.1'), TOKEN, '#/models', pageErrors);
+    const spam = page.locator('[data-model="spam"]');
+    await spam.locator('tr[data-version="3"] [data-holds="production"]').waitFor();
+    await page.click('#rollback-spam');
+    const rolled = page.locator('#banner', { hasText: 'rolled back to' });
+    await rolled.waitFor();
+    assert.equal(
+      await rolled.innerText(),
+      'spam@production rolled back to v2. v2 has the same model bytes as v3: what production serves has not changed; `tempered models rollback spam` again goes back to v1',
+    );
+    await spam.locator('tr[data-version="2"] [data-holds="production"]').waitFor();
+    await spam.locator('tr[data-version="3"] button[data-promote]').click();
+    const stays = page.locator('#banner', { hasText: 'stays on' });
+    await stays.waitFor();
+    assert.equal(
+      await stays.innerText(),
+      'spam@production stays on v2: production is v2, which has the same model bytes as v3: nothing to promote; production stays on v2',
+    );
     await page.context().close();
     assert.deepEqual(pageErrors, []);
   });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { openAudit } from '../../src/audit/log.ts';
 import { auditQueriesOf } from '../../src/audit/queries.testing.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
-import { testVersion } from '../../src/registry/versions.testing.ts';
+import { setAliasAsBefore, testVersion } from '../../src/registry/versions.testing.ts';
 import type { DataRef } from '../../src/registry/types.ts';
 import { runCliInProcess as runCli } from '../../tests/helpers/cli.ts';
 import { describeBaseModel, metricDiffLines } from './models.ts';
@@ -164,6 +164,31 @@ test("models promote of a version with the holder's model bytes moves nothing an
   const log = await openAudit(join(home, 'audit.db'));
   t.after(() => log.close());
   assert.deepEqual(await log.query({ action: 'model.promoted' }), [], 'nothing moved, so nothing is recorded');
+});
+
+/**
+ * An alias history from before a twin of the holder was refused: rolling back from v2 to v1 (one model's bytes) said
+ * only "rolled back" and that no run would promote v2 again, while production served v2's model as before.
+ */
+test('models rollback to a version with the model bytes of the one it leaves says what production serves did not change', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'tempered-models-cli-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const env = { TEMPERED_HOME: home, TEMPERED_ACTOR: 'oncall' };
+  const reg = await openRegistry(join(home, 'registry.db'));
+  await reg.registerVersion(testVersion('spam', 'a'));
+  await reg.registerVersion(testVersion('spam', 'b'));
+  await reg.registerVersion(testVersion('spam', 'b', { runId: 'again' }));
+  for (const v of [1, 2, 3]) await setAliasAsBefore(reg, 'spam', 'production', v);
+  await reg.close();
+  const same =
+    'v2 has the same model bytes as v3: what production serves has not changed; `tempered models rollback spam` again goes back to v1';
+  const text = await runCli(['models', 'rollback', 'spam'], env);
+  assert.equal(text.code, 0, text.stderr);
+  assert.equal(text.stdout, `spam@production: v3 → v2 (rolled back by oncall)\n${same}\n`);
+  const asJson = await runCli(['models', 'rollback', 'spam', '--json'], env);
+  assert.equal(asJson.code, 0, asJson.stderr);
+  const doc = JSON.parse(asJson.stdout) as { fromVersion: number; toVersion: number; sameModel?: string };
+  assert.deepEqual([doc.fromVersion, doc.toVersion, doc.sameModel], [2, 1, undefined]);
 });
 
 test('models show gives the base model in one line: source, revision, files and their size', () => {

@@ -534,7 +534,7 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
       // fails (moved since read) instead of overwriting the first and both saying they promoted.
       if (values.gate !== undefined && sub !== 'promote') throw new CliError(`--gate goes with promote\nusage: ${usage}`, 2);
       const holder = await withRegistry(ctx, (reg) => reg.aliasVersion(name, alias));
-      const { change, version, auditPending, gate, already } = await changeAlias(ctx.paths.registryDb, ctx.paths.auditDb, {
+      const { change, version, auditPending, gate, already, sameModel } = await changeAlias(ctx.paths.registryDb, ctx.paths.auditDb, {
         op: sub,
         name,
         at,
@@ -572,12 +572,17 @@ export async function modelsCmd(ctx: CliContext, argv: string[]): Promise<number
         // The gate's verdict is in the document, which otherwise kept it from a script (said only without --json).
         gate
           ? { ...change, gate: { passed: true, explanation: gate.explanation, ...(gate.compared ? { compared: gate.compared } : {}) } }
-          : change,
+          : sameModel
+            ? { ...change, sameModel }
+            : change,
         () =>
           `${name}@${alias}: v${change.fromVersion ?? '-'} → v${change.toVersion} (${sub === 'promote' ? 'promoted' : 'rolled back'} by ${who})` +
-          (sub === 'rollback' && change.fromVersion !== null
-            ? `\nno run's deploy promotes v${change.fromVersion} to ${alias} again (a rerun on the same data registers the same version); \`tempered models promote ${name}@${change.fromVersion}${alias === 'production' ? '' : ` --alias ${alias}`}\` does, by hand`
-            : ''),
+          // Back to a twin, the model left still serves (and no hold is put on it): the hold's line would be false.
+          (sameModel
+            ? `\n${sameModel}`
+            : sub === 'rollback' && change.fromVersion !== null
+              ? `\nno run's deploy promotes v${change.fromVersion} to ${alias} again (a rerun on the same data registers the same version); \`tempered models promote ${name}@${change.fromVersion}${alias === 'production' ? '' : ` --alias ${alias}`}\` does, by hand`
+              : ''),
       );
       return 0;
     }

@@ -11,7 +11,7 @@ import { AliasMovedError, openRegistry } from './registry.ts';
 import { KeptOpen } from '../db/kept-open.ts';
 import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
 import type { RegisterInput } from './types.ts';
-import { countingQueries, testVersion } from './versions.testing.ts';
+import { countingQueries, setAliasAsBefore, testVersion } from './versions.testing.ts';
 
 const sha = (c: string) => c.repeat(64);
 const aliasChangeTs = fileURLToPath(new URL('./alias-change.ts', import.meta.url));
@@ -301,6 +301,53 @@ for (const backend of BACKENDS)
         (await log.query()).map((r) => [r.action, r.model]),
         [['model.promoted', 'clf@1']],
         'nothing moved, so nothing is recorded',
+      );
+    });
+
+    /**
+     * A history written before a twin of the holder was refused holds v2 (v1's bytes) after v1: rolling back from v2
+     * went to v1 and said "rolled back", and that no run would promote v2 again, while production served v2's model
+     * all along (and a run's deploy of v2 then said "already production").
+     */
+    test('a rollback to a version with the model bytes of the one it leaves moves the alias and says what it serves did not change', async (t) => {
+      const registryDb = await db.fresh(t, 'registry.db');
+      const auditDb = await db.fresh(t, 'audit.db');
+      const reg = await openRegistry(registryDb);
+      await reg.registerVersion(testVersion('clf', 'a'));
+      await reg.registerVersion(testVersion('clf', 'b'));
+      await reg.registerVersion(testVersion('clf', 'b', { runId: 'again' }));
+      await setAliasAsBefore(reg, 'clf', 'production', 1);
+      await setAliasAsBefore(reg, 'clf', 'production', 2);
+      await setAliasAsBefore(reg, 'clf', 'production', 3);
+      await reg.close();
+      const back = { op: 'rollback', name: 'clf', alias: 'production', actor: 'oncall' } as const;
+
+      const twin = await changeAlias(registryDb, auditDb, { ...back, expect: 3 });
+      assert.deepEqual(
+        [twin.change?.fromVersion, twin.change?.toVersion, twin.version, twin.sameModel],
+        [
+          3,
+          2,
+          2,
+          'v2 has the same model bytes as v3: what production serves has not changed; `tempered models rollback clf` again goes back to v1',
+        ],
+      );
+      const next = await changeAlias(registryDb, auditDb, { ...back, expect: 2 });
+      assert.deepEqual([next.change?.toVersion, next.sameModel], [1, undefined], 'v1 is another model');
+
+      // Twins at the bottom of the stack: nothing earlier to go to.
+      const other = await openRegistry(registryDb);
+      t.after(() => other.close());
+      await other.registerVersion(testVersion('clf', 'a', { runId: 'a-again' }));
+      await setAliasAsBefore(other, 'clf', 'alt', 1);
+      await setAliasAsBefore(other, 'clf', 'alt', 4);
+      const bottom = await changeAlias(registryDb, auditDb, { ...back, alias: 'alt', expect: 4 });
+      assert.deepEqual(
+        [bottom.change?.toVersion, bottom.sameModel],
+        [
+          1,
+          'v1 has the same model bytes as v4: what alt serves has not changed; alt has no earlier version to roll back to: promote another version to change it',
+        ],
       );
     });
 

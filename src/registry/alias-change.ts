@@ -11,7 +11,7 @@ import { useOpen, type KeptOpen } from '../db/kept-open.ts';
 import { evaluateGate, GateError } from '../eval/gates.ts';
 import { NamedRefusal } from './named-refusal.ts';
 import { AliasMovedError, openRegistry, unflattenMetrics, type AliasAudit, type Registry } from './registry.ts';
-import { heldMessage, type HeldModel } from './held-model.ts';
+import { aliasStack, heldMessage, twinRollbackMessage, type HeldModel } from './held-model.ts';
 import { evaluatedProduction, isEvaluateOnlyName, productionMeasuredAgainst } from './production.ts';
 import type { AliasChange, ModelVersion } from './types.ts';
 
@@ -55,6 +55,11 @@ export interface AliasChangeResult {
    * run's deploy says it (with a gate: no gate judged it against itself).
    */
   already?: string;
+  /**
+   * rollback to a version with the model bytes of the one it left (an alias history written before such a twin was
+   * refused as already held): the alias moved, what it serves did not; says so, and where another rollback goes.
+   */
+  sameModel?: string;
 }
 
 export class GateRefused extends NamedRefusal {
@@ -159,6 +164,7 @@ export async function changeAlias(
     });
     let change: AliasChange | undefined;
     let held: HeldModel | undefined;
+    let sameModel: string | undefined;
     if (op === 'promote') {
       const candidate = await reg.getVersion(name, req.at ?? 'latest');
       let holder: number | null | undefined;
@@ -192,6 +198,14 @@ export async function changeAlias(
         expect: req.expect === null ? undefined : req.expect,
         audit,
       });
+      // An on-call rolls back to change what is served: going back to a twin of the version left changes nothing
+      // served, and must say so (and where the next rollback goes), or the bad model looks gone while it still serves.
+      // Versions' artifacts never change, so this is read after the move; the stack as this rollback left it.
+      const { fromVersion: from, toVersion: to } = change;
+      if (from !== null && (await reg.sameModel(name, from, to))) {
+        const stack = aliasStack((await reg.aliasHistory(name, alias)).filter((h) => h.id <= change!.id));
+        sameModel = twinRollbackMessage({ model: name, alias, fromVersion: from, toVersion: to }, stack.at(-2));
+      }
     }
     // The move is committed, its audit record with it in the outbox: an audit log that cannot take
     // the record now gets it at the next delivery. Reporting the move as failed would invite a retry
@@ -205,6 +219,7 @@ export async function changeAlias(
       version: change ? change.toVersion : held!.holder,
       gate,
       ...(held && !change ? { already: heldMessage(held, req.gate !== undefined) } : {}),
+      ...(sameModel ? { sameModel } : {}),
       ...(auditPending ? { auditPending } : {}),
     };
   });

@@ -37,3 +37,34 @@ export function rollbackHolding(history: readonly AliasChange[], isModel: (versi
   }
   return undefined;
 }
+
+/**
+ * The versions an alias went through that a rollback walks back along, oldest first: its history replayed as a stack
+ * (a `set` pushes, a `rollback` pops). The last is the holder; a rollback goes to the one below it.
+ */
+export function aliasStack(history: readonly AliasChange[]): number[] {
+  const stack: number[] = [];
+  for (const h of history) {
+    if (h.kind === 'set') stack.push(h.toVersion);
+    else stack.pop();
+  }
+  return stack;
+}
+
+/**
+ * What a rollback says when the version it went back to has the model bytes of the one it left: the alias moved, but
+ * what it serves did not change (a history written before a version's twin was refused as already held can hold two
+ * such versions one after the other). `next`: where another rollback would go, if anywhere.
+ */
+export function twinRollbackMessage(
+  c: { model: string; alias: string; fromVersion: number; toVersion: number },
+  next: number | undefined,
+): string {
+  const again = `tempered models rollback ${c.model}${c.alias === 'production' ? '' : ` --alias ${c.alias}`}`;
+  return (
+    `v${c.toVersion} has the same model bytes as v${c.fromVersion}: what ${c.alias} serves has not changed; ` +
+    (next === undefined
+      ? `${c.alias} has no earlier version to roll back to: promote another version to change it`
+      : `\`${again}\` again goes back to v${next}`)
+  );
+}

@@ -21,7 +21,7 @@ import { openDatabase, type Database, type OpenOptions, type Queryable } from '.
 import { REGISTRY_SCHEMA } from './schema.ts';
 import { modelCard } from './card.ts';
 import { diffModelVersions } from './diff.ts';
-import { rollbackHolding, type HeldModel } from './held-model.ts';
+import { aliasStack, rollbackHolding, type HeldModel } from './held-model.ts';
 import type { AliasChange, DataRef, ModelSummary, ModelVersion, RegisterInput, RegisteredArtifact, VersionDiff } from './types.ts';
 
 export interface RegistryOptions extends OpenOptions {
@@ -541,12 +541,17 @@ export class Registry {
     holder: number | null,
   ): Promise<{ holder: number | null; held?: HeldModel }> {
     if (holder === null) return { holder };
-    const same = holder === version || (await this.sameModel(q, name, holder, version));
+    const same = holder === version || (await this.sameModelIn(q, name, holder, version));
     return same ? { holder, held: { alias, version, holder } } : { holder };
   }
 
+  /** Whether versions `a` and `b` of `name` are one model (held-model.ts says when). */
+  sameModel(name: string, a: number, b: number): Promise<boolean> {
+    return a === b ? Promise.resolve(true) : this.sameModelIn(this.db, name, a, b);
+  }
+
   /** Whether versions `a` and `b` are one model (held-model.ts says when), read as one row. */
-  private async sameModel(q: Queryable, name: string, a: number, b: number): Promise<boolean> {
+  private async sameModelIn(q: Queryable, name: string, a: number, b: number): Promise<boolean> {
     const of = 'SELECT a.role, a.sha256 FROM artifacts a JOIN versions v ON v.id = a.version_id WHERE v.model = ? AND v.version = ?';
     const r = (await q.get<{ na: number | string; nb: number | string; matched: number | string; ma: string | null; mb: string | null }>(
       `WITH x AS (${of}), y AS (${of})
@@ -569,7 +574,7 @@ export class Registry {
     const history = await this.history(this.db, name, alias);
     const same = new Map<number, boolean>([[version, true]]);
     for (const v of new Set(history.flatMap((h) => [h.toVersion, ...(h.fromVersion === null ? [] : [h.fromVersion])])))
-      if (!same.has(v)) same.set(v, await this.sameModel(this.db, name, v, version));
+      if (!same.has(v)) same.set(v, await this.sameModelIn(this.db, name, v, version));
     return rollbackHolding(history, (v) => same.get(v) === true);
   }
 
@@ -680,12 +685,8 @@ export class Registry {
   ): Promise<AliasChange> {
     return this.db.write('registry', async (q) => {
       await this.resolveModel(q, name);
-      const stack: number[] = [];
       const history = await this.history(q, name, alias);
-      for (const h of history) {
-        if (h.kind === 'set') stack.push(h.toVersion);
-        else stack.pop();
-      }
+      const stack = aliasStack(history);
       if (opts.expect !== undefined && stack[stack.length - 1] !== opts.expect) {
         const last = history[history.length - 1];
         if (last?.kind === 'rollback' && last.fromVersion === opts.expect) return last;

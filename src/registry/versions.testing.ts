@@ -53,3 +53,27 @@ export function countingQueries(reg: Registry): { queries: number; rows: number;
   });
   return c;
 }
+
+/**
+ * Points `alias` at `version` as setAlias did before a version with the holder's model bytes was refused as held
+ * (the rows a registry written then keeps): a `set` in the history from the holder, whatever the bytes.
+ */
+export async function setAliasAsBefore(reg: Registry, name: string, alias: string, version: number, actor = 'then'): Promise<void> {
+  await reg.db.write('registry', async (q) => {
+    const cur = await q.get<{ version: number }>('SELECT version FROM aliases WHERE model = ? AND alias = ?', [name, alias]);
+    await q.run(
+      'INSERT INTO aliases (model, alias, version) VALUES (?, ?, ?) ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version',
+      [name, alias, version],
+    );
+    await q.run('INSERT INTO alias_history (model, alias, kind, from_version, to_version, actor, reason, at) VALUES (?,?,?,?,?,?,?,?)', [
+      name,
+      alias,
+      'set',
+      cur?.version ?? null,
+      version,
+      actor,
+      null,
+      new Date().toISOString(),
+    ]);
+  });
+}

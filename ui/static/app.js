@@ -1504,7 +1504,8 @@ function ModelsPage() {
                   }),
                 (r) => {
                   refresh();
-                  return `${m.name}@${f.alias} rolled back to v${r.version}${heldNote(m.name, f.alias, r.change?.fromVersion)}`;
+                  // Back to a twin of the version left: nothing served changed, and no hold is put on it.
+                  return `${m.name}@${f.alias} rolled back to v${r.version}${r.sameModel ? `. ${r.sameModel}` : heldNote(m.name, f.alias, r.change?.fromVersion)}`;
                 },
               )}
             title=${`moves ${f.alias} back to the version it held before; the one it leaves is then held: no run's deploy promotes it to ${f.alias} again until someone promotes it by hand`}
@@ -1546,6 +1547,8 @@ function ModelsPage() {
                               }),
                             (r) => {
                               refresh();
+                              // Nothing moved (the alias serves this model already): "→ v1" for a click on v2 said it moved.
+                              if (!r.change) return `${m.name}@${f.alias} stays on v${r.version}: ${r.already}`;
                               return `${m.name}@${f.alias} → v${r.version}${r.gate ? `\ngate: ${r.gate.explanation}` : ''}`;
                             },
                           )}
