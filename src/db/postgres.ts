@@ -369,7 +369,9 @@ export class PostgresDatabase implements Database {
   write<T>(lock: WriteLock | readonly WriteLock[], fn: (q: Queryable) => Promise<T>): Promise<T> {
     // Several locks in one order everywhere (by id), so two writers that each take two cannot wait on each other.
     const ids = (typeof lock === 'string' ? [lock] : [...lock]).map((l) => LOCK_ID[l]).sort((a, b) => a - b);
-    return this.transaction('BEGIN', ids, fn);
+    // READ COMMITTED named, not the server's default: under a database default of REPEATABLE READ or SERIALIZABLE the
+    // snapshot would be fixed by the lock's statement, before its wait, and a writer would read what it waited behind.
+    return this.transaction('BEGIN ISOLATION LEVEL READ COMMITTED', ids, fn);
   }
 
   snapshot<T>(fn: (q: Queryable) => Promise<T>): Promise<T> {

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
+import pg from 'pg';
 import { fileURLToPath } from 'node:url';
 import { openAudit } from '../audit/log.ts';
 import { changeAlias, GateRefused, type AliasChangeResult } from './alias-change.ts';
@@ -350,6 +351,42 @@ for (const backend of BACKENDS)
         ],
       );
     });
+
+    /**
+     * A write transaction began with the server's default isolation and took the write lock in its first statement,
+     * which under a default of REPEATABLE READ or SERIALIZABLE (a database an administrator set so) fixes the snapshot
+     * before the lock wait: the promotion of v3 read the v1 it was waiting behind, took production as serving v3's
+     * model already and answered "nothing to promote" while production served v2, another model.
+     */
+    test(
+      'a promotion decides what the alias serves on what was committed before it got the write lock, whatever the default isolation',
+      { skip: backend === 'sqlite' ? 'PostgreSQL isolation levels' : undefined },
+      async (t) => {
+        const url = new URL(await db.fresh(t, 'registry.db'));
+        url.searchParams.set('options', '-c default_transaction_isolation=serializable');
+        const reg = await openRegistry(url.toString());
+        t.after(() => reg.close());
+        for (const m of ['a', 'b']) await reg.registerVersion(testVersion('clf', m));
+        await reg.registerVersion(testVersion('clf', 'a', { runId: 'again' }));
+        await reg.setAlias('clf', 'production', 1, { actor: 'setup' });
+        const admin = new pg.Client({ connectionString: url.toString() });
+        await admin.connect();
+        t.after(() => admin.end());
+        // The registry's write lock (postgres.ts's LOCK_CLASS and registry id), held while production moves to v2.
+        await admin.query('SELECT pg_advisory_lock(1952804208, 1)');
+        const promoting = reg.setAlias('clf', 'production', 3, { actor: 'alice' });
+        for (;;) {
+          const waiting = await admin.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted");
+          if (waiting.rowCount) break;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        await admin.query("UPDATE aliases SET version = 2 WHERE model = 'clf' AND alias = 'production'");
+        await admin.query('SELECT pg_advisory_unlock(1952804208, 1)');
+        const moved = await promoting;
+        assert.deepEqual([moved.changed, moved.change?.fromVersion, moved.held], [true, 2, undefined]);
+        assert.equal(await reg.aliasVersion('clf', 'production'), 3);
+      },
+    );
 
     /**
      * Two operators promoting at once, from two processes: the answer named the version read after the move and the
