@@ -128,3 +128,55 @@ test('a JSONL row naming the text or id field twice is a duplicate-field bad row
     [2, 3],
   );
 });
+
+test('a conversation whose message names a key twice is a duplicate-field bad row, as ingest has it', async () => {
+  // Echoes the messages asked, so the output shows which content was read.
+  const chat: RowScorer = { ...echo, conversations: true };
+  const jsonl = Buffer.from(
+    [
+      '{"id":1,"messages":[{"role":"user","content":"a"}]}',
+      '{"id":2,"messages":[{"role":"user","content":"a","content":"b"}]}',
+      '{"id":3,"conversation":[{"role":"user","content":"c","role":"user"}]}',
+      '{"id":4,"messages":[{"role":"user","content":"d"}]}',
+      '',
+    ].join('\n'),
+  );
+  // Before: row 2 was answered on "b", JSON.parse's last value, without a word.
+  await assert.rejects(
+    predictFile({ input: writeInput('dup-msg.jsonl', jsonl), output: join(dir, 'dup-msg-out.jsonl'), scorer: chat, textField: 'text' }),
+    (e) =>
+      e instanceof InputError &&
+      /dup-msg\.jsonl:2$/.test(e.where ?? '') &&
+      /duplicate-field: "messages"\[0\] names "content" more than once/.test(e.message),
+  );
+  const out = join(dir, 'dup-msg-skip.jsonl');
+  const report = await predictFile({
+    input: writeInput('dup-msg.jsonl', jsonl),
+    output: out,
+    scorer: chat,
+    textField: 'conversation',
+    onBadRow: 'skip',
+  });
+  // The text field holding the list is checked too (row 3); rows 1 and 4 are answered.
+  assert.deepEqual(report.badReasons, { 'duplicate-field': 2 });
+  assert.deepEqual(
+    report.firstBadRows.map((b) => [b.line, b.detail.split(' more than')[0]]),
+    [
+      [2, '"messages"[0] names "content"'],
+      [3, '"conversation"[0] names "role"'],
+    ],
+  );
+  assert.deepEqual(
+    readFileSync(out, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { text: { content: string }[] }).text.map((m) => m.content)),
+    [['a'], ['d']],
+  );
+});
+
+function writeInput(name: string, bytes: Buffer): string {
+  const input = join(dir, `${++n}-${name}`);
+  writeFileSync(input, bytes);
+  return input;
+}

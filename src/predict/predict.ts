@@ -10,7 +10,7 @@ import { existsSync, realpathSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { AtomicFile } from '../data/atomic.ts';
 import type { BadReason, BadRow } from '../data/bad-rows.ts';
-import { MESSAGES, parseConversation, type ConversationMessage } from '../data/conversation.ts';
+import { MESSAGES, parseConversation, repeatedMessageKey, repeatedMessageKeyRow, type ConversationMessage } from '../data/conversation.ts';
 import type { ENCODINGS } from '../data/lines.ts';
 import { encodingAdvice, readRecords } from '../data/read-records.ts';
 import { formatFromExtension, type SourceFormat } from '../data/sources.ts';
@@ -255,6 +255,9 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
         encodingSetting: '--encoding ',
         // As ingest: a JSONL row naming a field read here twice is a duplicate-field bad row (JSON.parse keeps the last).
         readsColumns: [o.textField, idField, ...(o.scorer.conversations ? [MESSAGES] : [])],
+        // As ingest: a message naming a key twice is a duplicate-field bad row, not answered on JSON.parse's last value.
+        // A conversation in the text field (a list there) is checked below, as the reader checks one field only.
+        conversationField: o.scorer.conversations ? MESSAGES : undefined,
         onWarning: (w) => warnings.push(w),
         onData: (chunk) => {
           inputHash.update(chunk);
@@ -272,7 +275,10 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
         const id = Object.hasOwn(values, idField) ? values[idField] : undefined;
         const inConversation = o.scorer.conversations ? conversationField(values, o.textField) : undefined;
         if (inConversation !== undefined) {
-          const asked = conversationToAnswer(values[inConversation], inConversation);
+          const twice = inConversation !== MESSAGES && format === 'jsonl' ? repeatedMessageKey(rec.raw, inConversation) : undefined;
+          const asked = twice
+            ? repeatedMessageKeyRow(JSON.stringify(inConversation), twice)
+            : conversationToAnswer(values[inConversation], inConversation);
           if (!Array.isArray(asked)) {
             bad(rec.row, asked.reason, asked.detail);
             continue;
