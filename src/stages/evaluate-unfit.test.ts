@@ -71,3 +71,38 @@ test('evaluate refuses a test row or a baseline train row the model cannot take,
   );
   assert.ok(!messages.some((m) => /base model embeddings, \d+ of/.test(m)), messages.join('\n'));
 });
+
+test("production's decontaminated rows name the test row of a row production cannot take, not its place among them", async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'eval-unfit-prod-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const { store, ctx, promote } = stageTestbed(root, 'w');
+  const small = tinyBertDir(join(root, 'small'), 7, { tokenizer: 'tiny', hidden: 32, heads: 4, layers: 1 });
+  const exported = await exportTinyClassifier(join(root, 'a'), { modelDir: small });
+  // The candidate takes every test row; production (MiniLM's tokenizer beside the same weights) cannot take row 6.
+  const candidate = await store.putTree(exported);
+  const production = await store.putTree(withMiniLmTokenizer(exported, root));
+  const texts = Array.from({ length: 12 }, (_, i) => (i === 6 ? 'a great day' : 'ꙮ'.repeat(i + 1)));
+  const test = await store.putFile(
+    writeTextTable(
+      join(root, 'test.arrow'),
+      texts.map((text, i) => ({ text, label: i % 2 ? 'positive' : 'negative' })),
+    ),
+    { mediaType: ARROW },
+  );
+  // Production was trained on test rows 1 and 3: left out, so test row 6 is row 4 of the rows it is scored on.
+  const train = await store.putFile(
+    writeTextTable(join(root, 'train.arrow'), [
+      { text: texts[1]!, label: 'positive' },
+      { text: texts[3]!, label: 'positive' },
+    ]),
+    { mediaType: ARROW },
+  );
+  await promote('unfit', production, { train });
+  await assert.rejects(
+    evaluateStage.run({ model: candidate, test, production: { name: 'unfit' }, threads: 1 }, ctx('evaluate')),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === 'evaluate.test: row 6' &&
+      /^the text is one unfit@1\b.* cannot take: the text holds token id \d{3,}, but config\.json's vocab_size is 119/.test(e.bareMessage),
+  );
+});
