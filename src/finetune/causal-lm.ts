@@ -20,7 +20,7 @@ import { packSequences } from '../models/packing.ts';
 import type { ChatEncodingOptions } from '../models/chat-encoding.ts';
 import { loadChatTemplate } from '../models/chat-template.ts';
 import { GGUF_FILE_KEY } from '../models/gguf-llama.ts';
-import { tokenizeToArrow } from '../models/tokenize-arrow.ts';
+import { inputRowOf, tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { ModelConfig } from '../models/weights.ts';
 import { readArrowBatches, readArrowSchema } from '../data/arrow-io.ts';
 import { MESSAGES } from '../data/conversation.ts';
@@ -28,7 +28,7 @@ import { modelWeightsSha256 } from '../formats/safetensors-index.ts';
 import { KEEP_CHECKPOINTS, type RunSettings } from './run-options.ts';
 import { epochBatches, exportedValidation } from './loop.ts';
 import { runsOnCuda } from '../engine/cuda.ts';
-import { checkTokenIdsFitModel } from './token-ids.ts';
+import { checkTokenIdsFitModel, firstRowPastVocab, unfitMessage } from './token-ids.ts';
 
 /** `train` (and `validation`) hold prompt and response columns. */
 export interface TrainCausalLmOptions extends RunSettings {
@@ -539,6 +539,41 @@ export interface EvaluateCausalLmOptions {
   batchSize?: number;
   device?: Device;
   threads?: number;
+  /** What errors call the table (a pipeline field, say); default its path. */
+  tableName?: string;
+  /** What errors call the model (a pipeline field or a registry version, say); default its folder. */
+  modelName?: string;
+  /** The row an error names for row `i` of the table (default `i`): a table of some rows of another names that one's. */
+  rowOf?: (i: number) => number;
+}
+
+/**
+ * Every evaluation row's token ids against the model's embedding rows, before onnxruntime runs any: the first row
+ * holding an id past them is named as the table's row (the tokenized table lacks the rows the tokenizer left out, so
+ * its row r is not the table's), where the ids of all rows together named only tokenizer.json; padding past them (the
+ * tokenizer's padding token is not the model's) names the padding.
+ */
+function checkEvaluationRows(o: EvaluateCausalLmOptions, t: { data: Dataset; seq: number }, dropped: readonly number[]): void {
+  const vocab = ModelConfig.read(o.model).raw.vocab_size;
+  if (typeof vocab !== 'number' || !Number.isInteger(vocab)) return;
+  const tokenizer = join(o.model, 'tokenizer.json');
+  const hint = `the tokenizer files beside the weights (${tokenizer}) are not the ones the model was trained with: put back the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json), or evaluate a model whose own they are`;
+  const ids = t.data.input_ids!.data as BigInt64Array;
+  const found = firstRowPastVocab(ids, t.data.attention_mask!.data as BigInt64Array, t.seq, vocab);
+  if (found) {
+    const row = (o.rowOf ?? ((i: number) => i))(inputRowOf(found.row, dropped));
+    throw new InputError(
+      `the row is one ${o.modelName ?? o.model} cannot take: ${unfitMessage({ what: 'id', value: found.id, limit: vocab }, 'the row')}`,
+      { where: `${o.tableName ?? o.table}: row ${row}`, hint },
+    );
+  }
+  // Every row's own tokens fit: an id past the rows is the padding's.
+  const pad = ids.find((id) => id >= BigInt(vocab));
+  if (pad !== undefined)
+    throw new InputError(
+      `the tokenizer pads with token id ${pad} (its pad_token, else its eos_token), but config.json's vocab_size is ${vocab}: this tokenizer is not the model's`,
+      { where: tokenizer, hint },
+    );
 }
 
 /**
@@ -589,8 +624,7 @@ export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<Resp
     const acc = new LmLossAccumulator();
     // Not one answer token to score: say so before loading the model.
     if (rows.rows > 0 && rows.unscoredRows === rows.rows) return responseLoss(acc, rows);
-    if (t.rows > 0)
-      checkTokenIdsFitModel(o.model, ModelConfig.read(o.model).raw, t.data.input_ids!.data as BigInt64Array, 'evaluation rows');
+    if (t.rows > 0) checkEvaluationRows(o, t, tok.droppedInputRows);
     const model = manifest ? readFileSync(join(o.model, 'model.onnx')) : buildCausalLmGraph(o.model, { inference: true }).model;
     const session = await createSession(
       model instanceof Buffer ? new Uint8Array(model.buffer, model.byteOffset, model.byteLength) : model,

@@ -108,9 +108,48 @@ test('a config.json asking for attention dropout generates and is scored (transf
     evaluateCausalLm({ model: dir, table, template: { prompt: '{prompt}\n', addEos: true }, maxLength: 32, threads: 1 }),
     (e: unknown) =>
       e instanceof InputError &&
-      e.where === join(dir, 'tokenizer.json') &&
-      /the evaluation rows hold token id \d+, but config\.json's vocab_size is 64/.test(e.message),
+      e.where === `${table}: row 0` &&
+      /the row holds token id \d+, but config\.json's vocab_size is 64/.test(e.message) &&
+      e.hint!.includes(join(dir, 'tokenizer.json')),
   );
+  // The row named is the table's, past the rows the tokenizer left out: row 0's reply alone exceeds maxLength (left
+  // out, as in training), rows 1 and 2 fit, row 3's lower-case prompt reaches ids past the 64 rows. Before, the error
+  // named tokenizer.json and no row; the tokenized table's row 2 is the table's row 3.
+  const dropped = join(root, 'dropout-dropped.arrow');
+  const wr = new ArrowTableWriter(dropped, { prompt: 'utf8', response: 'utf8' });
+  wr.writeBatch({ prompt: ['BCD', 'BCD', 'CDF', 'bcd'], response: ['K'.repeat(40), 'DCB', 'FDC', 'DCB'] });
+  wr.close();
+  await assert.rejects(
+    evaluateCausalLm({
+      model: dir,
+      table: dropped,
+      tableName: 'evaluate.test',
+      modelName: 'evaluate.model',
+      chat: { template: QA_TEMPLATE },
+      maxLength: 16,
+      threads: 1,
+    }),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === 'evaluate.test: row 3' &&
+      /^the row is one evaluate\.model cannot take: the row holds token id \d+, but config\.json's vocab_size is 64: this tokenizer is not the model's/.test(
+        e.bareMessage,
+      ) &&
+      /put back the tokenizer files saved with these weights/.test(e.hint!),
+  );
+  // Rows that fit, padded with an id past the 64 rows (a pad_token the model has no row for): the padding is named, not
+  // a row (before, the rows together were said to hold it).
+  const configPath = join(dir, 'tokenizer_config.json');
+  const config = readFileSync(configPath, 'utf8');
+  writeFileSync(configPath, JSON.stringify({ ...JSON.parse(config), pad_token: 'z' }));
+  await assert.rejects(
+    evaluateCausalLm({ model: dir, table, chat: { template: QA_TEMPLATE }, maxLength: 32, threads: 1 }),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === join(dir, 'tokenizer.json') &&
+      /^the tokenizer pads with token id 90 \(its pad_token, else its eos_token\), but config\.json's vocab_size is 64/.test(e.bareMessage),
+  );
+  writeFileSync(configPath, config);
   assert.throws(() => buildCausalLmGraph(dir), /config\.json: attention_dropout: 0\.1 is not supported/);
 });
 

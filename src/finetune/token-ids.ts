@@ -43,6 +43,26 @@ export function unfitRow(rows: ModelRows, ids: Ids, types: Ids): Unfit | undefin
 }
 
 /**
+ * The first row of a tokenized table (`ids` and `mask` [rows × seq]) whose tokens (mask 1: not its padding) hold an id
+ * past `vocab`, and its largest id: what an error about the rows names, where the ids of all the rows together named
+ * none (and a padding id past `vocab` blamed the rows).
+ */
+export function firstRowPastVocab(
+  ids: BigInt64Array,
+  mask: BigInt64Array,
+  seq: number,
+  vocab: number,
+): { row: number; id: number } | undefined {
+  const limit = BigInt(vocab);
+  for (let row = 0; row * seq < ids.length; row++) {
+    let max = -1n;
+    for (let j = row * seq; j < (row + 1) * seq; j++) if (mask[j] !== 0n && ids[j]! > max) max = ids[j]!;
+    if (max >= limit) return { row, id: Number(max) };
+  }
+  return undefined;
+}
+
+/**
  * The first of `texts` the model cannot take (unfitRow), each tokenized by `encode` and checked in turn before any of them
  * runs: a misfit found only at its own batch came after every batch before it had run, and the batch's error could not
  * say which text. One text's tokens are held at a time, never every text's (40,000 texts' encodings held at once raised

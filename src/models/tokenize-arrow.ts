@@ -90,6 +90,11 @@ export interface TokenizeResult {
   droppedRows: number;
   /** Input rows of the first few dropped records (0-based), for the warning. */
   droppedExamples: number[];
+  /**
+   * Input rows of every dropped record (0-based, ascending): row `r` of the output is the input's `r`-th row not among
+   * them (inputRowOf), what an error about one output row names.
+   */
+  droppedInputRows: number[];
   /** Longest row before padding. */
   longest: number;
 }
@@ -111,6 +116,7 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
   let turnsCut = 0;
   let droppedRows = 0;
   const droppedExamples: number[] = [];
+  const droppedInputRows: number[] = [];
   let rowBase = 0;
   // Encode everything first: with bucketed padding the file's single sequence length is only known at the end.
   for await (const batch of readArrowBatches(input)) {
@@ -164,6 +170,7 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
         const e = encodeConversation(tok, convo, { ...task.chat, maxLength }, where);
         if (e.tooLong) {
           droppedRows++;
+          droppedInputRows.push(rowBase + i);
           if (droppedExamples.length < 5) droppedExamples.push(rowBase + i);
           continue;
         }
@@ -183,6 +190,7 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
           const e = encodeChatExample(tok, prompts[i]!, responses[i]!, { ...task.chat, maxLength }, where);
           if (e.tooLong) {
             droppedRows++;
+            droppedInputRows.push(rowBase + i);
             if (droppedExamples.length < 5) droppedExamples.push(rowBase + i);
             continue;
           }
@@ -223,11 +231,32 @@ export async function tokenizeToArrow(opts: TokenizeToArrowOptions): Promise<Tok
       writer.writeBatch(cols);
     }
     const r = writer.close();
-    return { path: r.path, rows: r.rows, bytes: r.bytes, seqLen, truncatedRows, turnsCut, droppedRows, droppedExamples, longest };
+    return {
+      path: r.path,
+      rows: r.rows,
+      bytes: r.bytes,
+      seqLen,
+      truncatedRows,
+      turnsCut,
+      droppedRows,
+      droppedExamples,
+      droppedInputRows,
+      longest,
+    };
   } catch (e) {
     writer.abort();
     throw e;
   }
+}
+
+/** The input row that row `row` of the output is: the `row`-th input row not dropped (`dropped` ascending). */
+export function inputRowOf(row: number, dropped: readonly number[]): number {
+  let input = row;
+  for (const d of dropped) {
+    if (d > input) break;
+    input++;
+  }
+  return input;
 }
 
 function labelIndex(

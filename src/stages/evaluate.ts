@@ -748,6 +748,10 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
         chat: rendering?.chat,
         maxLength: rendering?.maxLength,
         threads: cfg.threads,
+        tableName: 'evaluate.test',
+        modelName: role === 'fine-tuned' ? 'evaluate.model' : role === 'baseline' ? 'evaluate.baseline.model' : label,
+        // Production's rows are some of the test rows: an error names the test row.
+        rowOf: on ? prodRows?.testRowAt : undefined,
       }).catch((e: unknown) => {
         throw refine(e);
       });
