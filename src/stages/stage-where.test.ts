@@ -10,6 +10,9 @@ describe('a stage input error names the stage', () => {
     assert.equal(stageWhere('train.lora.layers', train), 'stages.train_b.with.lora.layers');
     assert.equal(stageWhere('train.maxLength', train), 'stages.train_b.with.maxLength');
     assert.equal(stageWhere('train.lora[2]', train), 'stages.train_b.with.lora[2]');
+    // A row of a table field, or the field's column: before, 'stages.train_b (train.maxLength: row 8)'.
+    assert.equal(stageWhere('train.maxLength: row 8', train), 'stages.train_b.with.maxLength: row 8');
+    assert.equal(stageWhere('train.lora (labelColumn)', train), 'stages.train_b.with.lora (labelColumn)');
   });
 
   test('a setting the stage derives keeps its name, after the stage', () => {

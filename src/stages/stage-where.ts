@@ -3,7 +3,8 @@
  * train stages that does not say which one, nor where in the file to look. A stage's input errors
  * are renamed to the field's path in the pipeline (`stages.train_b.with.lora.layers`), the path
  * `tempered validate` uses; a kind-named place that is no field of `with` (an engine setting the
- * stage derives, such as `train.trainable.r`) keeps its name after the stage's.
+ * stage derives, such as `train.trainable.r`) keeps its name after the stage's. A row of a table field
+ * (`evaluate.test: row 8`) is that field's: `stages.eval.with.test: row 8`.
  */
 import { InputError } from '../errors.ts';
 
@@ -16,7 +17,8 @@ export interface StagePlace {
 export function stageWhere(where: string | undefined, stage: StagePlace): string | undefined {
   if (where === undefined || !where.startsWith(`${stage.kind}.`)) return where;
   const field = where.slice(stage.kind.length + 1);
-  const first = /^[^.[]+/.exec(field)?.[0];
+  // The field's name ends at a dot, a bracket, or what follows it (`evaluate.test: row 8`, `evaluate.test (labelColumn)`).
+  const first = /^[^.[:\s(]+/.exec(field)?.[0];
   const props = (stage.withSchema as { properties?: Record<string, unknown> }).properties;
   if (first && props && Object.prototype.hasOwnProperty.call(props, first)) return `stages.${stage.id}.with.${field}`;
   return `stages.${stage.id} (${where})`;
