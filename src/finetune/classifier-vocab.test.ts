@@ -13,6 +13,7 @@ import { trainClassifier, type TrainClassifierOptions } from './classifier.ts';
 import { evaluateClassifier, frozenFeatureBaseline } from './evaluate.ts';
 import { loadPredictor } from './predictor.ts';
 import { UnfitTextError } from './token-ids.ts';
+import { exportTinyClassifier } from '../serve/tiny-classifier.testing.ts';
 import { syntheticClassifierTask, syntheticRows, writeTextTable } from './synthetic-text.testing.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'ft-classifier-vocab-'));
@@ -216,5 +217,53 @@ test('rows whose token type ids the model has no row for are refused naming the 
       e instanceof InputError &&
       e.where === tokPath &&
       /the training rows hold token type id 2, but config\.json's type_vocab_size is 2/.test(e.message),
+  );
+});
+
+test('a padding token the model has no row for is refused naming the tokenizer, by the predictor and the baseline', async () => {
+  // Every text fits the 119 rows; the pad_token is an added token of id 300. Before: each text passed its check and
+  // every padded batch failed onnxruntime's Gather ("idx=300"), a plain error, which evaluate retried as transient.
+  const padPast = (dir: string) => {
+    const tokPath = join(dir, 'tokenizer.json');
+    const tok = JSON.parse(readFileSync(tokPath, 'utf8')) as { added_tokens: Record<string, unknown>[] };
+    tok.added_tokens.push({
+      id: 300,
+      content: '[PAD2]',
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    });
+    writeFileSync(tokPath, JSON.stringify(tok));
+    const cfgPath = join(dir, 'tokenizer_config.json');
+    writeFileSync(cfgPath, JSON.stringify({ ...JSON.parse(readFileSync(cfgPath, 'utf8')), pad_token: '[PAD2]' }));
+    return dir;
+  };
+  const refused = (dir: string) => (e: unknown) =>
+    e instanceof InputError &&
+    e.where === join(dir, 'tokenizer.json') &&
+    /^the tokenizer pads with token id 300 \(tokenizer_config\.json's pad_token\), but config\.json's vocab_size is 119/.test(
+      e.bareMessage,
+    );
+  const tiny = () => tinyBertDir(mkdtempSync(join(root, 'pad-')), 7, { tokenizer: 'tiny', hidden: 32, heads: 4, layers: 1 });
+  const exported = padPast(await exportTinyClassifier(mkdtempSync(join(root, 'pad-export-')), { modelDir: tiny() }));
+  await assert.rejects(loadPredictor(exported, { threads: 1 }), refused(exported));
+  const base = padPast(tiny());
+  const texts = writeTextTable(
+    join(root, 'pad-rows.arrow'),
+    ['good', 'a great day was had by all', 'bad', 'not good at all'].map((text, i) => ({ text, label: i % 2 ? 'positive' : 'negative' })),
+  );
+  await assert.rejects(
+    frozenFeatureBaseline({
+      modelDir: base,
+      train: texts,
+      test: texts,
+      labels: ['negative', 'positive'],
+      pooling: 'mean',
+      seed: 1,
+      threads: 1,
+    }),
+    refused(base),
   );
 });

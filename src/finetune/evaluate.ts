@@ -12,7 +12,7 @@ import { createSession, type Device } from '../engine/runtime.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { buildBertClassifier, FEATURES, type Pooling } from './bert.ts';
 import { encodeTexts, loadPredictor } from './predictor.ts';
-import { firstUnfit, unfitMessage, UnfitTextError, type ModelRows } from './token-ids.ts';
+import { checkPaddingFitsModel, firstUnfit, unfitMessage, UnfitTextError, type ModelRows } from './token-ids.ts';
 import { readBertConfig } from '../models/bert.ts';
 import { ModelConfig } from '../models/weights.ts';
 
@@ -161,6 +161,7 @@ function checkBaselineRows(modelDir: string, maxLength: number, tables: { name: 
     types: bert.typeVocabSize,
     positions: bert.maxPositions,
   };
+  checkPaddingFitsModel(modelDir, rows, tok);
   for (const { name, texts } of tables) {
     const found = firstUnfit(texts, (t) => tok.encode(t, null, { maxLength }), rows);
     if (!found) continue;

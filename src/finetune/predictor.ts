@@ -12,7 +12,7 @@ import { createSession, toOrt, type Device } from '../engine/runtime.ts';
 import { loadTokenizer, type Encoding, type HfTokenizer } from '../models/tokenizer.ts';
 import { bucketLength } from './batches.ts';
 import { MODEL_MANIFEST, type ModelManifest } from './export.ts';
-import { firstUnfit, unfitMessage, unfitRow, UnfitTextError, type ModelRows, type Unfit } from './token-ids.ts';
+import { checkPaddingFitsModel, firstUnfit, unfitMessage, unfitRow, UnfitTextError, type ModelRows, type Unfit } from './token-ids.ts';
 
 export interface Prediction {
   label: string;
@@ -125,11 +125,6 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
   const bytes = readFileSync(onnxPath);
   const id = createHash('sha256').update(bytes).digest('hex');
   const tok = loadTokenizer(modelFolder);
-  const session = await createSession(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
-    device: opts.device ?? 'cpu',
-    threads: opts.threads,
-    memArena: opts.memArena,
-  });
   const cfgPath = join(modelFolder, 'config.json');
   const cfg = existsSync(cfgPath) ? (JSON.parse(readFileSync(cfgPath, 'utf8')) as Record<string, unknown>) : {};
   const rows: ModelRows = {
@@ -137,6 +132,12 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     types: typeof cfg.type_vocab_size === 'number' ? cfg.type_vocab_size : 2,
     positions: typeof cfg.max_position_embeddings === 'number' ? cfg.max_position_embeddings : 512,
   };
+  checkPaddingFitsModel(modelFolder, rows, tok);
+  const session = await createSession(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), {
+    device: opts.device ?? 'cpu',
+    threads: opts.threads,
+    memArena: opts.memArena,
+  });
   // A batch is never padded past the positions the model has: the texts longer than them are left out as unfit.
   const width = Math.min(manifest.maxLength, rows.positions);
   // Each text's ids are checked before onnxruntime sees them: the model answers every text but the ones that reach

@@ -43,6 +43,26 @@ export function unfitRow(rows: ModelRows, ids: Ids, types: Ids): Unfit | undefin
 }
 
 /**
+ * The padding a batch is filled to its width with needs rows too: every text may fit while the tokenizer's padding
+ * token (its pad_token) or padding type does not, and then every padded batch failed onnxruntime's Gather, a plain
+ * error retried as transient, with no text at fault. Refused when the model loads, naming the tokenizer.
+ */
+export function checkPaddingFitsModel(modelDir: string, rows: ModelRows, pad: { padId: number; padTypeId: number }): void {
+  const where = join(modelDir, 'tokenizer.json');
+  const hint = 'use the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json)';
+  if (rows.vocab !== undefined && pad.padId >= rows.vocab)
+    throw new InputError(
+      `the tokenizer pads with token id ${pad.padId} (tokenizer_config.json's pad_token), but config.json's vocab_size is ${rows.vocab}: this tokenizer is not the model's (ids from ${rows.vocab} on have no embedding row)`,
+      { where, hint },
+    );
+  if (pad.padTypeId >= rows.types)
+    throw new InputError(
+      `the tokenizer pads with token type id ${pad.padTypeId} (padding.pad_type_id), but config.json's type_vocab_size is ${rows.types}: this tokenizer is not the model's`,
+      { where, hint },
+    );
+}
+
+/**
  * The first row of a tokenized table (`ids` and `mask` [rows × seq]) whose tokens (mask 1: not its padding) hold an id
  * past `vocab`, and its largest id: what an error about the rows names, where the ids of all the rows together named
  * none (and a padding id past `vocab` blamed the rows).
