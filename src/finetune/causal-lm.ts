@@ -20,7 +20,7 @@ import { packSequences } from '../models/packing.ts';
 import type { ChatEncodingOptions } from '../models/chat-encoding.ts';
 import { loadChatTemplate } from '../models/chat-template.ts';
 import { GGUF_FILE_KEY } from '../models/gguf-llama.ts';
-import { inputRowOf, tokenizeToArrow } from '../models/tokenize-arrow.ts';
+import { inputRowOf, sourceOfRow, tokenizeToArrow } from '../models/tokenize-arrow.ts';
 import { ModelConfig } from '../models/weights.ts';
 import { readArrowBatches, readArrowSchema } from '../data/arrow-io.ts';
 import { MESSAGES } from '../data/conversation.ts';
@@ -553,7 +553,11 @@ export interface EvaluateCausalLmOptions {
  * its row r is not the table's), where the ids of all rows together named only tokenizer.json; padding past them (the
  * tokenizer's padding token is not the model's) names the padding.
  */
-function checkEvaluationRows(o: EvaluateCausalLmOptions, t: { data: Dataset; seq: number }, dropped: readonly number[]): void {
+async function checkEvaluationRows(
+  o: EvaluateCausalLmOptions,
+  t: { data: Dataset; seq: number },
+  dropped: readonly number[],
+): Promise<void> {
   const vocab = ModelConfig.read(o.model).raw.vocab_size;
   if (typeof vocab !== 'number' || !Number.isInteger(vocab)) return;
   const tokenizer = join(o.model, 'tokenizer.json');
@@ -561,7 +565,8 @@ function checkEvaluationRows(o: EvaluateCausalLmOptions, t: { data: Dataset; seq
   const ids = t.data.input_ids!.data as BigInt64Array;
   const found = firstRowPastVocab(ids, t.data.attention_mask!.data as BigInt64Array, t.seq, vocab);
   if (found) {
-    const row = (o.rowOf ?? ((i: number) => i))(inputRowOf(found.row, dropped));
+    const inTable = inputRowOf(found.row, dropped);
+    const row = `${(o.rowOf ?? ((i: number) => i))(inTable)}${await sourceOfRow(o.table, inTable)}`;
     throw new InputError(
       `the row is one ${o.modelName ?? o.model} cannot take: ${unfitMessage({ what: 'id', value: found.id, limit: vocab }, 'the row')}`,
       { where: `${o.tableName ?? o.table}: row ${row}`, hint },
@@ -624,7 +629,7 @@ export async function evaluateCausalLm(o: EvaluateCausalLmOptions): Promise<Resp
     const acc = new LmLossAccumulator();
     // Not one answer token to score: say so before loading the model.
     if (rows.rows > 0 && rows.unscoredRows === rows.rows) return responseLoss(acc, rows);
-    if (t.rows > 0) checkEvaluationRows(o, t, tok.droppedInputRows);
+    if (t.rows > 0) await checkEvaluationRows(o, t, tok.droppedInputRows);
     const model = manifest ? readFileSync(join(o.model, 'model.onnx')) : buildCausalLmGraph(o.model, { inference: true }).model;
     const session = await createSession(
       model instanceof Buffer ? new Uint8Array(model.buffer, model.byteOffset, model.byteLength) : model,

@@ -10,6 +10,7 @@ import { classificationReport, type ClassificationReport } from '../eval/metrics
 import { fit, predict as logregPredict } from '../eval/logreg.ts';
 import { createSession, type Device } from '../engine/runtime.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
+import { sourceOfRow } from '../models/tokenize-arrow.ts';
 import { buildBertClassifier, FEATURES, type Pooling } from './bert.ts';
 import { encodeTexts, loadPredictor } from './predictor.ts';
 import { checkPaddingFitsModel, firstUnfit, unfitMessage, UnfitTextError, type ModelRows } from './token-ids.ts';
@@ -96,7 +97,7 @@ export async function evaluateClassifier(o: EvaluateOptions): Promise<EvaluateRe
     try {
       predicted = await p.predict(data.texts);
     } catch (e) {
-      throw unfitRowError(e, where, o.modelName ?? o.modelFolder, o.rowOf);
+      throw await unfitRowError(e, { table: o.table, name: where }, o.modelName ?? o.modelFolder, o.rowOf);
     }
     const preds = predicted.map((r) => r.label);
     return { metrics: classificationReport(data.labels, preds, { labels, where }), modelId: p.id, predictions: preds };
@@ -109,10 +110,15 @@ export async function evaluateClassifier(o: EvaluateOptions): Promise<EvaluateRe
  * The predictor's refusal of a text (its place among the table's texts) as the table's row: the row is what to look at,
  * and the hint says what to fix (the model's tokenizer files, or its maxLength).
  */
-function unfitRowError(e: unknown, table: string, model: string, rowOf = (i: number) => i): unknown {
+async function unfitRowError(
+  e: unknown,
+  table: { table: string; name: string },
+  model: string,
+  rowOf = (i: number) => i,
+): Promise<unknown> {
   if (!(e instanceof UnfitTextError)) return e;
   return new InputError(`the text is one ${model} cannot take: ${e.reason}`, {
-    where: `${table}: row ${rowOf(e.index)}`,
+    where: `${table.name}: row ${rowOf(e.index)}${await sourceOfRow(table.table, e.index)}`,
     hint: `${e.hint} (${e.where})`,
   });
 }
@@ -152,7 +158,11 @@ export interface BaselineResult {
  * embedded (embedding the train rows is minutes on a large split, and onnxruntime's Gather or Add failure, retried as
  * transient, named no row), one text's tokens at a time.
  */
-function checkBaselineRows(modelDir: string, maxLength: number, tables: { name: string; texts: string[] }[]): void {
+async function checkBaselineRows(
+  modelDir: string,
+  maxLength: number,
+  tables: { path: string; name: string; texts: string[] }[],
+): Promise<void> {
   const tok = loadTokenizer(modelDir);
   const vocab = ModelConfig.read(modelDir).raw.vocab_size;
   const bert = readBertConfig(modelDir);
@@ -162,7 +172,7 @@ function checkBaselineRows(modelDir: string, maxLength: number, tables: { name: 
     positions: bert.maxPositions,
   };
   checkPaddingFitsModel(modelDir, rows, tok);
-  for (const { name, texts } of tables) {
+  for (const { path, name, texts } of tables) {
     const found = firstUnfit(texts, (t) => tok.encode(t, null, { maxLength }), rows);
     if (!found) continue;
     const { index, unfit } = found;
@@ -172,7 +182,7 @@ function checkBaselineRows(modelDir: string, maxLength: number, tables: { name: 
         { where: 'evaluate.baseline.maxLength', hint: `set maxLength to at most ${unfit.limit}` },
       );
     throw new InputError(unfitMessage(unfit, 'the text'), {
-      where: `${name}: row ${index}`,
+      where: `${name}: row ${index}${await sourceOfRow(path, index)}`,
       hint: `the base model's tokenizer files (${join(modelDir, 'tokenizer.json')}) are not the ones saved with its weights: use those (tokenizer.json, tokenizer_config.json), or a base model whose own they are`,
     });
   }
@@ -226,9 +236,9 @@ export async function frozenFeatureBaseline(o: BaselineOptions): Promise<Baselin
   const maxLength = o.maxLength ?? 128;
   const train = await readLabeledTexts(o.train, o.textColumn, o.labelColumn, o.labels);
   const test = await readLabeledTexts(o.test, o.textColumn, o.labelColumn, o.labels);
-  checkBaselineRows(o.modelDir, maxLength, [
-    { name: o.trainName ?? o.train, texts: train.texts },
-    { name: o.testName ?? o.test, texts: test.texts },
+  await checkBaselineRows(o.modelDir, maxLength, [
+    { path: o.train, name: o.trainName ?? o.train, texts: train.texts },
+    { path: o.test, name: o.testName ?? o.test, texts: test.texts },
   ]);
   const total = train.texts.length + test.texts.length;
   let done = 0;

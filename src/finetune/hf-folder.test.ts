@@ -116,8 +116,13 @@ test('a config.json asking for attention dropout generates and is scored (transf
   // out, as in training), rows 1 and 2 fit, row 3's lower-case prompt reaches ids past the 64 rows. Before, the error
   // named tokenizer.json and no row; the tokenized table's row 2 is the table's row 3.
   const dropped = join(root, 'dropout-dropped.arrow');
-  const wr = new ArrowTableWriter(dropped, { prompt: 'utf8', response: 'utf8' });
-  wr.writeBatch({ prompt: ['BCD', 'BCD', 'CDF', 'bcd'], response: ['K'.repeat(40), 'DCB', 'FDC', 'DCB'] });
+  const wr = new ArrowTableWriter(dropped, { prompt: 'utf8', response: 'utf8', _source: 'utf8', _row: 'int32' });
+  wr.writeBatch({
+    prompt: ['BCD', 'BCD', 'CDF', 'bcd'],
+    response: ['K'.repeat(40), 'DCB', 'FDC', 'DCB'],
+    _source: ['qa.jsonl', 'qa.jsonl', 'qa.jsonl', 'qa.jsonl'],
+    _row: [1, 2, 3, 4],
+  });
   wr.close();
   await assert.rejects(
     evaluateCausalLm({
@@ -131,7 +136,7 @@ test('a config.json asking for attention dropout generates and is scored (transf
     }),
     (e: unknown) =>
       e instanceof InputError &&
-      e.where === 'evaluate.test: row 3' &&
+      e.where === 'evaluate.test: row 3 (qa.jsonl:4)' &&
       /^the row is one evaluate\.model cannot take: the row holds token id \d+, but config\.json's vocab_size is 64: this tokenizer is not the model's/.test(
         e.bareMessage,
       ) &&

@@ -35,6 +35,19 @@ function sourcePlace(batch: Parameters<typeof stringColumn>[0]): (i: number) => 
   return (i) => ` (${files[i]}:${String(rows[i])})`;
 }
 
+/**
+ * Where ingest read row `row` of the table at `path`, as ` (file:line)`, or '' (a table without provenance columns, or
+ * no such row): for an error about a row found once the table was read. Reads the table up to that row.
+ */
+export async function sourceOfRow(path: string, row: number): Promise<string> {
+  let base = 0;
+  for await (const batch of readArrowBatches(path)) {
+    if (row < base + batch.numRows) return sourcePlace(batch)(row - base);
+    base += batch.numRows;
+  }
+  return '';
+}
+
 export type TokenizeTask =
   | {
       kind: 'classification';

@@ -13,6 +13,7 @@ import { exportTinyClassifier } from '../serve/tiny-classifier.testing.ts';
 import { writeTextTable } from '../finetune/synthetic-text.testing.ts';
 import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
 import { InputError } from '../errors.ts';
+import { ArrowTableWriter } from '../data/arrow-io.ts';
 import { evaluateStage } from './evaluate.ts';
 import { stageTestbed } from './stage-context.testing.ts';
 
@@ -104,5 +105,31 @@ test("production's decontaminated rows name the test row of a row production can
       e instanceof InputError &&
       e.where === 'evaluate.test: row 6' &&
       /^the text is one unfit@1\b.* cannot take: the text holds token id \d{3,}, but config\.json's vocab_size is 119/.test(e.bareMessage),
+  );
+});
+
+test('the row named is followed by the file and line ingest read it from, where the table has them', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'eval-unfit-source-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const { store, ctx } = stageTestbed(root, 'w');
+  const small = tinyBertDir(join(root, 'small'), 7, { tokenizer: 'tiny', hidden: 32, heads: 4, layers: 1 });
+  const exported = await exportTinyClassifier(join(root, 'a'), { modelDir: small });
+  const model = await store.putTree(withMiniLmTokenizer(exported, root));
+  // As ingest writes a table: each row's source file and line (a header on line 1), in batches of 4 rows.
+  const r = rows(9, 12);
+  const path = join(root, 'ingested.arrow');
+  const w = new ArrowTableWriter(path, { text: 'utf8', label: 'utf8', _source: 'utf8', _row: 'int32' }, 4);
+  w.writeBatch({
+    text: r.map((x) => x.text),
+    label: r.map((x) => x.label),
+    _source: r.map(() => 'data/reviews.csv'),
+    _row: r.map((_, i) => i + 2),
+  });
+  w.close();
+  const test = await store.putFile(path, { mediaType: ARROW });
+  // Before: 'evaluate.test: row 9' alone, a row of a store object named by its hash.
+  await assert.rejects(
+    evaluateStage.run({ model, test, threads: 1 }, ctx('evaluate')),
+    (e: unknown) => e instanceof InputError && e.where === 'evaluate.test: row 9 (data/reviews.csv:11)',
   );
 });
