@@ -25,6 +25,7 @@ import { conversationText, evaluatedPart, MESSAGES, readConversation, type Conve
 import { LLAMA_FAMILY, isLlamaFamily } from '../models/llama.ts';
 import { DEFAULT_PROMPT_TEMPLATE, IGNORE_INDEX, type CausalEncoding, type HfTokenizer, type PromptTemplate } from '../models/tokenizer.ts';
 import type { ChatOptions } from './causal-lm.ts';
+import { unfitMessage } from './token-ids.ts';
 
 /** How a prompt becomes the model's input: a chat template, else a prompt template (default: DEFAULT_PROMPT_TEMPLATE). */
 export interface LmRendering {
@@ -369,6 +370,32 @@ export interface EvaluateGenerativeOptions extends GenerateAnswersOptions {
   maxLength?: number;
   /** Whether the answers are labels: tableReferencesRepeat over the whole test split (default: whether `references` repeat). */
   answersRepeat?: boolean;
+  /** What errors call the rows' table (a pipeline field, say), the model, and the table's row that record `i` is. */
+  tableName?: string;
+  modelName?: string;
+  rowOf?: (i: number) => number;
+}
+
+/**
+ * Every record's token ids against the model's embedding rows before the decoder runs any: the first record holding an
+ * id past them is named by its row, where onnxruntime's Gather failed at its batch (a plain error, which the evaluate
+ * stage retried as transient), after the batches before it had run.
+ */
+function checkRecordsFitModel(o: EvaluateGenerativeOptions, encodings: readonly CausalEncoding[], vocab: number, padId: number): void {
+  const hint = `the tokenizer files beside the weights (${join(o.model, 'tokenizer.json')}) are not the ones the model was trained with: put back the tokenizer files saved with these weights (tokenizer.json, tokenizer_config.json), or evaluate a model whose own they are`;
+  const i = encodings.findIndex((e) => e.inputIds.some((id) => id >= vocab));
+  if (i >= 0) {
+    const id = encodings[i]!.inputIds.reduce((a, b) => Math.max(a, b), 0);
+    throw new InputError(
+      `the row is one ${o.modelName ?? o.model} cannot take: ${unfitMessage({ what: 'id', value: id, limit: vocab }, 'the row')}`,
+      { where: `${o.tableName ?? 'the test rows'}: row ${(o.rowOf ?? ((r: number) => r))(i)}`, hint },
+    );
+  }
+  if (padId >= vocab)
+    throw new InputError(
+      `the tokenizer pads with token id ${padId} (its pad_token, else its eos_token), but config.json's vocab_size is ${vocab}: this tokenizer is not the model's`,
+      { where: join(o.model, 'tokenizer.json'), hint },
+    );
 }
 
 export interface GenerativeEvaluation extends GeneratedAnswers {
@@ -393,12 +420,9 @@ export async function evaluateGenerative(o: EvaluateGenerativeOptions): Promise<
     const tok = decoder.tokenizer;
     if (!tok) throw new InputError('the model folder has no tokenizer.json', { where: o.model });
     const maxLength = o.maxLength ?? trained?.maxLength ?? 256;
-    const loss = await responseLossOn(
-      decoder,
-      responseEncodings(tok, o.model, o.prompts, o.references, { ...rendering, maxLength }, o.conversations),
-      maxLength,
-      o.batchSize,
-    );
+    const encodings = responseEncodings(tok, o.model, o.prompts, o.references, { ...rendering, maxLength }, o.conversations);
+    checkRecordsFitModel(o, encodings, decoder.config.vocabSize, tok.padId);
+    const loss = await responseLossOn(decoder, encodings, maxLength, o.batchSize);
     if (o.signal?.aborted) throw abortError(o.signal);
     const g = await answersOn(decoder, { ...o, rendering });
     return { ...g, loss, ...generativeScores(g.outputs, o.references, o.exactMatch, { answersRepeat: o.answersRepeat }) };

@@ -14,6 +14,7 @@ import { Decoder } from '../generate/decoder.ts';
 import { writeHfSafetensors } from '../generate/hf-weights.ts';
 import { buildCausalLmGraph } from '../models/causal-lm.ts';
 import { evaluateCausalLm, trainCausalLm } from './causal-lm.ts';
+import { evaluateGenerative } from './generative-eval.ts';
 import { familyModelDir } from './peft-family.testing.ts';
 import { referenceLoraRun } from './peft-reference.testing.ts';
 import { QA_TEMPLATE, writeReversalTable } from './reversal-task.testing.ts';
@@ -141,6 +142,25 @@ test('a config.json asking for attention dropout generates and is scored (transf
         e.bareMessage,
       ) &&
       /put back the tokenizer files saved with these weights/.test(e.hint!),
+  );
+  // With generation the loss is taken on the decoder (evaluateGenerative): row 1's lower-case prompt is named the same
+  // way before any row runs. Before: onnxruntime's Gather failure, a plain error the evaluate stage retried as transient.
+  await assert.rejects(
+    evaluateGenerative({
+      model: dir,
+      prompts: ['BCD', 'bcd', 'CDF'],
+      references: ['DCB', 'DCB', 'FDC'],
+      rendering: { chat: { template: QA_TEMPLATE } },
+      maxLength: 16,
+      maxNewTokens: 2,
+      threads: 1,
+      tableName: 'evaluate.test',
+      modelName: 'evaluate.model',
+    }),
+    (e: unknown) =>
+      e instanceof InputError &&
+      e.where === 'evaluate.test: row 1' &&
+      /^the row is one evaluate\.model cannot take: the row holds token id \d+, but config\.json's vocab_size is 64/.test(e.bareMessage),
   );
   // Rows that fit, padded with an id past the 64 rows (a pad_token the model has no row for): the padding is named, not
   // a row (before, the rows together were said to hold it).

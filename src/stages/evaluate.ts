@@ -773,6 +773,9 @@ async function evaluateLm(cfg: Config, ctx: StageContext, modelDir: string, full
       exactMatch: gen.exactMatch,
       answersRepeat,
       threads: cfg.threads,
+      tableName: 'evaluate.test',
+      modelName: role === 'fine-tuned' ? 'evaluate.model' : role === 'baseline' ? 'evaluate.baseline.model' : label,
+      rowOf: on ? prodRows?.testRowAt : undefined,
       signal: ctx.signal,
       onProgress: (n, total) =>
         ctx.progress({ fraction: 0.02 + 0.96 * at(0.2 + (0.8 * n) / total), message: `${label}: generated ${n}/${total} answers` }),
