@@ -3,6 +3,7 @@
  * checkpoint folders no run will resume (src/store/local-checkpoints.ts), a dry run unless --collect.
  */
 import { databaseExists, isDatabaseUrl } from '../../src/db/database.ts';
+import { modelCardSha256 } from '../../src/registry/card.ts';
 import { openRegistry } from '../../src/registry/registry.ts';
 import { collectGarbage, DEFAULT_HORIZON_DAYS, GarbageIncomplete, MIN_HORIZON_MS, type GarbageReport } from '../../src/store/garbage.ts';
 import type { CheckpointGarbageReason } from '../../src/store/local-checkpoints.ts';
@@ -45,7 +46,10 @@ export async function storeCmd(ctx: CliContext, argv: string[]): Promise<number>
     if (!databaseExists(ctx.paths.registryDb)) return;
     const reg = await openRegistry(ctx.paths.registryDb);
     try {
-      for (const m of await reg.listModels()) for (const v of await reg.listVersions(m.name)) yield JSON.stringify(v);
+      // The card its register stage stored too: `status` of that run lists it among the outputs (the registry renders
+      // the card again, so nothing else names it).
+      for (const m of await reg.listModels())
+        for (const v of await reg.listVersions(m.name)) yield `${JSON.stringify(v)} ${modelCardSha256(v)}`;
     } finally {
       await reg.close();
     }

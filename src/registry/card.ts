@@ -4,6 +4,7 @@
  * aliases), so a version always yields the same bytes and the card can be stored as a
  * content-addressed artifact.
  */
+import { createHash } from 'node:crypto';
 import { canonicalJson } from '../util/canonical-json.ts';
 import { flattenParams } from './diff.ts';
 import { productionMeasuredAgainst, productionNote } from './production.ts';
@@ -106,4 +107,12 @@ export function modelCard(v: ModelVersion): string {
   );
   L.push('');
   return L.join('\n');
+}
+
+/**
+ * The store name (sha256) of the card a run's register stage stored for `v` (its `outputs.card`): the registry does
+ * not record it, so store gc keeps it by this, a card rendered by a tempered whose card read otherwise aside.
+ */
+export function modelCardSha256(v: ModelVersion): string {
+  return createHash('sha256').update(modelCard(v), 'utf8').digest('hex');
 }

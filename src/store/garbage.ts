@@ -4,7 +4,8 @@
  * Every stage output stays in the store under its hash, so a team that retrains on a schedule fills
  * its bucket (or its one machine's folder) without end. What keeps an object:
  *
- * - the registry: every version of every model, with the files of the trees it names;
+ * - the registry: every version of every model, with the files of the trees it names and the card its register stage
+ *   stored (the caller's roots name it: src/registry/card.ts modelCardSha256);
  * - a stage-cache record written, or used by a hit, after the horizon (older ones are dropped with
  *   what only they keep: the next run of that work computes it again); a hit on an old record marks
  *   its outputs and the record before it hands them out (StageCache.get);
