@@ -143,7 +143,7 @@ export function paramsText(params: Record<string, unknown>): string {
 export function runLine(r: RunSummary): string {
   const links = [r.scheduleId && `schedule ${r.scheduleId}`, r.resumeOf && `resumes ${r.resumeOf}`].filter(Boolean).join('  ');
   return printable(
-    `${r.runId.padEnd(44)} ${r.pipeline.padEnd(20)} ${r.status.padEnd(11)} ${r.startTime.toISOString()}  ${r.actor ?? ''}${links ? `  ${links}` : ''}${r.params && Object.keys(r.params).length ? `  ${paramsText(r.params)}` : ''}`,
+    `${r.runId.padEnd(44)} ${r.pipeline.padEnd(20)} ${(r.skipped ? 'SKIPPED' : r.status).padEnd(11)} ${r.startTime.toISOString()}  ${r.actor ?? ''}${links ? `  ${links}` : ''}${r.params && Object.keys(r.params).length ? `  ${paramsText(r.params)}` : ''}${r.skipped ? `  skipped: ${r.skipped.outcome} (${r.skipped.reason})` : ''}`,
   );
 }
 

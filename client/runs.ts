@@ -22,7 +22,7 @@ import { redactJson } from '../src/util/redact.ts';
 import { specBody } from '../src/spec/plan.ts';
 import { keptSpec } from '../src/audit/redact-spec.ts';
 import { InputError } from '../src/errors.ts';
-import type { RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
+import type { RunGateResult, RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { retryStateName } from './failure-notes.ts';
 import { hasPipelineAttribute, listedPipeline, PIPELINE_ATTRIBUTE, pipelineAttributes } from './pipeline-attribute.ts';
@@ -831,6 +831,11 @@ export interface RunSummary {
   /** The parameters it was submitted with (secret-named ones hidden); runs submitted before 7 Dec 2026 have none. */
   params?: Record<string, unknown>;
   /**
+   * Set where the run's gate (a schedule's `--skip-if-unchanged` or triggers, a pipeline file's `triggers`) ended it
+   * before it trained: Temporal says COMPLETED, as of a run that retrained, and only the run's result says which.
+   */
+  skipped?: Pick<RunGateResult, 'outcome' | 'reason'>;
+  /**
    * Why pipeline, actor, params, resumeOf (and scheduleId, unless a schedule started it) are not there: the run's memo
    * is encrypted (TEMPERED_PAYLOAD_KEY) with a key this process lacks; the codec's error, naming the key id and the
    * variable. `pipeline` then reads ENCRYPTED_FIELD, unless the run carries it in the TemperedPipeline search attribute
@@ -912,13 +917,47 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
     ? [...clauses, `(TemporalScheduledById = ${scheduleNamed} OR WorkflowId STARTS_WITH ${queryString(`${schedule}-`, asSchedule)})`]
     : clauses;
   if (scheduleNamed) clauses.push(`TemporalScheduledById = ${scheduleNamed}`);
+  let runs: RunSummary[];
   try {
-    return await listed(client, byName.join(' AND '), limit, { oneStatus: !!filters.status, id, pipeline, byAttribute, schedule });
+    runs = await listed(client, byName.join(' AND '), limit, { oneStatus: !!filters.status, id, pipeline, byAttribute, schedule });
   } catch (e) {
     const err = e as { code?: number; cause?: { code?: number } };
     if (!schedule || (err.code ?? err.cause?.code) !== 3) throw e; // gRPC INVALID_ARGUMENT
-    return listed(client, clauses.join(' AND '), limit, { oneStatus: !!filters.status, id, pipeline, byAttribute, schedule });
+    runs = await listed(client, clauses.join(' AND '), limit, { oneStatus: !!filters.status, id, pipeline, byAttribute, schedule });
   }
+  await markGateSkips(client, runs);
+  return runs;
+}
+
+/** What became of ended runs' gates, by run and execution id: a result never changes (the Runs page asks every 3 s). */
+const gateOfEnded = new Map<string, Pick<RunGateResult, 'outcome' | 'reason'> | null>();
+const GATES_KEPT = 5000;
+
+/**
+ * Sets `skipped` on the completed runs whose gate ended them before they trained ("unchanged", "not-triggered"): they
+ * read COMPLETED, as a nightly run that retrained does. Each such run's result is read once (its close event alone); a
+ * result that cannot be read (a key this process lacks) leaves the run as listed.
+ */
+async function markGateSkips(client: Client, runs: RunSummary[]): Promise<void> {
+  await forEachInFlight(
+    runs.filter((r) => r.status === 'COMPLETED'),
+    8,
+    async (r) => {
+      const key = `${r.runId}/${r.execution ?? ''}`;
+      let gate = gateOfEnded.get(key);
+      if (gate === undefined) {
+        const st = (await client.workflow
+          .getHandle(r.runId, r.execution)
+          .result()
+          .catch(() => undefined)) as RunStatus | undefined;
+        if (!st) return;
+        gate = st.gate && !st.gate.proceed ? { outcome: st.gate.outcome, reason: st.gate.reason } : null;
+        if (gateOfEnded.size >= GATES_KEPT) gateOfEnded.delete(gateOfEnded.keys().next().value!);
+        gateOfEnded.set(key, gate);
+      }
+      if (gate) r.skipped = gate;
+    },
+  );
 }
 
 /**

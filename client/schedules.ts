@@ -728,15 +728,16 @@ const NOT_SUCCEEDED = new Set(['failed', 'terminated', 'timed_out', 'cancelled']
 /**
  * How the schedule's runs have been ending, for a list of schedules: a schedule failing night after night shows there,
  * not only in its own describe. The ended runs are read newest first, one at a time, until one did not fail, so a
- * healthy schedule costs one run's look-up and a running one is passed over. Only the latest ended run's error is
- * shown, and no gate: the others are described, their results not read.
+ * healthy schedule costs one run's look-up and a running one is passed over. Only the latest ended run's error or gate
+ * is shown: the others are described, their results not read.
  */
 export async function lastOutcome(client: Client, view: ScheduleView): Promise<LastOutcome> {
   const actions = [...view.recentActions].reverse();
   let last: RecentRun | undefined;
   let failedInARow = 0;
   for (const a of actions) {
-    const run = await recentRun(client, a, { gate: false, error: !last });
+    // The latest ended run's gate too: one its gate skipped as unchanged read 'last succeeded', as one that retrained.
+    const run = await recentRun(client, a, { gate: !last, error: !last });
     if (run.state === 'running') continue;
     last ??= run;
     if (!NOT_SUCCEEDED.has(run.state)) return { last, failedInARow, failedInARowAtLeast: false };

@@ -17,7 +17,7 @@ import { openRegistry } from '../src/registry/registry.ts';
 import { testVersion } from '../src/registry/versions.testing.ts';
 import { RunIndex } from '../src/triggers/run-gate.ts';
 import { InputError } from '../src/errors.ts';
-import { waitForRun } from '../client/runs.ts';
+import { listRuns, waitForRun } from '../client/runs.ts';
 import {
   backfillSchedule,
   createSchedule,
@@ -265,6 +265,31 @@ describe('schedules on Temporal', () => {
     assert.equal(stateOf(same, 'train'), 'skipped');
     assert.match(same.stages.find((s) => s.id === 'train')!.skippedBecause!, /run gate: spec and data match run gated-/);
     assert.deepEqual(executed(same.runId), [], 'no training ran');
+    // Temporal says COMPLETED of it, as of a run that retrained: `tempered runs`, the Runs page's list (listRuns) and
+    // `schedule list` read 'COMPLETED', 'succeeded' and 'last succeeded' of a night that trained nothing.
+    const cliEnv = {
+      TEMPORAL_ADDRESS: env.server.address,
+      TEMPERED_HOME: env.dir,
+      TEMPERED_TASK_QUEUE: TEST_QUEUE,
+      TEMPERED_PLUGINS: fileURLToPath(new URL('./helpers/probe-plugin.ts', import.meta.url)),
+      TEMPERED_PROBE_LOG: probeLog,
+    };
+    const ofGated = await waitFor('the skipped run listed as ended', async () => {
+      const rs = await listRuns(env.client, 50, { schedule: 'gated' });
+      return rs.find((r) => r.runId === same.runId)?.status === 'COMPLETED' && rs;
+    });
+    assert.equal(ofGated.find((r) => r.runId === same.runId)!.skipped?.outcome, 'unchanged');
+    assert.equal(ofGated.find((r) => r.runId === first.runId)!.skipped, undefined, 'the first run trained');
+    const runsOut = await runCliInProcess(['runs', '--limit', '50'], cliEnv);
+    assert.equal(runsOut.code, 0, runsOut.stderr);
+    assert.match(
+      runsOut.stdout,
+      new RegExp(`^${same.runId} +\\S+ +SKIPPED .*  skipped: unchanged \\(spec and data match run ${first.runId}`, 'm'),
+    );
+    assert.match(runsOut.stdout, new RegExp(`^${first.runId} +\\S+ +COMPLETED `, 'm'));
+    const list = await runScheduleCli(['list'], cliEnv);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /^gated\s.* {2}last skipped \(unchanged\) \S+$/m);
 
     writeData(env.dir, 'gated.jsonl', 30, 0.3, 'b');
     const changed = await triggerAndWait('gated');

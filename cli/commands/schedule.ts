@@ -429,7 +429,15 @@ async function listCmd(ctx: CliContext, argv: string[]): Promise<number> {
     return {
       ...item,
       ...(last
-        ? { lastRun: { runId: last.runId, state: last.state, takenAt: last.takenAt, ...(last.error ? { error: last.error } : {}) } }
+        ? {
+            lastRun: {
+              runId: last.runId,
+              state: last.state,
+              takenAt: last.takenAt,
+              ...(last.error ? { error: last.error } : {}),
+              ...(last.gate && !last.gate.proceed ? { skipped: last.gate.outcome } : {}),
+            },
+          }
         : {}),
       failedInARow,
       ...(failedInARowAtLeast ? { failedInARowAtLeast } : {}),
@@ -465,7 +473,7 @@ function noteEncrypted(reasons: (string | undefined)[], what: 'schedules list' |
 
 /** The latest ended run, and a failing streak with the first line of the latest error: what an operator scans for. */
 function lastText(s: {
-  lastRun?: { state: string; takenAt: string; error?: string };
+  lastRun?: { state: string; takenAt: string; error?: string; skipped?: string };
   failedInARow: number;
   failedInARowAtLeast?: boolean;
 }): string {
@@ -474,7 +482,9 @@ function lastText(s: {
   // On the schedule's one line: an ingest error's first line only counts the bad rows, its next names them.
   const oneLine = s.lastRun.error?.replace(/\s*\n\s*/g, ' ');
   const error = oneLine ? `: ${oneLine.length > 240 ? `${oneLine.slice(0, 240)}…` : oneLine}` : '';
-  return `  last ${s.lastRun.state} ${s.lastRun.takenAt}${streak}${error}`;
+  // A run its gate ended before training succeeded too: "last succeeded" said it retrained.
+  const state = s.lastRun.skipped ? `skipped (${s.lastRun.skipped})` : s.lastRun.state;
+  return `  last ${state} ${s.lastRun.takenAt}${streak}${error}`;
 }
 
 function whenText(v: ScheduleView): string {

@@ -359,7 +359,11 @@ function RunsPage({ query }) {
                     >`}
               </td>
               <td class="params">${paramsText(r.params)}</td>
-              <td><${State} s=${runStateWord(r.status)} /></td>
+              <td title=${r.skipped ? `its gate ended it before training: ${r.skipped.reason}` : undefined}>
+                ${r.skipped
+                  ? html`<${State} s="skipped" /> <span class="muted" data-skipped=${r.skipped.outcome}>${r.skipped.outcome}</span>`
+                  : html`<${State} s=${runStateWord(r.status)} />`}
+              </td>
               <td>${r.actor ?? ''}</td>
               <td>${fmtTime(r.startTime)}</td>
               <td class="num">${fmtDur(r.startTime, r.closeTime)}</td>
