@@ -24,6 +24,7 @@ import { keptSpec } from '../src/audit/redact-spec.ts';
 import { InputError } from '../src/errors.ts';
 import type { RunGateResult, RunInput, RunStatus, StageResult, StageStatus } from '../workflows/types.ts';
 import { pendingStatus } from '../workflows/pending-status.ts';
+import { PayloadKeyError } from '../infra/payload-codec.ts';
 import { retryStateName } from './failure-notes.ts';
 import { hasPipelineAttribute, listedPipeline, PIPELINE_ATTRIBUTE, pipelineAttributes } from './pipeline-attribute.ts';
 import {
@@ -946,12 +947,13 @@ async function markGateSkips(client: Client, runs: RunSummary[]): Promise<void> 
       const key = `${r.runId}/${r.execution ?? ''}`;
       let gate = gateOfEnded.get(key);
       if (gate === undefined) {
+        // Without its key a result stays unreadable: remembered as no gate, not asked for again every 3 s.
         const st = (await client.workflow
           .getHandle(r.runId, r.execution)
           .result()
-          .catch(() => undefined)) as RunStatus | undefined;
-        if (!st) return;
-        gate = st.gate && !st.gate.proceed ? { outcome: st.gate.outcome, reason: st.gate.reason } : null;
+          .catch((e: unknown) => (e instanceof PayloadKeyError ? null : undefined))) as RunStatus | null | undefined;
+        if (st === undefined) return;
+        gate = st?.gate && !st.gate.proceed ? { outcome: st.gate.outcome, reason: st.gate.reason } : null;
         if (gateOfEnded.size >= GATES_KEPT) gateOfEnded.delete(gateOfEnded.keys().next().value!);
         gateOfEnded.set(key, gate);
       }
