@@ -173,7 +173,7 @@ async function checkBaselineRows(
   };
   checkPaddingFitsModel(modelDir, rows, tok);
   for (const { path, name, texts } of tables) {
-    const found = firstUnfit(texts, (t) => tok.encode(t, null, { maxLength }), rows);
+    const found = await firstUnfit(texts, (t) => tok.encode(t, null, { maxLength }), rows);
     if (!found) continue;
     const { index, unfit } = found;
     if (unfit.what === 'length')

@@ -144,8 +144,8 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
   // ids, types or positions it has no row for, and those get an UnfitTextError naming the first of them (predict,
   // logits, embed: before any batch runs) or why in place of their prediction (predictEach), not a Gather's failure.
   const encode = (text: string) => tok.encode(text, null, { maxLength: manifest.maxLength });
-  const refuseAny = (texts: string[]) => {
-    const found = firstUnfit(texts, encode, rows);
+  const refuseAny = async (texts: string[]) => {
+    const found = await firstUnfit(texts, encode, rows);
     if (!found) return;
     const { index, unfit } = found;
     const hint =
@@ -180,7 +180,7 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string'))
       throw new InputError('texts must be an array of strings', { where: 'texts' });
     // Tokenized twice, once here and once in its batch, so that no more than a batch's tokens are held at once.
-    if (!each) refuseAny(texts);
+    if (!each) await refuseAny(texts);
     const unfit: (Unfit | undefined)[] = texts.map(() => undefined);
     let data = new Float32Array(0),
       dim = 0;

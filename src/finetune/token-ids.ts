@@ -82,18 +82,24 @@ export function firstRowPastVocab(
   return undefined;
 }
 
+/** How many texts firstUnfit tokenizes between turns of the event loop (about 25-60 ms of work). */
+const YIELD_EVERY = 1000;
+
 /**
  * The first of `texts` the model cannot take (unfitRow), each tokenized by `encode` and checked in turn before any of them
  * runs: a misfit found only at its own batch came after every batch before it had run, and the batch's error could not
  * say which text. One text's tokens are held at a time, never every text's (40,000 texts' encodings held at once raised
  * a predictor's peak RSS from 255 to 402 MiB).
  */
-export function firstUnfit(
+export async function firstUnfit(
   texts: readonly string[],
   encode: (text: string) => { inputIds: Ids; tokenTypeIds: Ids },
   rows: ModelRows,
-): { index: number; unfit: Unfit } | undefined {
+): Promise<{ index: number; unfit: Unfit } | undefined> {
   for (let index = 0; index < texts.length; index++) {
+    // Tokenizing is synchronous (25-60 us a text): a million rows in one loop held the event loop for most of a minute,
+    // which in a worker running stages inline stalls its heartbeats and every other activity.
+    if (index % YIELD_EVERY === YIELD_EVERY - 1) await new Promise<void>((r) => setImmediate(r));
     const e = encode(texts[index]!);
     const unfit = unfitRow(rows, e.inputIds, e.tokenTypeIds);
     if (unfit) return { index, unfit };
