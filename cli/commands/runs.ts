@@ -35,6 +35,7 @@ import { notOnServerOr, runNotOnServer } from './run-gone.ts';
 import { loadPlanOrExit, planOrExit } from './validate.ts';
 import { runBackends } from './sharing.ts';
 import { resumePreview } from './resume-preview.ts';
+import { printQuarantine } from './quarantine.ts';
 import { resumeInput } from '../../client/resume-input.ts';
 
 export { loadPlanOrExit, planOrExit };
@@ -329,12 +330,40 @@ export async function startAndReport(
   }
 }
 
+/** A line to stdout, waiting while the pipe is full: a quarantine of millions of rows is not buffered whole in memory. */
+function writeLine(line: string): Promise<void> | void {
+  const out = process.stdout;
+  // A reader that went away (`| head`): the rest is nobody's to read.
+  if (out.destroyed || !out.writable) return;
+  if (!out.write(`${line}\n`))
+    return new Promise((done) => {
+      const end = () => {
+        for (const e of ['drain', 'close', 'error']) out.off(e, end);
+        done();
+      };
+      for (const e of ['drain', 'close', 'error']) out.once(e, end);
+    });
+}
+
 export async function statusCmd(ctx: CliContext, argv: string[]): Promise<number> {
-  const usage = 'tempered status <run> [--json] [--watch]';
-  const { values, positionals } = parse(argv, { json: { type: 'boolean' }, watch: { type: 'boolean' } }, usage);
+  const usage = 'tempered status <run> [--json] [--watch] | status <run> --quarantine [--json]';
+  const { values, positionals } = parse(
+    argv,
+    { json: { type: 'boolean' }, watch: { type: 'boolean' }, quarantine: { type: 'boolean' } },
+    usage,
+  );
   if (positionals.length !== 1) throw new CliError(`status takes one run id\nusage: ${usage}`, 2);
+  if (values.quarantine && values.watch)
+    throw new CliError(`status --quarantine takes no --watch: it prints the quarantine tables of the stages finished\nusage: ${usage}`, 2);
   const runId = (commandRun.id = positionals[0]!);
   const client = await ctx.client();
+  if (values.quarantine) {
+    const st = await getRunStatus(client, runId).catch(async (e: Error) => {
+      throw /not found/i.test(e.message) ? await runNotOnServer(ctx, client, runId) : new CliError(e.message);
+    });
+    await printQuarantine(ctx.store(), runId, st.stages, !!values.json, writeLine);
+    return 0;
+  }
   // --json: the stage lines a watch prints as they change would come out above the JSON.
   const st = await (values.watch ? followAndPrint(client, runId, !!values.json) : getRunStatus(client, runId, { showClear: true })).catch(
     async (e: Error) => {

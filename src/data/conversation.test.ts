@@ -289,7 +289,7 @@ test('the ingest report names the first quarantined conversations by file:line a
   const text = formatDataReport(r);
   assert.match(
     text,
-    /\nquarantined rows \(the first 10; the quarantine table has all, each with its raw text\):\n {2}c\.jsonl:2: invalid-conversation: /,
+    /\nquarantined rows \(the first 10; `tempered status <run> --quarantine` prints all, each with its raw text\):\n {2}c\.jsonl:2: invalid-conversation: /,
   );
   assert.match(text, /\n {2}c\.jsonl:11: invalid-conversation: the last message .*\nlabels: /);
 });

@@ -169,7 +169,7 @@ export function formatDataReport(r: DataReport): string {
           : []),
         ...(r.firstQuarantined?.length
           ? [
-              `quarantined rows${Object.values(r.badRows).reduce((a, b) => a + b, 0) > r.firstQuarantined.length ? ` (the first ${r.firstQuarantined.length}; the quarantine table has all, each with its raw text)` : ''}:`,
+              `quarantined rows${Object.values(r.badRows).reduce((a, b) => a + b, 0) > r.firstQuarantined.length ? ` (the first ${r.firstQuarantined.length}; \`tempered status <run> --quarantine\` prints all, each with its raw text)` : ''}:`,
               ...r.firstQuarantined.map((q) => `  ${q}`),
             ]
           : []),
