@@ -536,6 +536,17 @@ test('a null text is said to be null, not missing, and is no sign that the mappi
     },
   );
 });
+test('labels with leading zeros ("01" beside "1") are codes, not one number written two ways: no merge is suggested, "01.0" is still "01"', async () => {
+  const dir = tmp();
+  // Two ZIP-like codes: the number-forms warning suggested labelMap: {"01": "1", "02": "2"}, merging them.
+  writeFileSync(join(dir, 'a.jsonl'), ['01', '1', '02', '2', '01', '1'].map((label, i) => j({ text: `t${i}`, label })).join('\n'));
+  assert.equal((await run(dir, { task: 'classification', path: 'a.jsonl' })).warnings, undefined);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  writeFileSync(join(dir, 'b.jsonl'), ['01', '01.0', '1'].map((label, i) => j({ text: `t${i}`, label })).join('\n'));
+  assert.deepEqual((await run(dir, { task: 'classification', path: 'b.jsonl' })).warnings, [
+    'labels that are one number written differently are classes of their own: "01" 1, "01.0" 1 (pandas writes a whole-number column that holds a missing value as 0.0, 1.0, …); merge them with labelMap: {"01.0": "01"}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows',
+  ]);
+});
 test('inferred labels that are nearly all one row each are a warning (the label field holds text), and the report lists 30 at most', async () => {
   const dir = tmp();
   // fields.label pointed at the text by mistake: a class per row.

@@ -264,10 +264,14 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
         )}; merge them with labelMap: ${labelMapExample(merges)}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows`,
     );
   }
-  // One number in several forms ("1", "1.0"): the spellings of one class that differ in more than spaces.
+  // One number in several forms ("1", "1.0"): the spellings of one class that differ in more than spaces. Leading
+  // zeros count ("01" and "1" may be two codes; suggesting "01" → "1" would merge them, or undo the zeros a code had).
   const byNumber = new Map<string, string[]>();
-  for (const l of [...labels.keys()].sort())
-    if (isNumberLabel(l)) byNumber.set(canonicalNumber(l), [...(byNumber.get(canonicalNumber(l)) ?? []), l]);
+  for (const l of [...labels.keys()].sort()) {
+    if (!isNumberLabel(l)) continue;
+    const n = canonicalNumber(l, { keepLeadingZeros: true });
+    byNumber.set(n, [...(byNumber.get(n) ?? []), l]);
+  }
   const numberForms = [...byNumber].filter(([, ls]) => new Set(ls.map((l) => l.trim())).size > 1);
   if (numberForms.length > 0) {
     // Onto the plain form ("1") where the data has it, else the most common spelling, trimmed.

@@ -12,12 +12,16 @@ export function isNumberLabel(label: string): boolean {
   return DECIMAL.test(label.trim());
 }
 
-/** "+01.50" → "1.5", "-0.0" → "0": the number's digits without sign noise, leading or trailing zeros (exact, no float). */
-export function canonicalNumber(label: string): string {
+/**
+ * "+01.50" → "1.5", "-0.0" → "0": the number's digits without sign noise, leading or trailing zeros (exact, no float).
+ * `keepLeadingZeros`: "01" stays "01" (and "01.0" is "01"), since a label written with leading zeros is a code more
+ * often than a number ("01" and "1" as two ZIP-like codes), and no tool writes a number so: pandas' floats only add ".0".
+ */
+export function canonicalNumber(label: string, opts: { keepLeadingZeros?: boolean } = {}): string {
   const t = label.trim();
   const negative = t.startsWith('-');
   const [whole, fraction = ''] = t.replace(/^[+-]/, '').split('.');
-  const digits = whole!.replace(/^0+(?=\d)/, '');
+  const digits = opts.keepLeadingZeros ? whole! : whole!.replace(/^0+(?=\d)/, '');
   const decimals = fraction.replace(/0+$/, '');
   const n = decimals === '' ? digits : `${digits}.${decimals}`;
   return negative && n !== '0' ? `-${n}` : n;
