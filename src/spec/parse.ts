@@ -136,15 +136,20 @@ function mergeKeys(doc: Document, file: string, lc: LineCounter, locations: Map<
 /**
  * A plain key YAML reads as a number whose digits differ from what was written: `labelMap: {1.0: "1"}` is the key "1"
  * (and `01`, `1e2`, `0x1F` are "1", "100", "31"), so the map rewrote "1" to itself and every "1.0" row stayed as it
- * was, without a word. Said at the key, with the quoting that keeps the text.
+ * was, without a word. Likewise a boolean written otherwise: `True`, how pandas writes a bool column to CSV, is the key
+ * "true". Said at the key, with the quoting that keeps the text.
  */
 function renamedKeys(doc: Document, file: string, lc: LineCounter, locations: Map<string, NodeLocation>, data: unknown): SpecError[] {
   const errors: SpecError[] = [];
   visit(doc, {
     Pair(_, pair) {
       const k = pair.key;
-      if (!isScalar(k) || k.type !== 'PLAIN' || typeof k.value !== 'number' || !k.range || k.source === undefined) return;
-      if (String(k.value) === k.source) return;
+      if (!isScalar(k) || k.type !== 'PLAIN' || !k.range || k.source === undefined) return;
+      const v = k.value;
+      if (typeof v !== 'number' && typeof v !== 'boolean') return;
+      const key = String(v);
+      if (key === k.source) return;
+      const what = `the ${typeof v} ${key}`;
       const at = lc.linePos(k.range[0]);
       let path = '';
       for (const [pointer, loc] of locations)
@@ -155,7 +160,7 @@ function renamedKeys(doc: Document, file: string, lc: LineCounter, locations: Ma
         column: at.col,
         path,
         code: 'number-key',
-        message: `key ${k.source} is the number ${String(k.value)} to YAML, so the key is ${JSON.stringify(String(k.value))}, not ${JSON.stringify(k.source)}`,
+        message: `key ${k.source} is ${what} to YAML, so the key is ${JSON.stringify(key)}, not ${JSON.stringify(k.source)}`,
         hint: `quote it to keep the text: ${JSON.stringify(k.source)}`,
       });
     },

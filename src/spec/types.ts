@@ -198,7 +198,7 @@ export type SpecErrorCode =
   | 'bad-value'
   /** A YAML 1.1 merge key (`<<: *x`), which YAML 1.2 reads as a field named '<<'. */
   | 'merge-key'
-  /** A plain mapping key YAML reads as a number written otherwise (`1.0: x` is the key "1"). */
+  /** A plain mapping key YAML reads as a number or boolean written otherwise (`1.0: x` is the key "1", `True: x` "true"). */
   | 'number-key'
   | 'schema'
   | 'unknown-field'

@@ -125,6 +125,18 @@ describe('YAML and JSON syntax', () => {
         hint: `quote it to keep the text: "${key}"`,
       });
     for (const key of ['0', '-1', '"1.0"', "'01'", 'true']) assert.ok(!errorsOf(at(key)).some((e) => e.code === 'number-key'), key);
+    // pandas writes a bool column to CSV as True/False: labelMap: {True: positive} was the key "true", matching no row.
+    for (const [key, message, path] of [
+      ['True', 'key True is the boolean true to YAML, so the key is "true", not "True"', 'tags.true'],
+      ['FALSE', 'key FALSE is the boolean false to YAML, so the key is "false", not "FALSE"', 'tags.false'],
+    ])
+      expectOnly(at(key!), {
+        code: 'number-key',
+        path: `stages.ingest.with.${path}`,
+        at: `${key}: x`,
+        message,
+        hint: `quote it to keep the text: "${key}"`,
+      });
   });
 
   // YAML 1.2 has no merge keys: `<<` was an unknown field, and the fields it was meant to bring in "missing".
