@@ -536,6 +536,22 @@ test('a null text is said to be null, not missing, and is no sign that the mappi
     },
   );
 });
+test('a null promptTemplate field is said to be null, not missing, and is no sign that the template names the wrong field', async () => {
+  const dir = tmp();
+  // d3a47c9 did this for fields read whole; a template field that pandas wrote as null still said "is missing", and
+  // with every bad row such, the hint said the template probably names the wrong field.
+  writeFileSync(
+    join(dir, 'a.jsonl'),
+    [j({ instruction: 'ok', output: 'x' }), j({ instruction: null, output: 'y' }), j({ instruction: null, output: 'z' })].join('\n'),
+  );
+  const cfg = { task: 'instruction', path: 'a.jsonl', promptTemplate: 'Q: {instruction}', fields: { response: 'output' } } as const;
+  await assert.rejects(run(dir, { ...cfg, onBadRow: 'quarantine', maxBadFraction: 0.5 }), (e: unknown) => {
+    assert.ok(e instanceof InputError, String(e));
+    assert.match(e.message, /a\.jsonl:2: template field "instruction" is null/);
+    assert.doesNotMatch(e.hint ?? '', /every row lacks|lack/);
+    return true;
+  });
+});
 test('labels with leading zeros ("01" beside "1") are codes, not one number written two ways: no merge is suggested, "01.0" is still "01"', async () => {
   const dir = tmp();
   // Two ZIP-like codes: the number-forms warning suggested labelMap: {"01": "1", "02": "2"}, merging them.

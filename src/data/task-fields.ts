@@ -46,7 +46,10 @@ function renderTemplate(sections: ParsedTemplate['sections'], values: Record<str
           dropped = true;
           continue;
         }
-        return { reason: 'missing-field', detail: `template field ${JSON.stringify(p.field)} is missing`, field: p.field };
+        // null (pandas' NaN) as in fieldText: the field is there, so no hint that the template names the wrong one.
+        return v === null
+          ? { reason: 'missing-field', detail: `template field ${JSON.stringify(p.field)} is null` }
+          : { reason: 'missing-field', detail: `template field ${JSON.stringify(p.field)} is missing`, field: p.field };
       }
       if (typeof v !== 'string')
         return { reason: 'not-string', detail: `template field ${JSON.stringify(p.field)} is ${typeof v}, expected string` };
