@@ -41,7 +41,9 @@ export const ingestStage: StageKind<IngestConfig> = {
   // warning of its own, an unknown-label row whose label is a declared one written differently says so (its detail)
   // and is a report warning, a null text is "is null". Tables are byte for byte as in 4; a cached 4 kept a report
   // without those warnings, and the quarantine's old details.
-  codeVersion: 'ingest-5',
+  // 6: the review of 5 (8 Dec): labels with leading zeros ("01" beside "1") are no longer warned of as one number, and
+  // a promptTemplate field that is null says "is null" (its quarantine detail, the error's hint). Tables as in 5.
+  codeVersion: 'ingest-6',
   withSchema: ingestWithSchema,
   outputs: {
     table: { type: 'table', description: 'the ingested rows (task columns + _source, _row, _hash)' },
