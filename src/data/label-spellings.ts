@@ -34,6 +34,10 @@ export function labelKey(label: string): string {
 
 /** The declared label that `label` is another spelling of, if any (for a hint to map it rather than lose its rows). */
 export function declaredSpelling(label: string, declared: readonly string[]): string | undefined {
+  // Two declared labels may differ in case alone ("b", "B"): a row's "B " is "B" with a space, not "b".
+  const trimmed = label.trim();
+  const exact = declared.find((d) => d !== label && d === trimmed);
+  if (exact !== undefined) return exact;
   const key = labelKey(label);
   return declared.find((d) => d !== label && labelKey(d) === key);
 }
