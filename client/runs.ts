@@ -113,7 +113,7 @@ function retryWaitText(pa: PendingActivityInfo, now: number): string {
   const when =
     next !== undefined && next > now
       ? `starts in ${Math.ceil((next - now) / 1000)}s (retry backoff)`
-      : 'has not started: no worker has taken it (is one running on its task queue?)';
+      : 'has not started: no worker has taken it (none polls its task queue, each is busy with other stages, or the one that ran the attempt before was killed and the server still lists it)';
   return `attempt ${pa.attempt} ${when}; attempt ${(pa.attempt ?? 2) - 1} ended: ${pa.lastFailure?.message ?? 'failed'}`;
 }
 
