@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { scanKeys, type KeyQuery, type KeyScan } from './json-keys.ts';
 import { readJsonl, type SourceRecord } from './read-records.ts';
+import { mulberry32 } from '../util/mulberry32.testing.ts';
 
 const SEED = 20261208;
 
@@ -225,20 +226,8 @@ const rootEntries = fc
     return out;
   });
 
-/** mulberry32: the writer's choices of spelling, from the case's seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function writer(seed: number, space: readonly string[]) {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)]!;
   const ws = () => (r() < 0.6 ? '' : Array.from({ length: 1 + Math.floor(r() * 3) }, () => pick(space)).join(''));
   const SHORT: Record<string, string> = {

@@ -2,22 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fit, predict, predictProba, logregObjective } from './logreg.ts';
 import { InputError } from '../errors.ts';
-
-/** Seeded PRNG for test data (mulberry32) so every run sees the same points. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../util/mulberry32.testing.ts';
 
 /** Gaussian-ish blobs around well separated centres. */
 function blobs(seed: number, perClass: number, centres: number[][], spread: number) {
-  const r = rng(seed);
+  const r = mulberry32(seed);
   const X: Float32Array[] = [];
   const y: string[] = [];
   centres.forEach((c, k) => {
@@ -43,7 +32,7 @@ test('gradient matches central finite differences', () => {
   const K = 3,
     D = 3;
   const yIdx = Int32Array.from(y, (l) => Number(l.slice(1)));
-  const r = rng(7);
+  const r = mulberry32(7);
   const params = Float64Array.from({ length: K * D + K }, () => r() - 0.5);
   const { grad } = logregObjective(params, X, yIdx, K, D, 0.3);
   const h = 1e-6;
