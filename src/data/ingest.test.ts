@@ -563,6 +563,15 @@ test('labels with leading zeros ("01" beside "1") are codes, not one number writ
     'labels that are one number written differently are classes of their own: "01" 1, "01.0" 1 (pandas writes a whole-number column that holds a missing value as 0.0, 1.0, …); merge them with labelMap: {"01.0": "01"}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows',
   ]);
 });
+test("a label that differs from another in spaces alone is merged by one warning's labelMap, not by both", async () => {
+  const dir = tmp();
+  // " 1" beside "1" and "1.0": the case-or-spaces warning and the number-forms warning each offered " 1" → "1".
+  writeFileSync(join(dir, 'a.jsonl'), [' 1', '1', '1.0', '1'].map((label, i) => j({ text: `t${i}`, label })).join('\n'));
+  const warnings = (await run(dir, { task: 'classification', path: 'a.jsonl' })).warnings ?? [];
+  assert.equal(warnings.length, 2, warnings.join('\n'));
+  assert.match(warnings[0]!, /merge them with labelMap: \{" 1": "1"\}/);
+  assert.match(warnings[1]!, /merge them with labelMap: \{"1\.0": "1"\}/);
+});
 test('inferred labels that are nearly all one row each are a warning (the label field holds text), and the report lists 30 at most', async () => {
   const dir = tmp();
   // fields.label pointed at the text by mistake: a class per row.

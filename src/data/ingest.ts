@@ -212,11 +212,6 @@ const UNNAMED_LISTED = 20;
 const LABELS_LISTED = 8;
 
 /**
- * Inferred labels that are each a class of their own though they are likely one: spellings that differ only in case or
- * surrounding spaces ("ham", "ham ", "Ham"), and numbers beside words (0/1 from one export, ham/spam from another).
- * Declared labels make the others bad rows instead, so these are warnings of the inferred set only.
- */
-/**
  * csv-syntax rows are mostly quotes: RFC 4180 quotes a field that holds one and doubles it, and a file written without
  * (an inch mark, `he said "hi"`) reads as its text with quote: false when it quotes nothing.
  */
@@ -226,6 +221,11 @@ const CSV_QUOTE_ADVICE =
 /** Inferred labels past which, when most are on one row only, the label field is taken to hold text. */
 const LABELS_FOR_TEXT_WARNING = 20;
 
+/**
+ * Inferred labels that are each a class of their own though they are likely one: spellings that differ only in case or
+ * surrounding spaces ("ham", "ham ", "Ham"), and numbers beside words (0/1 from one export, ham/spam from another).
+ * Declared labels make the others bad rows instead, so these are warnings of the inferred set only.
+ */
 function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string): string[] {
   const out: string[] = [];
   // A class per row: fields.label names the text (or an id), and training would fit a head of as many classes.
@@ -277,7 +277,8 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
     // Onto the plain form ("1") where the data has it, else the most common spelling, trimmed.
     const merges = numberForms.flatMap(([n, ls]) => {
       const to = ls.includes(n) ? n : ls.reduce((a, b) => (labels.get(b)! > labels.get(a)! ? b : a)).trim();
-      return ls.filter((l) => l !== to).map((l) => [l, to] as const);
+      // A spelling that differs from it in spaces alone (" 1") is in the case-or-spaces warning's labelMap already.
+      return ls.filter((l) => l.trim() !== to).map((l) => [l, to] as const);
     });
     out.push(
       `labels that are one number written differently are classes of their own: ${numberForms
