@@ -28,7 +28,8 @@ async function quarantineTable(store: ArtifactStore): Promise<{ ref: ArtifactRef
   const lines = Array.from({ length: 30 }, (_, i) =>
     i % 2 === 0 ? JSON.stringify({ text: `t${i}`, label: i % 4 === 0 ? 'a' : 'b' }) : JSON.stringify({ text: `t${i}` }),
   );
-  lines[29] = '{"text": "\u001b[31mred", oops}';
+  // ESC, a C1 control and U+2028, which JSON.stringify leaves raw (a JSON-lines reader splitting on U+2028 breaks).
+  lines[29] = '{"text": "\u001b[31mred\u0085\u2028", oops}';
   writeFileSync(join(dir, 'data.jsonl'), lines.join('\n'));
   const report = await ingest(
     { task: 'classification', path: 'data.jsonl', onBadRow: 'quarantine', maxBadFraction: 1 },
@@ -57,7 +58,7 @@ function checkRows(text: string[], json: string[]) {
   assert.equal(text[1], '  data.jsonl:2: missing-label: label field "label" is missing');
   assert.equal(text[2], '    raw: {"text":"t1"}');
   // The line's ESC is shown escaped on a terminal.
-  assert.match(text.at(-1)!, /^ {4}raw: \{"text": "\\u001b\[31mred", oops\}$/);
+  assert.match(text.at(-1)!, /^ {4}raw: \{"text": "\\u001b\[31mred\\u0085\\u2028", oops\}$/);
   assert.ok(!text.join('\n').includes('\u001b'));
   const rows = json.map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.equal(rows.length, 15);
@@ -69,7 +70,8 @@ function checkRows(text: string[], json: string[]) {
     detail: 'label field "label" is missing',
     raw: '{"text":"t1"}',
   });
-  assert.deepEqual([rows[14]!.line, rows[14]!.reason, rows[14]!.raw], [30, 'invalid-json', '{"text": "\u001b[31mred", oops}']);
+  assert.deepEqual([rows[14]!.line, rows[14]!.reason, rows[14]!.raw], [30, 'invalid-json', '{"text": "\u001b[31mred\u0085\u2028", oops}']);
+  assert.ok(!/[\u0085\u2028]/.test(json.join('\n')), 'C1 and U+2028 are escaped in the JSON lines');
 }
 
 test('every quarantined row of a local store, as text (escaped) and as JSON lines (exact)', async () => {

@@ -45,9 +45,12 @@ export async function* quarantinedRows(store: ArtifactStore, stage: string, ref:
   }
 }
 
-/** JSON that parses back to the exact row, with DEL, the C1 controls and U+2028/9 escaped too (JSON.stringify leaves them). */
+/**
+ * JSON that parses back to the exact row, with DEL, the C1 controls and U+2028/9 escaped too: JSON.stringify leaves
+ * those raw, and has escaped every C0 control already, so printable's escapes touch only them.
+ */
 function jsonLine(row: QuarantinedRow): string {
-  return JSON.stringify(row).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return printable(JSON.stringify(row));
 }
 
 /**
