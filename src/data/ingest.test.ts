@@ -21,6 +21,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parquetWriteBuffer } from 'hyparquet-writer';
+import { parse } from 'yaml';
 import { Field, makeData, RecordBatch, Schema, Struct, Table, tableToIPC, Utf8, vectorFromArray } from 'apache-arrow';
 import { InputError } from '../errors.ts';
 import { ArrowTableWriter, columnValues, readArrowBatches } from './arrow-io.ts';
@@ -571,6 +572,34 @@ test("a label that differs from another in spaces alone is merged by one warning
   assert.equal(warnings.length, 2, warnings.join('\n'));
   assert.match(warnings[0]!, /merge them with labelMap: \{" 1": "1"\}/);
   assert.match(warnings[1]!, /merge them with labelMap: \{"1\.0": "1"\}/);
+});
+test('labels that differ only in Unicode normalisation (café as U+00E9, or e + U+0301) are a warning with the spellings escaped; declared, such rows say which label they are', async () => {
+  const dir = tmp();
+  // One export from macOS (NFD), one from elsewhere (NFC): two classes that printed alike, without a word.
+  const nfc = 'caf\u00e9';
+  const nfd = 'cafe\u0301';
+  writeFileSync(join(dir, 'a.jsonl'), [nfc, nfc, 'tea', 'tea'].map((label, i) => j({ text: `a${i}`, label })).join('\n'));
+  writeFileSync(join(dir, 'b.csv'), `text,label\n${[nfd, 'tea', nfd, nfd].map((label, i) => `b${i},${label}\n`).join('')}`);
+  const inferred = await run(dir, { task: 'classification', path: '.' });
+  assert.deepEqual(inferred.labels, { [nfc]: 2, [nfd]: 3, tea: 3 });
+  assert.deepEqual(inferred.warnings, [
+    'labels that differ only in Unicode normalisation print alike but are classes of their own: "cafe\\u0301" 3, "caf\\u00e9" 2 (é as one code point, \\u00e9, or as e and a combining accent, e\\u0301); merge them with labelMap: {"cafe\\u0301": "caf\\u00e9"}, or normalise the data to NFC, or declare labels: [...] to make the other spellings bad rows',
+  ]);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  const declared = await run(dir, { task: 'classification', path: '.', labels: [nfc, 'tea'], onBadRow: 'quarantine', maxBadFraction: 0.5 });
+  assert.deepEqual([declared.rowsOut, declared.badRows], [5, { 'unknown-label': 3 }]);
+  assert.equal(
+    declared.firstQuarantined![0],
+    `b.csv:2: unknown-label: label "cafe\\u0301" is not one of ${JSON.stringify([nfc, 'tea'])}; it is "caf\\u00e9" written differently: labelMap: {"cafe\\u0301": "caf\\u00e9"} keeps such rows`,
+  );
+  assert.deepEqual(declared.warnings, [
+    '3 row(s) were left out as unknown-label whose label is a declared one written differently ("cafe\\u0301" 3 → "caf\\u00e9"): labelMap: {"cafe\\u0301": "caf\\u00e9"} keeps them',
+  ]);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  // The labelMap as the warning writes it, read as YAML reads a pipeline's: the escapes are the rows' bytes.
+  const labelMap = parse('m: {"cafe\\u0301": "caf\\u00e9"}').m as Record<string, string>;
+  const mapped = await run(dir, { task: 'classification', path: '.', labels: [nfc, 'tea'], labelMap });
+  assert.deepEqual([mapped.labels, mapped.warnings], [{ [nfc]: 5, tea: 3 }, undefined]);
 });
 test('inferred labels that are nearly all one row each are a warning (the label field holds text), and the report lists 30 at most', async () => {
   const dir = tmp();

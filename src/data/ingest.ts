@@ -24,7 +24,7 @@ import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isBad, makeRowMapper } from './task-fields.ts';
-import { canonicalNumber, isNumberLabel } from './label-spellings.ts';
+import { canonicalNumber, escapedLabel, isNumberLabel, quotedPair } from './label-spellings.ts';
 import { setOwn } from '../util/own-key.ts';
 import { closest } from '../spec/suggest.ts';
 import { isTemplateError, parseTemplate } from './prompt-template.ts';
@@ -235,10 +235,10 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
     out.push(
       `${labels.size} distinct labels among ${rows} rows, ${once} of them on one row only: each label is a class, so field ${JSON.stringify(cap(labelField, NAME_CHARS))} (fields.label) probably holds text, not a class; point fields.label at the class column, or declare labels: [...] to make the others bad rows`,
     );
-  const shown = (ls: readonly string[]) =>
+  const shown = (ls: readonly string[], quote: (l: string) => string = JSON.stringify) =>
     ls
       .slice(0, LABELS_LISTED)
-      .map((l) => `${JSON.stringify(cap(l, NAME_CHARS))} ${labels.get(l)}`)
+      .map((l) => `${quote(cap(l, NAME_CHARS))} ${labels.get(l)}`)
       .join(', ') + (ls.length > LABELS_LISTED ? ` and ${ls.length - LABELS_LISTED} more` : '');
   const spellings = new Map<string, string[]>();
   for (const l of [...labels.keys()].sort()) {
@@ -289,6 +289,29 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
         )} (pandas writes a whole-number column that holds a missing value as 0.0, 1.0, …); merge them with labelMap: ${labelMapExample(merges)}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows`,
     );
   }
+  // One text in two Unicode normal forms ("café" with é as U+00E9, or as "e" and a combining U+0301: files from
+  // macOS or from another input method): they print alike, so they are shown escaped, the labelMap too (a JSON and YAML
+  // double-quoted string reads the escapes back). Merged onto the NFC spelling, what most tools write.
+  const byNfc = new Map<string, string[]>();
+  for (const l of [...labels.keys()].sort()) {
+    const n = l.normalize('NFC');
+    byNfc.set(n, [...(byNfc.get(n) ?? []), l]);
+  }
+  const normalForms = [...byNfc].filter(([, ls]) => ls.length > 1);
+  if (normalForms.length > 0) {
+    const merges = normalForms.flatMap(([n, ls]) => {
+      const to = ls.includes(n) ? n : ls.reduce((a, b) => (labels.get(b)! > labels.get(a)! ? b : a));
+      return ls.filter((l) => l !== to).map((l) => [l, to] as const);
+    });
+    out.push(
+      `labels that differ only in Unicode normalisation print alike but are classes of their own: ${normalForms
+        .slice(0, LABELS_LISTED)
+        .map(([, ls]) => shown(ls, escapedLabel))
+        .join(
+          '; ',
+        )} (é as one code point, \\u00e9, or as e and a combining accent, e\\u0301); merge them with labelMap: ${labelMapExample(merges, escapedLabel)}, or normalise the data to NFC, or declare labels: [...] to make the other spellings bad rows`,
+    );
+  }
   const numbers = [...labels.keys()].filter(isNumberLabel).sort();
   const words = [...labels.keys()].filter((l) => !isNumberLabel(l)).sort();
   if (numbers.length > 0 && words.length > 0)
@@ -307,18 +330,22 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
 function misspeltWarning(misspelt: ReadonlyMap<string, readonly [string, number]>): string {
   const all = [...misspelt].sort((a, b) => b[1][1] - a[1][1] || (a[0] < b[0] ? -1 : 1));
   const rows = all.reduce((n, [, [, c]]) => n + c, 0);
-  const listed = all
+  // A pair in two Unicode normal forms is escaped, as it would print alike.
+  const quoted = all.map(([l, [meant, c]]) => [...quotedPair(cap(l, NAME_CHARS), cap(meant, NAME_CHARS)), c] as const);
+  const listed = quoted
     .slice(0, LABELS_LISTED)
-    .map(([l, [meant, c]]) => `${JSON.stringify(cap(l, NAME_CHARS))} ${c} → ${JSON.stringify(cap(meant, NAME_CHARS))}`)
+    .map(([l, meant, c]) => `${l} ${c} → ${meant}`)
     .join(', ');
-  return `${rows} row(s) were left out as unknown-label whose label is a declared one written differently (${listed}${all.length > LABELS_LISTED ? `, and ${all.length - LABELS_LISTED} more` : ''}): labelMap: ${labelMapExample(all.map(([l, [meant]]) => [l, meant] as const))} keeps them`;
+  const map = quoted.slice(0, LABELS_LISTED).map(([l, meant]) => `${l}: ${meant}`);
+  return `${rows} row(s) were left out as unknown-label whose label is a declared one written differently (${listed}${all.length > LABELS_LISTED ? `, and ${all.length - LABELS_LISTED} more` : ''}): labelMap: {${map.join(', ')}${all.length > LABELS_LISTED ? ', …' : ''}} keeps them`;
 }
 
-/** `{"Ham": "ham", "ham ": "ham"}`: a labelMap for a warning to suggest, bounded (labels come from the data). */
-function labelMapExample(pairs: readonly (readonly [string, string])[]): string {
-  const listed = pairs
-    .slice(0, LABELS_LISTED)
-    .map(([from, to]) => `${JSON.stringify(cap(from, NAME_CHARS))}: ${JSON.stringify(cap(to, NAME_CHARS))}`);
+/**
+ * `{"Ham": "ham", "ham ": "ham"}`: a labelMap for a warning to suggest, bounded (labels come from the data). `quote`:
+ * escapedLabel where the spellings print alike.
+ */
+function labelMapExample(pairs: readonly (readonly [string, string])[], quote: (l: string) => string = JSON.stringify): string {
+  const listed = pairs.slice(0, LABELS_LISTED).map(([from, to]) => `${quote(cap(from, NAME_CHARS))}: ${quote(cap(to, NAME_CHARS))}`);
   return `{${listed.join(', ')}${pairs.length > LABELS_LISTED ? ', …' : ''}}`;
 }
 

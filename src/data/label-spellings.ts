@@ -1,6 +1,7 @@
 /**
- * Labels that are one class written differently: in case or surrounding spaces ("ham", "Ham", "ham "), or one number
- * in two forms ("1", "1.0", "01"). pandas writes a whole-number column that holds a missing value as floats, so one
+ * Labels that are one class written differently: in case or surrounding spaces ("ham", "Ham", "ham "), one number
+ * in two forms ("1", "1.0", "01"), or in two Unicode normal forms ("café" with é as one code point, U+00E9, or as "e"
+ * and a combining U+0301, as macOS file names and some input methods store it: the two print alike). pandas writes a whole-number column that holds a missing value as floats, so one
  * export's `1` is another's `1.0`; read as text, each spelling would be a class of its own, and beside declared labels
  * every row of the other spelling would be quarantined.
  */
@@ -27,9 +28,24 @@ export function canonicalNumber(label: string, opts: { keepLeadingZeros?: boolea
   return negative && n !== '0' ? `-${n}` : n;
 }
 
-/** What spellings of one class share: the number it writes, else its text trimmed and case-folded. */
+/** What spellings of one class share: the number it writes, else its text in NFC, trimmed and case-folded. */
 export function labelKey(label: string): string {
-  return isNumberLabel(label) ? `number:${canonicalNumber(label)}` : `text:${label.trim().toLowerCase()}`;
+  return isNumberLabel(label) ? `number:${canonicalNumber(label)}` : `text:${label.normalize('NFC').trim().toLowerCase()}`;
+}
+
+/**
+ * A label as a JSON string with every character outside printable ASCII escaped (`"cafe\u0301"`, `"caf\u00e9"`), so
+ * that spellings which differ in Unicode normalisation alone show the difference. Still a JSON string, and a YAML
+ * double-quoted one, that reads back as the label: a labelMap key written so matches the rows' bytes.
+ */
+export function escapedLabel(label: string): string {
+  return JSON.stringify(label).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** A label and the one it is written differently for, quoted, both escaped when either is not in NFC (they may print alike). */
+export function quotedPair(label: string, meant: string): [string, string] {
+  const q = label.normalize('NFC') !== label || meant.normalize('NFC') !== meant ? escapedLabel : JSON.stringify;
+  return [q(label), q(meant)];
 }
 
 /** The declared label that `label` is another spelling of, if any (for a hint to map it rather than lose its rows). */
@@ -38,6 +54,10 @@ export function declaredSpelling(label: string, declared: readonly string[]): st
   const trimmed = label.trim();
   const exact = declared.find((d) => d !== label && d === trimmed);
   if (exact !== undefined) return exact;
+  // Then one that is the same text in another Unicode normal form, before one equal case-folded ("Café", "café").
+  const nfc = trimmed.normalize('NFC');
+  const normalised = declared.find((d) => d !== label && d.normalize('NFC') === nfc);
+  if (normalised !== undefined) return normalised;
   const key = labelKey(label);
   return declared.find((d) => d !== label && labelKey(d) === key);
 }

@@ -3,7 +3,7 @@
  * throws for bad data, so the caller decides between failing and quarantining.
  */
 import type { BadRow } from './bad-rows.ts';
-import { declaredSpelling } from './label-spellings.ts';
+import { declaredSpelling, quotedPair } from './label-spellings.ts';
 import { TASK_COLUMNS, type IngestConfig, type TaskColumn } from './config.ts';
 import { InputError } from '../errors.ts';
 import { isTemplateError, parseTemplate, type ParsedTemplate } from './prompt-template.ts';
@@ -143,13 +143,12 @@ export function makeRowMapper(cfg: IngestConfig): RowMapper {
         label = labelMap?.get(label) ?? label;
         if (declared && !declared.has(label)) {
           const meant = declaredSpelling(label, cfg.labels!);
+          const [shown, shownMeant] = meant === undefined ? [] : quotedPair(label, meant);
           return {
             reason: 'unknown-label',
             detail:
-              `label ${JSON.stringify(label)} is not one of ${JSON.stringify(cfg.labels)}${labelMap ? ' (nor a key of labelMap)' : ''}` +
-              (meant === undefined
-                ? ''
-                : `; it is ${JSON.stringify(meant)} written differently: labelMap: {${JSON.stringify(label)}: ${JSON.stringify(meant)}} keeps such rows`),
+              `label ${shown ?? JSON.stringify(label)} is not one of ${JSON.stringify(cfg.labels)}${labelMap ? ' (nor a key of labelMap)' : ''}` +
+              (meant === undefined ? '' : `; it is ${shownMeant} written differently: labelMap: {${shown}: ${shownMeant}} keeps such rows`),
             ...(meant === undefined ? {} : { spelling: { label, meant } }),
           };
         }

@@ -43,7 +43,10 @@ export const ingestStage: StageKind<IngestConfig> = {
   // without those warnings, and the quarantine's old details.
   // 6: the review of 5 (8 Dec): labels with leading zeros ("01" beside "1") are no longer warned of as one number, and
   // a promptTemplate field that is null says "is null" (its quarantine detail, the error's hint). Tables as in 5.
-  codeVersion: 'ingest-6',
+  // 7: labels in two Unicode normal forms ("café" as U+00E9 or e + U+0301) are a report warning, and an unknown-label
+  // row that is a declared label in another normal form says so, escaped; the number-forms warning no longer repeats a
+  // spelling that differs in spaces alone (f66b86f). Tables as in 6.
+  codeVersion: 'ingest-7',
   withSchema: ingestWithSchema,
   outputs: {
     table: { type: 'table', description: 'the ingested rows (task columns + _source, _row, _hash)' },
