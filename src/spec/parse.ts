@@ -58,12 +58,16 @@ export function parseSource(text: string, file: string): ParseResult {
     // the keys after it, which then "repeat" the ones it was meant to sit beside).
     return { ok: false, errors: [yamlError(syntax[0]!, file, lineCounter, locations, text, doc)] };
   }
-  if (duplicates.length > 0) {
+  // Before duplicates: `{~: x, Null: y}` is two null keys, which yaml calls duplicates; the null is the cause to name.
+  const nulls = json ? [] : nullKeys(doc, file, lineCounter);
+  const echoes = new Set(nulls.map((n) => n.offset));
+  const rest = duplicates.filter((e) => !echoes.has(e.pos[0]));
+  if (nulls.length > 0 || rest.length > 0) {
     return {
       ok: false,
-      errors: duplicates
-        .map((e) => yamlError(e, file, lineCounter, locations, text, doc))
-        .sort((a, b) => a.line - b.line || a.column - b.column),
+      errors: [...nulls.map((n) => n.error), ...rest.map((e) => yamlError(e, file, lineCounter, locations, text, doc))].sort(
+        (a, b) => a.line - b.line || a.column - b.column,
+      ),
     };
   }
   if (!json) {
@@ -166,6 +170,46 @@ function renamedKeys(doc: Document, file: string, lc: LineCounter, locations: Ma
     },
   });
   return errors;
+}
+
+/**
+ * A plain key YAML reads as null (`~`, `null`, `Null`, `NULL`, or none at all: `? : x`), which becomes the key "":
+ * `labelMap: {~: unknown}` mapped the label "" (no row has one) and left every "~" row as it was, and a second null
+ * key in the map overwrote the first. Said at the key, with the quoting that keeps the text; `offset` is the key's, for
+ * the duplicate-key error yaml gives the second one, which this explains.
+ */
+function nullKeys(doc: Document, file: string, lc: LineCounter): { offset: number; error: SpecError }[] {
+  const out: { offset: number; error: SpecError }[] = [];
+  visit(doc, {
+    Pair(_, pair, ancestors) {
+      const k = pair.key;
+      if (!isScalar(k) || k.type !== 'PLAIN' || k.value !== null || !k.range) return;
+      // The path as the data has it: each enclosing pair's key as toJS writes it (null as ""), each list's index.
+      const segments: Segment[] = [];
+      ancestors.forEach((a, i) => {
+        if (isPair(a)) segments.push(isScalar(a.key) ? (a.key.value === null ? '' : String(a.key.value)) : String(a.key));
+        else if (isSeq(a)) segments.push(a.items.indexOf(ancestors[i + 1] as never));
+      });
+      const at = lc.linePos(k.range[0]);
+      const source = k.source ?? '';
+      out.push({
+        offset: k.range[0],
+        error: {
+          file,
+          line: at.line,
+          column: at.col,
+          path: toHumanPath([...segments, '']),
+          code: 'null-key',
+          message:
+            source === ''
+              ? 'a key left empty is null to YAML, so the key is "" (and a second such key in the mapping replaces it)'
+              : `key ${source} is null to YAML, so the key is "", not ${JSON.stringify(source)} (and a second null key in the mapping replaces it)`,
+          hint: source === '' ? 'write the key; quote it ("") for an empty one' : `quote it to keep the text: ${JSON.stringify(source)}`,
+        },
+      });
+    },
+  });
+  return out;
 }
 
 /** Deepest nesting of lists and mappings a pipeline file may have. */

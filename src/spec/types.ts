@@ -200,6 +200,8 @@ export type SpecErrorCode =
   | 'merge-key'
   /** A plain mapping key YAML reads as a number or boolean written otherwise (`1.0: x` is the key "1", `True: x` "true"). */
   | 'number-key'
+  /** A plain mapping key YAML reads as null (`~: x`, `null: x`, `Null: x`), which becomes the key "". */
+  | 'null-key'
   | 'schema'
   | 'unknown-field'
   | 'missing-field'

@@ -139,6 +139,57 @@ describe('YAML and JSON syntax', () => {
       });
   });
 
+  // labelMap: {~: x, Null: y} was the key "" twice (the second replacing the first), matching no row, without a word.
+  test('a plain key YAML reads as null (~, null, Null, NULL, or none) is an error at each such key; quoted, it is a key', () => {
+    const at = (keys: string) => yaml`
+      name: p
+      stages:
+        ingest:
+          uses: ingest
+          with: { source: a.csv, tags: { ${keys} } }
+    `;
+    for (const key of ['~', 'null', 'Null', 'NULL'])
+      expectOnly(at(`${key}: x`), {
+        code: 'null-key',
+        path: 'stages.ingest.with.tags[""]',
+        at: `${key}: x`,
+        message: `key ${key} is null to YAML, so the key is "", not "${key}" (and a second null key in the mapping replaces it)`,
+        hint: `quote it to keep the text: "${key}"`,
+      });
+    // Two null keys: each is named, not a duplicate key "Null" that the file does not hold twice.
+    const two = at('~: x, Null: y');
+    const errors = errorsOf(two);
+    assert.deepEqual(
+      errors.map((e) => e.code),
+      ['null-key', 'null-key'],
+    );
+    assertError(two, errors[0]!, { code: 'null-key', path: 'stages.ingest.with.tags[""]', at: '~: x', message: /^key ~ is null/ });
+    assertError(two, errors[1]!, { code: 'null-key', path: 'stages.ingest.with.tags[""]', at: 'Null: y', message: /^key Null is null/ });
+    expectOnly(at('? : x'), {
+      code: 'null-key',
+      path: 'stages.ingest.with.tags[""]',
+      at: ': x',
+      message: 'a key left empty is null to YAML, so the key is "" (and a second such key in the mapping replaces it)',
+    });
+    // In a list too, with the path as the data has it; a duplicate key that is no null is still one.
+    const listed = yaml`
+      name: p
+      stages:
+        ingest:
+          uses: ingest
+          with: { source: a.csv, tags: [a, { null: x, b: 1, b: 2 }] }
+    `;
+    const both = errorsOf(listed);
+    assert.deepEqual(
+      both.map((e) => [e.code, e.path]),
+      [
+        ['null-key', 'stages.ingest.with.tags[1][""]'],
+        ['duplicate-key', 'stages.ingest.with.tags[1].b'],
+      ],
+    );
+    for (const key of ['"~"', "'null'", '"Null"']) assert.ok(!errorsOf(at(`${key}: x`)).some((e) => e.code === 'null-key'), key);
+  });
+
   // YAML 1.2 has no merge keys: `<<` was an unknown field, and the fields it was meant to bring in "missing".
   test('a merge key (<<) is one error at the key, and a quoted "<<" is a key like any other', () => {
     const text = yaml`
