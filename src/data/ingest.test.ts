@@ -601,6 +601,32 @@ test('labels that differ only in Unicode normalisation (café as U+00E9, or e + 
   const mapped = await run(dir, { task: 'classification', path: '.', labels: [nfc, 'tea'], labelMap });
   assert.deepEqual([mapped.labels, mapped.warnings], [{ [nfc]: 5, tea: 3 }, undefined]);
 });
+test('a JSON boolean label is the class "true" or "false"; beside "True" strings (pandas\' CSV) it is the case warning\'s, and a declared "True" names it', async () => {
+  const dir = tmp();
+  // No warning of its own: a boolean alone is a class like any other, read as its JSON text.
+  writeFileSync(join(dir, 'a.jsonl'), [true, false, true].map((label, i) => j({ text: `a${i}`, label })).join('\n'));
+  const alone = await run(dir, { task: 'classification', path: 'a.jsonl' });
+  assert.deepEqual([alone.labels, alone.warnings], [{ false: 1, true: 2 }, undefined]);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  // JSONL booleans beside a CSV of True/TRUE, as pandas and spreadsheets write them: look-alike classes, one warning.
+  writeFileSync(join(dir, 'b.csv'), 'text,label\nb0,True\nb1,TRUE\nb2,False\n');
+  const mixed = await run(dir, { task: 'classification', path: '.' });
+  assert.deepEqual(mixed.warnings, [
+    'labels that differ only in case or surrounding spaces are classes of their own: "False" 1, "false" 1; "TRUE" 1, "True" 1, "true" 2; merge them with labelMap: {"False": "false", "TRUE": "true", "True": "true"}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows',
+  ]);
+  for (const f of ['out.arrow', 'quarantine.arrow']) rmSync(join(dir, f));
+  const declared = await run(dir, {
+    task: 'classification',
+    path: '.',
+    labels: ['True', 'False'],
+    onBadRow: 'quarantine',
+    maxBadFraction: 1,
+  });
+  assert.match(
+    declared.firstQuarantined![0]!,
+    /^a\.jsonl:1: unknown-label: label "true" is not one of \["True","False"\]; it is "True" written differently: labelMap: \{"true": "True"\} keeps such rows$/,
+  );
+});
 test('inferred labels that are nearly all one row each are a warning (the label field holds text), and the report lists 30 at most', async () => {
   const dir = tmp();
   // fields.label pointed at the text by mistake: a class per row.
