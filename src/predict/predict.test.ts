@@ -180,3 +180,35 @@ function writeInput(name: string, bytes: Buffer): string {
   writeFileSync(input, bytes);
   return input;
 }
+
+test('the output names the id column as the input does (--id-field), in CSV and JSONL alike; one named like an output column is refused', async () => {
+  const input = join(dir, 'tickets.csv');
+  writeFileSync(input, 'ticket_id,text\nT-1,hello\n,no id\nT-3,bye\n');
+  // Before: the CSV header said `id` and the JSONL key was `id` whatever the input called it, so a join back on
+  // ticket_id found no such column.
+  const csvOut = join(dir, 'tickets-out.csv');
+  await predictFile({ input, output: csvOut, scorer: echo, textField: 'text', idField: 'ticket_id' });
+  assert.equal(readFileSync(csvOut, 'utf8'), 'ticket_id,row,text\nT-1,2,hello\n,3,no id\nT-3,4,bye\n');
+  const jsonlOut = join(dir, 'tickets-out.jsonl');
+  await predictFile({ input, output: jsonlOut, scorer: echo, textField: 'text', idField: 'ticket_id' });
+  assert.deepEqual(
+    readFileSync(jsonlOut, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l)),
+    [
+      { ticket_id: 'T-1', row: 2, text: 'hello' },
+      { ticket_id: '', row: 3, text: 'no id' },
+      { ticket_id: 'T-3', row: 4, text: 'bye' },
+    ],
+  );
+  for (const idField of ['row', 'text'])
+    await assert.rejects(
+      predictFile({ input, output: join(dir, `clash-${idField}.csv`), scorer: echo, textField: 'text', idField }),
+      (e) =>
+        e instanceof InputError &&
+        e.where === '--id-field' &&
+        e.message.endsWith(`the id field "${idField}" would be named like the output's own column "${idField}"`) &&
+        e.hint === "the output's columns are row, text beside the id: rename that column in the input, or name another --id-field",
+    );
+});

@@ -27,7 +27,7 @@ export type PredictInput = string | ConversationMessage[];
 export interface RowScorer {
   /** Texts scored together. */
   batchSize: number;
-  /** Output fields in CSV column order (after `id` and `row`). */
+  /** Output fields in CSV column order (after the id and `row`). */
   columns: string[];
   /** Rows in OpenAI's chat format (`{"messages": [...]}`) are answered as conversations; without it only texts are given. */
   conversations?: boolean;
@@ -46,7 +46,10 @@ export interface PredictOptions {
   textField: string;
   /** The input's encoding when it is not UTF-8, one of ENCODINGS (src/data/lines.ts), as an ingest stage's `encoding`. Default UTF-8. */
   encoding?: (typeof ENCODINGS)[number];
-  /** Copied to each output line as `id` where a row has it. Default 'id'. */
+  /**
+   * Copied to each output line where a row has it, under the same name (the CSV output's first column is named so
+   * too). Default 'id'. One of the output's own columns (`row`, the scorer's) is refused: it would be two columns.
+   */
   idField?: string;
   /** 'fail' (default): the first bad row ends the run, naming its line; 'skip': it is left out and counted. */
   onBadRow?: 'fail' | 'skip';
@@ -178,6 +181,12 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
   const format = checkPredictPaths(o);
   const outFormat = outputFormat(o.output);
   const idField = o.idField ?? 'id';
+  // The input's id column keeps its name in the output (an `id` column in place of `ticket_id` broke the join back).
+  if (idField === 'row' || o.scorer.columns.includes(idField))
+    throw new InputError(`the id field ${JSON.stringify(idField)} would be named like the output's own column ${JSON.stringify(idField)}`, {
+      where: '--id-field',
+      hint: `the output's columns are ${['row', ...o.scorer.columns].join(', ')} beside the id: rename that column in the input, or name another --id-field`,
+    });
   const onBadRow = o.onBadRow ?? 'fail';
   const display = o.input;
   const totalBytes = statSync(o.input).size;
@@ -229,7 +238,7 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
       const s = scored[i]!;
       if ('bad' in s) return bad(r.line, 'rejected', s.bad);
       rows++;
-      const head = r.id === undefined ? { row: r.line } : { id: r.id, row: r.line };
+      const head = r.id === undefined ? { row: r.line } : { [idField]: r.id, row: r.line };
       text +=
         outFormat === 'csv'
           ? [r.id, r.line, ...o.scorer.csvCells(s.values)].map(csvField).join(',') + '\n'
@@ -246,7 +255,7 @@ export async function predictFile(o: PredictOptions): Promise<PredictReport> {
     }
   };
   try {
-    if (outFormat === 'csv') write(['id', 'row', ...o.scorer.columns].map(csvField).join(',') + '\n');
+    if (outFormat === 'csv') write([idField, 'row', ...o.scorer.columns].map(csvField).join(',') + '\n');
     for await (const records of readRecords(
       { abs: o.input, display, format },
       {
