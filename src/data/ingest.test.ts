@@ -600,6 +600,13 @@ test('labels that differ only in Unicode normalisation (café as U+00E9, or e + 
   const labelMap = parse('m: {"cafe\\u0301": "caf\\u00e9"}').m as Record<string, string>;
   const mapped = await run(dir, { task: 'classification', path: '.', labels: [nfc, 'tea'], labelMap });
   assert.deepEqual([mapped.labels, mapped.warnings], [{ [nfc]: 5, tea: 3 }, undefined]);
+  // "Café" in the other normal form differs in case too: it was in neither warning. The two labelMaps together merge
+  // every spelling onto one class, each spelling in one of them.
+  writeFileSync(join(dir, 'c.jsonl'), ['Cafe\u0301', nfc, nfc, nfd].map((label, i) => j({ text: `c${i}`, label })).join('\n'));
+  assert.deepEqual((await run(dir, { task: 'classification', path: 'c.jsonl' })).warnings, [
+    'labels that differ only in case or surrounding spaces (and Unicode normalisation, shown escaped) are classes of their own: "Cafe\\u0301" 1, "cafe\\u0301" 1, "caf\\u00e9" 2; merge them with labelMap: {"Cafe\\u0301": "caf\\u00e9"}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows',
+    'labels that differ only in Unicode normalisation print alike but are classes of their own: "cafe\\u0301" 1, "caf\\u00e9" 2 (é as one code point, \\u00e9, or as e and a combining accent, e\\u0301); merge them with labelMap: {"cafe\\u0301": "caf\\u00e9"}, or normalise the data to NFC, or declare labels: [...] to make the other spellings bad rows',
+  ]);
 });
 test('a JSON boolean label is the class "true" or "false"; beside "True" strings (pandas\' CSV) it is the case warning\'s, and a declared "True" names it', async () => {
   const dir = tmp();

@@ -242,26 +242,34 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
       .join(', ') + (ls.length > LABELS_LISTED ? ` and ${ls.length - LABELS_LISTED} more` : '');
   const spellings = new Map<string, string[]>();
   for (const l of [...labels.keys()].sort()) {
-    const key = l.trim().toLowerCase();
+    // In NFC: "Café" in one Unicode normal form beside "café" in the other is one class written two ways too.
+    const key = l.normalize('NFC').trim().toLowerCase();
     spellings.set(key, [...(spellings.get(key) ?? []), l]);
   }
-  const alike = [...spellings.values()].filter((ls) => ls.length > 1);
+  // A group whose spellings differ in normalisation alone is the normalisation warning's (below).
+  const alike = [...spellings.values()].filter((ls) => new Set(ls.map((l) => l.normalize('NFC'))).size > 1);
   if (alike.length > 0) {
     // Each spelling onto its group's most common one without surrounding spaces (a class named "ham " would be a
     // trap in every report and request after), or onto the most common one trimmed; among equals, the lower-case one.
+    // That one's NFC spelling where the data has it, the normalisation warning's target: the two labelMaps together
+    // must not part what each merges. A spelling in another normal form of the target is in that warning's labelMap.
     const merges = alike.flatMap((ls) => {
       const rank = (l: string) => labels.get(l)! + (l === l.toLowerCase() ? 0.5 : 0);
       const trimmed = ls.filter((l) => l === l.trim());
-      const to = (trimmed.length > 0 ? trimmed : ls).reduce((a, b) => (rank(b) > rank(a) ? b : a)).trim();
-      return ls.filter((l) => l !== to).map((l) => [l, to] as const);
+      const most = (trimmed.length > 0 ? trimmed : ls).reduce((a, b) => (rank(b) > rank(a) ? b : a)).trim();
+      const to = labels.has(most.normalize('NFC')) ? most.normalize('NFC') : most;
+      return ls.filter((l) => l !== to && l.normalize('NFC') !== to.normalize('NFC')).map((l) => [l, to] as const);
     });
+    // Spellings that also differ in normalisation print alike where they differ: shown escaped.
+    const normalised = alike.some((ls) => ls.some((l) => l.normalize('NFC') !== l));
+    const quote = normalised ? escapedLabel : JSON.stringify;
     out.push(
-      `labels that differ only in case or surrounding spaces are classes of their own: ${alike
+      `labels that differ only in case or surrounding spaces${normalised ? ' (and Unicode normalisation, shown escaped)' : ''} are classes of their own: ${alike
         .slice(0, LABELS_LISTED)
-        .map((ls) => shown(ls))
+        .map((ls) => shown(ls, quote))
         .join(
           '; ',
-        )}; merge them with labelMap: ${labelMapExample(merges)}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows`,
+        )}; merge them with labelMap: ${labelMapExample(merges, quote)}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows`,
     );
   }
   // One number in several forms ("1", "1.0"): the spellings of one class that differ in more than spaces. Leading
