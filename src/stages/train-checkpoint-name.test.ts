@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
@@ -14,7 +14,8 @@ import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
 import { testStageContext } from './stage-context.testing.ts';
 import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
-import { MAX_CHECKPOINT_NAME_BYTES, trainStage } from './train.ts';
+import { MAX_CHECKPOINT_NAME_BYTES } from './train-checkpoint-name.ts';
+import { trainStage } from './train.ts';
 import type { StageContext } from './types.ts';
 
 async function setup(t: { after(fn: () => void): void }) {
@@ -59,4 +60,38 @@ test("models reproduce's legacy folder (freshTraining) of a run id of any length
   const names = readdirSync(join(root, 'checkpoints'));
   assert.ok(names.length > 0, 'no checkpoint folder');
   for (const n of names) assert.ok(Buffer.byteLength(n) <= MAX_CHECKPOINT_NAME_BYTES, `${n.length}-byte folder name ${n}`);
+});
+
+test('a training in flight when long names began to be hashed resumes from its folder of the old name (235 to 250 bytes), never through a link', async (t) => {
+  const { dir, root, run } = await setup(t);
+  const checkpoints = join(root, 'checkpoints');
+  // `<key>.fresh-<run id>-train` of a long `--run-id`: 240 bytes, a folder name a train stage kept as it was.
+  const runId = 'r'.repeat(240 - 64 - '.fresh-'.length - '-train'.length);
+  const old = `${'c'.repeat(64)}.fresh-${runId}-train`;
+  assert.equal(Buffer.byteLength(old), 240);
+  const stop = new AbortController();
+  const progress = (p: { resume?: { latest?: string } }) => {
+    if (p.resume?.latest?.endsWith('step-00000002')) stop.abort();
+  };
+  await assert.rejects(
+    run(runId, { freshTraining: true, signal: stop.signal, progress }),
+    (e: unknown) => (e as Error).name === 'AbortError',
+  );
+  const [hashed, ...more] = readdirSync(checkpoints).filter((n) => !n.endsWith('.lock'));
+  assert.equal(more.length, 0);
+  // Elsewhere, and linked to by the old name: not followed (a training in it would write, and clear, what it leads to).
+  const elsewhere = join(dir, 'elsewhere');
+  renameSync(join(checkpoints, hashed!), elsewhere);
+  const held = readdirSync(elsewhere).sort();
+  symlinkSync(elsewhere, join(checkpoints, old));
+  const through = await run(runId, { freshTraining: true });
+  assert.equal((through.baseModel as { resumedFromStep: unknown }).resumedFromStep, null, 'resumed through the link');
+  assert.deepEqual(readdirSync(elsewhere).sort(), held);
+  // The folder of the old name, as a worker before the upgrade left it: resumed, not trained again from step 0.
+  rmSync(join(checkpoints, old));
+  renameSync(elsewhere, join(checkpoints, old));
+  const out = await run(runId, { freshTraining: true, executionId: 'r-exec-2' });
+  assert.equal(out.steps, 4);
+  assert.ok(Number((out.baseModel as { resumedFromStep: unknown }).resumedFromStep) >= 2, JSON.stringify(out.baseModel));
+  assert.ok(existsSync(join(checkpoints, old, 'COMPLETE')), 'finished in another folder');
 });

@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import type { Progress } from '../finetune/loop.ts';
 import type { RunSettings } from '../finetune/run-options.ts';
 import { InputError } from '../errors.ts';
-import { sha256Hex } from '../util/canonical-json.ts';
-import { OWN_CHECKPOINTS } from './own-checkpoints.ts';
+import { checkpointNameFor } from './train-checkpoint-name.ts';
 import { absoluteModelSource } from '../models/source-spec.ts';
 import type { ModelIdentity } from '../models/sources.ts';
 import { POOLINGS, type Pooling } from '../models/pooling.ts';
@@ -182,52 +181,6 @@ const TRAINERS: Record<NonNullable<TrainConfig['task']>, Trainer> = {
 export function peftBaseOf(identity: ModelIdentity, method: TrainConfig['method']): Pick<RunSettings, 'peftBase'> {
   if (method !== 'lora' || !identity.source.startsWith('hf:')) return {};
   return { peftBase: { name: identity.source.slice('hf:'.length), revision: identity.revision } };
-}
-
-/**
- * The longest checkpoint folder name kept as it is: a folder name holds 255 bytes, and gc renames a folder aside as
- * `.<name>.gc-<pid>-<8 hex>` (src/store/local-checkpoints.ts, up to 21 bytes more) before deleting it.
- */
-export const MAX_CHECKPOINT_NAME_BYTES = 234;
-
-/**
- * A name past MAX_CHECKPOINT_NAME_BYTES by its sha256, readable part first: the run id in models reproduce's legacy
- * folder (freshTraining) is as long as `submit --run-id` made it, and failed the training with ENAMETOOLONG. Names
- * that fit are as before, so a run in flight keeps finding its checkpoints.
- */
-function boundedName(name: string): string {
-  if (Buffer.byteLength(name) <= MAX_CHECKPOINT_NAME_BYTES) return name;
-  return `${name.slice(0, 64).replace(/[^A-Za-z0-9._-]/g, '_')}.h-${sha256Hex(name)}`;
-}
-
-/**
- * The name of `ctx`'s training's checkpoint folder, and of its copy in a shared store's bucket. Its parts are the run's
- * input (RunOptions.ownCheckpoints, the run id), which whoever can start a workflow on the namespace writes: joined to
- * the checkpoints folder, `x/../../../srv/data` would have the training write, and clear at its end, a folder out of it.
- */
-function checkpointNameOf(ctx: StageContext): string {
-  if (ctx.ownCheckpoints !== undefined && !OWN_CHECKPOINTS.test(ctx.ownCheckpoints))
-    throw new InputError(
-      `the run's own checkpoint name ${JSON.stringify(ctx.ownCheckpoints.slice(0, 80))} is not 1 to 64 letters, digits, '_' or '-': it names a folder under the checkpoints folder`,
-      {
-        where: 'RunOptions.ownCheckpoints',
-        hint: 'submit the pipeline again with `tempered submit --no-cache`, which names it (a run started by other means must leave it out)',
-      },
-    );
-  const workName = ctx.cacheKey ?? `${ctx.runId}-${ctx.stageId}`;
-  const name = boundedName(
-    ctx.ownCheckpoints
-      ? `${workName}.fresh-${ctx.ownCheckpoints}-${ctx.stageId}`
-      : ctx.freshTraining
-        ? `${workName}.fresh-${ctx.runId}-${ctx.stageId}`
-        : workName,
-  );
-  if (/[/\\\0]/.test(name) || name === '.' || name === '..')
-    throw new InputError(`the checkpoint folder name ${JSON.stringify(name.slice(0, 200))} is not one folder name`, {
-      where: `run ${ctx.runId} stage ${ctx.stageId}`,
-      hint: "a run id, stage id or cache key with '/' or '\\' cannot name a checkpoint folder: submit the run under another id",
-    });
-  return name;
 }
 
 export const trainStage: StageKind<TrainConfig> = {
@@ -486,7 +439,7 @@ export const trainStage: StageKind<TrainConfig> = {
     // own retries still find its own checkpoints there: they are of this rerun, begun from step 0.
     // A `--no-cache` run (ownCheckpoints) likewise, under a name its resumes keep, so `tempered resume` continues its
     // training: in the work's folder it resumed whatever step another run of the work had reached and left there.
-    const checkpointName = checkpointNameOf(ctx);
+    const checkpointName = await checkpointNameFor(ctx, paths.checkpoints);
     const checkpointDir = join(paths.checkpoints, checkpointName);
     // An earlier attempt of this stage finished, and its completion was lost before the workflow recorded it: nothing
     // to wait for or download (a retry on another worker would fetch the base model first). The record is read without

@@ -418,6 +418,12 @@ export async function readSharedFinished(store: ArtifactStore, name: string): Pr
   return text === undefined ? undefined : finishedOf(text);
 }
 
+/** Whether the shared store has a pointer of `name` (a checkpoint, a finished record or a claim); false without one. */
+export async function sharedCheckpointExists(store: ArtifactStore, name: string): Promise<boolean> {
+  const remote = store.remote;
+  return remote !== undefined && (await readText(remote, pointerKey(name))) !== undefined;
+}
+
 /** A claim of a pointer that named nothing yet: no checkpoint, nothing to report. */
 function isBareClaim(text: string): boolean {
   try {
