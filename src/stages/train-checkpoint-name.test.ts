@@ -50,6 +50,14 @@ test("a run's checkpoint name that leads out of the checkpoints folder is refuse
     return true;
   });
   assert.ok(!existsSync(join(dir, 'escape2-train')), 'trained in a folder out of the checkpoints folder');
+
+  // A run id beginning with a dot, where no cache key names the folder first: `store gc` takes such names for its own.
+  await assert.rejects(run('.hidden', { cacheKey: undefined }), (e: unknown) => {
+    assert.ok(e instanceof InputError, String(e));
+    assert.match(e.message, /"\.hidden-train" is not one folder name/);
+    return true;
+  });
+  assert.ok(!existsSync(join(dir, 'home', 'checkpoints', '.hidden-train')), 'trained in a dot-named folder');
 });
 
 test("models reproduce's legacy folder (freshTraining) of a run id of any length fits a folder name: the training ends", async (t) => {

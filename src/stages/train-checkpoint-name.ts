@@ -34,9 +34,12 @@ function boundedName(name: string): string {
   return `${name.slice(0, 64).replace(/[^A-Za-z0-9._-]/g, '_')}.h-${sha256Hex(name)}`;
 }
 
-/** Not one folder name under the checkpoints folder: a path, `.` or `..`. */
+/**
+ * Not one folder name under the checkpoints folder: a path, `.` or `..`, or a name beginning with a dot, which `store
+ * gc` would take for its own aside folders (`.<name>.gc-<pid>-<hex>`, deleted without the folder's lock).
+ */
 function notOneFolderName(name: string): boolean {
-  return /[/\\\0]/.test(name) || name === '.' || name === '..';
+  return /[/\\\0]/.test(name) || name.startsWith('.');
 }
 
 /** The name as `ctx`'s training is named now, and the one a train stage gave it before names were bounded, if other. */
@@ -59,7 +62,7 @@ function checkpointNamesOf(ctx: StageContext): { name: string; unbounded: string
   if (notOneFolderName(name))
     throw new InputError(`the checkpoint folder name ${JSON.stringify(name.slice(0, 200))} is not one folder name`, {
       where: `run ${ctx.runId} stage ${ctx.stageId}`,
-      hint: "a run id, stage id or cache key with '/' or '\\' cannot name a checkpoint folder: submit the run under another id",
+      hint: "a run id, stage id or cache key with '/' or '\\', or beginning with '.', cannot name a checkpoint folder: submit the run under another id",
     });
   return { name, unbounded };
 }

@@ -428,6 +428,21 @@ test('an abandoned folder of a name past 234 bytes (named before 8 Dec 2026) or 
   assert.deepEqual(readdirSync(checkpoints), [], 'left aside folders or locks');
 });
 
+test("an abandoned training's folder of a dot-name (a run id like `.x` where no cache key named it) is collected; a dot-named folder no training wrote is left alone", async (t) => {
+  const { checkpoints, gc } = home(t, 'dot');
+  checkpoint(checkpoints, '.x-train', 2);
+  // A file server's snapshot folder, as some list in every folder.
+  mkdirSync(join(checkpoints, '.snapshot', 'hourly.0'), { recursive: true });
+  writeFileSync(join(checkpoints, '.snapshot', 'hourly.0', 'f'), 'x');
+  for (const name of ['.x-train', '.snapshot']) age(join(checkpoints, name), 40);
+  const dry = (await gc(false)).localCheckpoints!;
+  assert.deepEqual(Object.fromEntries(dry.items.map((i) => [i.name, [i.why, i.deleted]])), { '.x-train': ['abandoned', false] });
+  const r = (await gc(true)).localCheckpoints!;
+  assert.deepEqual(Object.fromEntries(r.items.map((i) => [i.name, [i.why, i.deleted]])), { '.x-train': ['abandoned', true] });
+  assert.deepEqual(readdirSync(checkpoints), ['.snapshot'], 'left aside folders or locks, or took the foreign folder');
+  assert.deepEqual(readdirSync(join(checkpoints, '.snapshot', 'hourly.0')), ['f']);
+});
+
 test('a lock of a holder on another machine that has not refreshed it for minutes (a long native run) is not taken over: its writer keeps its temp folder and its lock', async (t) => {
   const { checkpoints, gc } = home(t, 'remote');
   const folder = join(checkpoints, key('a'));

@@ -81,7 +81,8 @@ export const COMPLETE = 'COMPLETE';
 export function finishedMarks(dir: string): string[] {
   const texts: string[] = [];
   for (const name of readdirOrNone(dir)) {
-    if (name.startsWith('.')) continue;
+    // What a collection renamed aside is on its way out; a dot-named training's folder is judged as any (collectOne).
+    if (ASIDE.test(name)) continue;
     try {
       texts.push(readFileSync(join(dir, name, COMPLETE), 'utf8'));
     } catch (e) {
@@ -164,6 +165,11 @@ function asideName(name: string): string {
   return `.${base}.gc-${process.pid}-${randomBytes(4).toString('hex')}`;
 }
 const ASIDE = /^\..+\.gc-(\d+)-[0-9a-f]+$/;
+
+/** Whether a folder holds what a train stage writes in its checkpoint folder: a checkpoint, its temp, its mark or tokens. */
+function holdsTraining(path: string): boolean {
+  return readdirOrNone(path).some((n) => /^step-\d+$/.test(n) || TEMP.test(n) || n === COMPLETE || n === 'tokens');
+}
 
 /** Bytes and newest mtime of a tree, links not followed; zero and -Infinity when it is gone. */
 function measure(path: string): { bytes: number; newest: number } {
@@ -312,9 +318,11 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
       }
       return;
     }
-    // Temp folders of checkpoint writes live inside a checkpoint folder, never beside it; any other
-    // dot-name is not the train stage's.
-    if (name.startsWith('.')) return;
+    // A train stage names no folder with a leading dot since 8 Dec 2026 (gc takes such names for its own aside
+    // folders), but a library caller without a cache key named one after a run id like `.x`, which gc skipped for good:
+    // judged as any folder where it holds what a training writes. Any other dot-name (a file server's `.snapshot`) is
+    // not tempered's, and is left alone.
+    if (name.startsWith('.') && !holdsTraining(path)) return;
     const lockPath = `${path}.lock`;
     // Lock times are the wall clock's, whatever the horizon is reckoned from.
     if (lockHolder(lockPath, staleMs, Date.now())) {
