@@ -55,3 +55,14 @@ test("a resume of a schedule's run is given the checkpoint name that run derived
   const again = await resumeInput('nightly-r1', next, { actor: 'me' }, async () => assert.fail('read a status'));
   assert.equal(again.options.uncachedCheckpoints, runCheckpointName(old));
 });
+
+test('a resume of a run of a schedule made before the flag is given the name that run derived; none without a `cache: false` training', async () => {
+  const old = 'nightly-2026-12-08T03:00:00Z';
+  const never = async () => assert.fail('read a status');
+  const uncached = { ...plan, stages: [{ id: 'train', uses: 'train', cache: false }] } as unknown as RunInput['plan'];
+  const next = await resumeInput(old, { plan: uncached, options: input({ scheduleId: 'nightly' }).options }, { actor: 'me' }, never);
+  assert.equal(next.options.uncachedCheckpoints, runCheckpointName(old));
+  assert.equal(next.options.scheduleId, 'nightly', "the resume stays the schedule's");
+  const cached = await resumeInput(old, input({ scheduleId: 'nightly' }), { actor: 'me' }, never);
+  assert.equal(cached.options.uncachedCheckpoints, undefined);
+});

@@ -3,7 +3,7 @@
  * `tempered resume` and the dashboard's Resume, which must resume alike.
  */
 import type { RunInput, RunOptions, RunStatus } from '../workflows/types.ts';
-import { runCheckpointName } from '../workflows/run-checkpoints.ts';
+import { checkpointNameFromRunId, runCheckpointName } from '../workflows/run-checkpoints.ts';
 
 /**
  * A resume reads the stage cache, so that what the run finished comes back instead of running again. A run submitted
@@ -20,8 +20,10 @@ export async function resumeInput(
   status: () => Promise<RunStatus | undefined>,
 ): Promise<RunInput> {
   // A schedule's run named its folder from its own id, which the resume's differs from: the resume is given the name.
-  const { uncachedCheckpointsFromRunId: fromId, ...kept } = input.options;
-  const named = fromId === true && kept.uncachedCheckpoints === undefined ? { uncachedCheckpoints: runCheckpointName(old) } : {};
+  // So is a resume of a run of a schedule made before the flag, which did so too unless it was in flight when its
+  // workers were upgraded (its training then was in the work's folder: the resume trains from step 0 in the run's).
+  const { uncachedCheckpointsFromRunId: _flag, ...kept } = input.options;
+  const named = checkpointNameFromRunId(input) ? { uncachedCheckpoints: runCheckpointName(old) } : {};
   const base = { ...kept, ...named, resumeOf: old, ...options };
   // ownCheckpoints: a resume, made before 8 Dec, of a --no-cache run (it set noCache false).
   if (!input.options.noCache && !input.options.ownCheckpoints) return { plan: input.plan, options: { ...base, noCache: false } };

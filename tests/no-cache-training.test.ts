@@ -13,7 +13,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, type ScheduleDescriptionStartWorkflowAction, type ScheduleUpdateOptions } from '@temporalio/client';
 import { ArtifactStore } from '../src/store/artifact-store.ts';
 import { StageCache, type CacheRecord } from '../src/store/stage-cache.ts';
 import { statePaths } from '../src/state-paths.ts';
@@ -248,7 +248,7 @@ describe('--no-cache training', () => {
       await stopCliWorker(w);
     }
   });
-  it('a run that a schedule starts trains its `cache: false` stage in a folder of its own (named from its run id), which its resume keeps', async () => {
+  it('a run that a schedule starts trains its `cache: false` stage in a folder of its own (named from its run id), which its resume keeps, also where the schedule was made before its input said so', async () => {
     const left = await leaveOtherRunsCheckpoint();
     const key = train(reference).cacheKey!;
     const w = await startCliWorker([], env, { logFile: join(home, 'worker.log') });
@@ -256,13 +256,22 @@ describe('--no-cache training', () => {
     try {
       const made = await runCli(['schedule', 'create', 'nc-nightly', '--pipeline', uncachedPipeline, '--cron', '0 3 1 1 *'], env);
       assert.equal(made.code, 0, made.stdout + made.stderr);
+      // Made so by a CLI of before 8 Dec 2026, which set no uncachedCheckpointsFromRunId in the input every run gets
+      // (a schedule keeps it until `schedule update`): its runs trained in the work's folder and took up the other
+      // run's step. With the flag the workflow derives the same name (workflows/run-checkpoints.test.ts).
+      await new Client({ connection }).schedule.getHandle('nc-nightly').update((prev) => {
+        const action = prev.action as ScheduleDescriptionStartWorkflowAction;
+        const [input] = action.args as [RunInput];
+        const { uncachedCheckpointsFromRunId: flag, ...options } = input.options;
+        assert.equal(flag, true, 'schedule create set no uncachedCheckpointsFromRunId');
+        return { ...prev, action: { ...action, args: [{ ...input, options }] } } as unknown as ScheduleUpdateOptions;
+      });
       const fired = await runCli(['schedule', 'trigger', 'nc-nightly'], env);
       assert.equal(fired.code, 0, fired.stdout + fired.stderr);
       const runId = /run (nc-nightly-[^\s)]+)/.exec(fired.stdout)?.[1];
       assert.ok(runId, fired.stdout);
       const st = await waitForRun(new Client({ connection }), runId);
       assert.equal(st.state, 'succeeded', JSON.stringify(st.stages.map((s) => [s.id, s.state, s.error?.message])));
-      // Before, a schedule's run trained in the work's folder and took up the other run's step.
       assert.equal(resumedFrom(st), null, 'trained from step 0');
       assert.equal(modelSha(st), modelSha(reference), 'the same bytes as the run trained from step 0');
       assert.ok(existsSync(left) && readdirSync(left).length > 0, "the other run's checkpoint is still there");

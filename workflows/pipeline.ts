@@ -172,8 +172,10 @@ export async function pipelineRun(input: RunInput): Promise<RunStatus> {
   const concurrency = Math.max(1, plan.concurrency ?? plan.stages.length);
   const failFast = (plan.onFailure ?? 'fail-fast') === 'fail-fast';
   let stopping = false;
-  // A schedule's runs share its input: each derives its own from its workflow id. Absent from inputs recorded before.
-  const uncachedCheckpoints = uncachedCheckpointsOf(options, info.workflowId);
+  // A schedule's runs share its input: each derives its own from its workflow id. A schedule made before the input said
+  // so derives too, behind a patch: asked here, before the first await, a run recorded before replays it as false, and
+  // keeps training in the folder it began in (a stage scheduled again after a worker stop builds its request anew).
+  const uncachedCheckpoints = uncachedCheckpointsOf(input, info.workflowId, () => patched('schedule-run-checkpoints'));
 
   const runOne = async (stage: PlannedStage): Promise<void> => {
     const st = byId.get(stage.id)!;

@@ -5,7 +5,7 @@
  */
 import { OWN_CHECKPOINTS } from '../src/stages/own-checkpoints.ts';
 import type { PlannedStage } from '../src/spec/types.ts';
-import type { RunOptions } from './types.ts';
+import type { RunInput, RunOptions } from './types.ts';
 
 /**
  * What names the own checkpoint folder of the run `workflowId` when its input says to derive it
@@ -25,10 +25,30 @@ export function runCheckpointName(workflowId: string): string {
   return `${workflowId.replace(/[^A-Za-z0-9_-]/g, '_').slice(0, 40)}-${hex(a)}${hex(b)}`;
 }
 
-/** The name the run's `cache: false` train stages train under: the input's, or derived from the run's id. */
-export function uncachedCheckpointsOf(options: RunOptions, workflowId: string): unknown {
-  if (options.uncachedCheckpoints !== undefined) return options.uncachedCheckpoints;
-  return options.uncachedCheckpointsFromRunId === true ? runCheckpointName(workflowId) : undefined;
+/**
+ * Why the run's `cache: false` trainings name their folder from its own workflow id, if they do: its input says so
+ * (`flag`: RunOptions.uncachedCheckpointsFromRunId), or it is a run a schedule made before that flag started (`schedule`:
+ * scheduleId, which every schedule's input has carried, and no name of its own; not a resume, whose client names it).
+ * Such a schedule sends its old input until `tempered schedule update`, and its runs trained in the work's folder,
+ * where they resumed the step another run of the work had left.
+ */
+export function checkpointNameFromRunId(input: RunInput): 'flag' | 'schedule' | undefined {
+  const { options, plan } = input;
+  if (options.uncachedCheckpoints !== undefined || options.ownCheckpoints) return undefined;
+  if (options.uncachedCheckpointsFromRunId === true) return 'flag';
+  const scheduled = options.scheduleId !== undefined && options.resumeOf === undefined;
+  return scheduled && plan.stages.some((s) => s.uses === 'train' && s.cache === false) ? 'schedule' : undefined;
+}
+
+/**
+ * The name the run's `cache: false` train stages train under: the input's, or derived from the run's id.
+ * `scheduleRunsDerive` says whether an old schedule's run does (the workflow's patch: a run in flight when its workers
+ * were upgraded keeps the folder it trained in); asked only of such a run, so that no other history records the patch.
+ */
+export function uncachedCheckpointsOf(input: RunInput, workflowId: string, scheduleRunsDerive: () => boolean): unknown {
+  if (input.options.uncachedCheckpoints !== undefined) return input.options.uncachedCheckpoints;
+  const from = checkpointNameFromRunId(input);
+  return from === 'flag' || (from === 'schedule' && scheduleRunsDerive()) ? runCheckpointName(workflowId) : undefined;
 }
 
 /**
