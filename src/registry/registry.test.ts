@@ -13,6 +13,8 @@ import type { SqliteDatabase } from '../db/sqlite.ts';
 import type { RegisterInput } from './types.ts';
 import { InputError } from '../errors.ts';
 import { BACKENDS, postgresUnavailable, useDatabases } from '../db/postgres.testing.ts';
+import { rollbackHolding } from './held-model.ts';
+import { countingQueries, setAliasAsBefore, testVersion } from './versions.testing.ts';
 
 const sha = (c: string) => c.repeat(64);
 let clock = Date.parse('2026-01-01T00:00:00Z');
@@ -452,6 +454,57 @@ for (const backend of BACKENDS) {
       const reg = await openRegistry(path);
       assert.equal((await reg.listVersions('m')).length, 1);
       await reg.close();
+    });
+
+    /**
+     * A deploy asked sameModel once per version in the alias's history (a nightly alias: 365 queries a year, each a round
+     * trip to PostgreSQL). One query now; its answers are those of the per-version reads, on a history with twins (one
+     * model's bytes under two versions, with and without a `model` artifact) and rollbacks between and onto them.
+     */
+    test('rolledBackFrom reads the history and which of its versions are one model in one query, answering as per-version reads do', async (t) => {
+      const reg = await openRegistry(await db.fresh(t), { now });
+      t.after(() => reg.close());
+      const onnxOnly = (run: string, mark: string, more: RegisterInput['artifacts'] = []) =>
+        testVersion('m', mark, { runId: run, artifacts: [{ role: 'onnx', uri: 'u', sha256: sha('f'), bytes: 1 }, ...more] });
+      // v1 a, v2 b, v3 b, v4 c, v5 a; v6 and v7 one onnx file and no model folder; v8 a model folder beside that
+      // onnx file (another model: its artifacts differ); v9 c, never on the alias.
+      for (const [run, mark] of [
+        ['1', 'a'],
+        ['2', 'b'],
+        ['3', 'b'],
+        ['4', 'c'],
+        ['5', 'a'],
+      ])
+        await reg.registerVersion(testVersion('m', mark, { runId: run }));
+      await reg.registerVersion(onnxOnly('6', 'f'));
+      await reg.registerVersion(onnxOnly('7', 'f'));
+      await reg.registerVersion(onnxOnly('8', 'f', [{ role: 'model', uri: 'u', sha256: sha('d'), bytes: 1 }]));
+      await reg.registerVersion(testVersion('m', 'c', { runId: '9' }));
+      const set = (v: number) => setAliasAsBefore(reg, 'm', 'production', v);
+      const back = () => reg.rollback('m', 'production', { actor: 'oncall' });
+      for (const step of [() => set(1), () => set(2), () => set(3), back, () => set(4), back, () => set(5), () => set(6), () => set(7)])
+        await step();
+      for (const step of [back, back, () => set(8), back]) await step();
+
+      const perVersion = async (v: number) => {
+        const history = await reg.aliasHistory('m', 'production');
+        const same = new Map<number, boolean>([[v, true]]);
+        for (const h of history)
+          for (const x of [h.toVersion, h.fromVersion]) if (x !== null && !same.has(x)) same.set(x, await reg.sameModel('m', x, v));
+        return rollbackHolding(history, (x) => same.get(x) === true);
+      };
+      const answers: Record<number, number | undefined> = {};
+      for (let v = 1; v <= 10; v++) {
+        const count = countingQueries(reg);
+        const got = await reg.rolledBackFrom('m', 'production', v);
+        count.stop();
+        assert.equal(count.queries, 1, `v${v}: ${count.queries} queries`);
+        assert.deepEqual(got, await perVersion(v), `v${v}`);
+        answers[v] = got?.fromVersion ?? undefined;
+      }
+      // The rollback that took each off production (its from), none for what production serves now (v5, v1's bytes).
+      assert.deepEqual(answers, { 1: undefined, 2: undefined, 3: undefined, 4: 4, 5: undefined, 6: 6, 7: 6, 8: 8, 9: 4, 10: undefined });
+      assert.equal(await reg.rolledBackFrom('m', 'staging', 4), undefined);
     });
 
     test('setAlias with expect is a compare-and-swap', async (t) => {

@@ -185,6 +185,52 @@ interface VersionRow {
   data_json: string;
 }
 
+interface HistoryRow {
+  id: number;
+  model: string;
+  alias: string;
+  kind: 'set' | 'rollback';
+  from_version: number | null;
+  to_version: number;
+  actor: string;
+  reason: string | null;
+  at: string;
+}
+
+function changeOf(r: HistoryRow): AliasChange {
+  return {
+    id: r.id,
+    model: r.model,
+    alias: r.alias,
+    kind: r.kind,
+    fromVersion: r.from_version,
+    toVersion: r.to_version,
+    actor: r.actor,
+    reason: r.reason,
+    at: r.at,
+  };
+}
+
+/**
+ * Common table expressions ending in `same`: the versions among `versions` (a SELECT of version numbers) that are one
+ * model with a target version (held-model.ts says when), judged in SQL for all of them at once. Parameters, in order:
+ * the model's name and the target version, the name again, then those of `versions`. The one definition of "one
+ * model": a write transaction decides a promotion on it, a deploy the hold a rollback put on a model.
+ */
+function sameModelSql(versions: string): string {
+  return `target AS (SELECT a.role, a.sha256 FROM artifacts a JOIN versions v ON v.id = a.version_id WHERE v.model = ? AND v.version = ?),
+    seen AS (SELECT v.version, v.id FROM versions v WHERE v.model = ? AND v.version IN (${versions})),
+    facts AS (SELECT s.version,
+        (SELECT COUNT(*) FROM artifacts a WHERE a.version_id = s.id) AS n,
+        (SELECT COUNT(*) FROM artifacts a JOIN target t ON t.role = a.role AND t.sha256 = a.sha256 WHERE a.version_id = s.id) AS matched,
+        (SELECT a.sha256 FROM artifacts a WHERE a.version_id = s.id AND a.role = 'model') AS m
+      FROM seen s),
+    same AS (SELECT version FROM facts WHERE
+      CASE WHEN m IS NOT NULL AND (SELECT sha256 FROM target WHERE role = 'model') IS NOT NULL
+        THEN m = (SELECT sha256 FROM target WHERE role = 'model')
+        ELSE n > 0 AND n = (SELECT COUNT(*) FROM target) AND matched = n END)`;
+}
+
 export class Registry {
   private readonly now: () => Date;
   constructor(
@@ -552,30 +598,38 @@ export class Registry {
 
   /** Whether versions `a` and `b` are one model (held-model.ts says when), read as one row. */
   private async sameModelIn(q: Queryable, name: string, a: number, b: number): Promise<boolean> {
-    const of = 'SELECT a.role, a.sha256 FROM artifacts a JOIN versions v ON v.id = a.version_id WHERE v.model = ? AND v.version = ?';
-    const r = (await q.get<{ na: number | string; nb: number | string; matched: number | string; ma: string | null; mb: string | null }>(
-      `WITH x AS (${of}), y AS (${of})
-       SELECT (SELECT COUNT(*) FROM x) AS na, (SELECT COUNT(*) FROM y) AS nb,
-              (SELECT COUNT(*) FROM x JOIN y ON x.role = y.role AND x.sha256 = y.sha256) AS matched,
-              (SELECT sha256 FROM x WHERE role = 'model') AS ma, (SELECT sha256 FROM y WHERE role = 'model') AS mb`,
-      [name, a, name, b],
-    ))!;
+    // The version as an INTEGER: a bare parameter would be text to PostgreSQL, which compares no INTEGER with it.
+    const r = await q.get<{ n: number | string }>(`WITH ${sameModelSql('SELECT CAST(? AS INTEGER)')} SELECT COUNT(*) AS n FROM same`, [
+      name,
+      b,
+      name,
+      a,
+    ]);
     // PostgreSQL's COUNT is a bigint, which its client hands back as text.
-    const [na, nb, matched] = [r.na, r.nb, r.matched].map(Number);
-    if (r.ma !== null && r.mb !== null) return r.ma === r.mb;
-    return na! > 0 && na === nb && matched === na;
+    return Number(r!.n) === 1;
   }
 
   /**
    * The rollback that took `version`'s model (its bytes, under any version number) off `alias`, when nothing has put
-   * that model back since (held-model.ts): a run's deploy does not promote it again.
+   * that model back since (held-model.ts): a run's deploy does not promote it again. One query, whatever the history's
+   * length: every deploy asks, and it asked sameModel once per version in the history (a nightly alias: 365 a year).
    */
   async rolledBackFrom(name: string, alias: string, version: number): Promise<AliasChange | undefined> {
-    const history = await this.history(this.db, name, alias);
-    const same = new Map<number, boolean>([[version, true]]);
-    for (const v of new Set(history.flatMap((h) => [h.toVersion, ...(h.fromVersion === null ? [] : [h.fromVersion])])))
-      if (!same.has(v)) same.set(v, await this.sameModelIn(this.db, name, v, version));
-    return rollbackHolding(history, (v) => same.get(v) === true);
+    const rows = await this.db.all<HistoryRow & { to_same: number | string; from_same: number | string }>(
+      `WITH h AS (SELECT * FROM alias_history WHERE model = ? AND alias = ?),
+       ${sameModelSql('SELECT to_version FROM h UNION SELECT from_version FROM h')}
+       SELECT h.*,
+              CASE WHEN h.to_version IN (SELECT version FROM same) THEN 1 ELSE 0 END AS to_same,
+              CASE WHEN h.from_version IN (SELECT version FROM same) THEN 1 ELSE 0 END AS from_same
+       FROM h ORDER BY h.id`,
+      [name, alias, name, version, name],
+    );
+    const same = new Set<number>([version]);
+    for (const r of rows) {
+      if (Number(r.to_same) === 1) same.add(r.to_version);
+      if (Number(r.from_same) === 1 && r.from_version !== null) same.add(r.from_version);
+    }
+    return rollbackHolding(rows.map(changeOf), (v) => same.has(v));
   }
 
   /**
@@ -730,33 +784,13 @@ export class Registry {
   private async history(q: Queryable, name: string, alias?: string, newest?: number): Promise<AliasChange[]> {
     const where = alias === undefined ? 'model = ?' : 'model = ? AND alias = ?';
     const args: unknown[] = alias === undefined ? [name] : [name, alias];
-    const rows = await q.all<{
-      id: number;
-      model: string;
-      alias: string;
-      kind: 'set' | 'rollback';
-      from_version: number | null;
-      to_version: number;
-      actor: string;
-      reason: string | null;
-      at: string;
-    }>(
+    const rows = await q.all<HistoryRow>(
       newest === undefined
         ? `SELECT * FROM alias_history WHERE ${where} ORDER BY id`
         : `SELECT * FROM (SELECT * FROM alias_history WHERE ${where} ORDER BY id DESC LIMIT ?) newest ORDER BY id`,
       newest === undefined ? args : [...args, newest],
     );
-    return rows.map((r) => ({
-      id: r.id,
-      model: r.model,
-      alias: r.alias,
-      kind: r.kind,
-      fromVersion: r.from_version,
-      toVersion: r.to_version,
-      actor: r.actor,
-      reason: r.reason,
-      at: r.at,
-    }));
+    return rows.map(changeOf);
   }
 
   /** Markdown model card of one version (see card.ts). */
