@@ -70,6 +70,9 @@ function line(r: AuditRecord): string {
   const rollback = r.action === 'model.rolled_back' && typeof d.alias === 'string' && d.to !== undefined && name !== undefined;
   const subject = rollback ? `${name}@${d.alias as string}: ${v(d.from)} rolled back to ${v(d.to)}` : r.subject;
   if (!rollback && typeof d.alias === 'string' && d.to !== undefined) extra.push(`${d.alias}: ${v(d.from)} → ${v(d.to)}`);
+  // Back to a twin of the version left (alias-change.ts): the line read as any rollback, as if the model left were gone.
+  if (rollback && (d as { sameModel?: unknown }).sameModel === true)
+    extra.push(`${v(d.to)} has the same model bytes as ${v(d.from)}: what ${d.alias as string} serves did not change`);
   if (typeof d.reason === 'string' && d.reason)
     extra.push(`reason ${JSON.stringify(d.reason.length > 80 ? `${d.reason.slice(0, 79)}…` : d.reason)}`);
   const why = notPromotedWhy(r);

@@ -189,6 +189,15 @@ test('models rollback to a version with the model bytes of the one it leaves say
   assert.equal(asJson.code, 0, asJson.stderr);
   const doc = JSON.parse(asJson.stdout) as { fromVersion: number; toVersion: number; sameModel?: string };
   assert.deepEqual([doc.fromVersion, doc.toVersion, doc.sameModel], [2, 1, undefined]);
+  // The trail's lines: the first rollback's read as the second's, as if the model left no longer served.
+  const trail = await runCli(['audit', '--action', 'model.rolled_back'], env);
+  assert.equal(trail.code, 0, trail.stderr);
+  const [twin, other] = trail.stdout.trimEnd().split('\n');
+  assert.match(
+    twin!,
+    /spam@production: v3 rolled back to v2 +\(v2 has the same model bytes as v3: what production serves did not change; reason/,
+  );
+  assert.match(other!, /spam@production: v2 rolled back to v1 +\(reason/);
 });
 
 test('models show gives the base model in one line: source, revision, files and their size', () => {

@@ -350,6 +350,17 @@ for (const backend of BACKENDS)
           'v1 has the same model bytes as v4: what alt serves has not changed; alt has no earlier version to roll back to: promote another version to change it',
         ],
       );
+      // The records say it too: `model.rolled_back` read alike for a twin and another model.
+      const log = await openAudit(auditDb);
+      t.after(() => log.close());
+      assert.deepEqual(
+        (await log.query({ action: 'model.rolled_back' })).map((r) => [r.details.alias, r.details.from, r.details.to, r.details.sameModel]),
+        [
+          ['production', 3, 2, true],
+          ['production', 2, 1, undefined],
+          ['alt', 4, 1, true],
+        ],
+      );
     });
 
     /**

@@ -146,7 +146,7 @@ export async function changeAlias(
     let gate: AliasChangeResult['gate'];
     // Built inside the write transaction from the version the alias moves to, which the registry reads
     // there (a rollback's is known only then): the model's other versions are not read.
-    const audit: AliasAudit = (c, target) => ({
+    const audit: AliasAudit = (c, target, facts) => ({
       action: op === 'promote' ? 'model.promoted' : 'model.rolled_back',
       subject: `${name}@${c.toVersion}`,
       model: `${name}@${c.toVersion}`,
@@ -157,6 +157,8 @@ export async function changeAlias(
         from: c.fromVersion,
         to: c.toVersion,
         reason: c.reason,
+        // A rollback to a twin of the version it left: the alias moved, what it serves did not (as `sameModel` says below).
+        ...(facts.sameModel ? { sameModel: true } : {}),
         ...(gate ? { gate: req.gate, explanation: gate.explanation, ...(gate.compared ? { compared: gate.compared } : {}) } : {}),
         ...req.details,
       },

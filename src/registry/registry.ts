@@ -108,8 +108,12 @@ export interface AuditSink {
   append(entry: AuditEntry): unknown | Promise<unknown>;
 }
 
-/** Builds the audit record of an alias move from the change and the artifacts of the version it moved the alias to. */
-export type AliasAudit = (change: AliasChange, target: RegisteredArtifact[]) => AuditEntry;
+/**
+ * Builds the audit record of an alias move from the change, the artifacts of the version it moved the alias to, and
+ * whether that version has the model bytes of the one it left (`sameModel`: a rollback between twins, which changes
+ * nothing served; a promotion never moves between them, held-model.ts).
+ */
+export type AliasAudit = (change: AliasChange, target: RegisteredArtifact[], facts: { sameModel: boolean }) => AuditEntry;
 
 type ArtifactRow = { role: string; uri: string; sha256: string; bytes: number; media_type: string | null };
 
@@ -680,7 +684,8 @@ export class Registry {
         actor: opts.actor ?? defaultActor(),
         reason: opts.reason ?? null,
       });
-      if (opts.audit) await this.enqueueAudit(q, opts.audit(change, await this.artifactsOf(q, name, change.toVersion)));
+      if (opts.audit)
+        await this.enqueueAudit(q, opts.audit(change, await this.artifactsOf(q, name, change.toVersion), { sameModel: false }));
       return { changed: true, change };
     });
   }
@@ -768,7 +773,11 @@ export class Registry {
         actor: opts.actor ?? defaultActor(),
         reason: opts.reason ?? `rollback from v${from}`,
       });
-      if (opts.audit) await this.enqueueAudit(q, opts.audit(change, await this.artifactsOf(q, name, change.toVersion)));
+      if (opts.audit) {
+        // Read with the move, so the record says what the rollback did to what is served as it happened.
+        const sameModel = from === to || (await this.sameModelIn(q, name, from, to));
+        await this.enqueueAudit(q, opts.audit(change, await this.artifactsOf(q, name, change.toVersion), { sameModel }));
+      }
       return change;
     });
   }
