@@ -26,6 +26,7 @@ import type { RunGateResult, RunInput, RunStatus, StageResult, StageStatus } fro
 import { pendingStatus } from '../workflows/pending-status.ts';
 import { PayloadKeyError } from '../infra/payload-codec.ts';
 import { retryStateName } from './failure-notes.ts';
+import { EndedGates } from './ended-gates.ts';
 import { hasPipelineAttribute, listedPipeline, PIPELINE_ATTRIBUTE, pipelineAttributes } from './pipeline-attribute.ts';
 import {
   decodePayloadsIn,
@@ -930,36 +931,36 @@ export async function listRuns(client: Client, limit = 20, filters: RunFilters =
   return runs;
 }
 
-/** What became of ended runs' gates, by run and execution id: a result never changes (the Runs page asks every 3 s). */
-const gateOfEnded = new Map<string, Pick<RunGateResult, 'outcome' | 'reason'> | null>();
-const GATES_KEPT = 5000;
+/** What became of ended runs' gates (ended-gates.ts): a result never changes (the Runs page asks every 3 s). */
+const gateOfEnded = new EndedGates<Pick<RunGateResult, 'outcome' | 'reason'> | null>(5000);
 
 /**
  * Sets `skipped` on the completed runs whose gate ended them before they trained ("unchanged", "not-triggered"): they
  * read COMPLETED, as a nightly run that retrained does. Each such run's result is read once (its close event alone); a
- * result that cannot be read (a key this process lacks) leaves the run as listed.
+ * result that cannot be read, now or ever (a key this process lacks, a history the server no longer has), leaves the
+ * run as listed.
  */
 async function markGateSkips(client: Client, runs: RunSummary[]): Promise<void> {
-  await forEachInFlight(
-    runs.filter((r) => r.status === 'COMPLETED'),
-    8,
-    async (r) => {
-      const key = `${r.runId}/${r.execution ?? ''}`;
-      let gate = gateOfEnded.get(key);
-      if (gate === undefined) {
-        // Without its key a result stays unreadable: remembered as no gate, not asked for again every 3 s.
-        const st = (await client.workflow
-          .getHandle(r.runId, r.execution)
-          .result()
-          .catch((e: unknown) => (e instanceof PayloadKeyError ? null : undefined))) as RunStatus | null | undefined;
-        if (st === undefined) return;
-        gate = st?.gate && !st.gate.proceed ? { outcome: st.gate.outcome, reason: st.gate.reason } : null;
-        if (gateOfEnded.size >= GATES_KEPT) gateOfEnded.delete(gateOfEnded.keys().next().value!);
-        gateOfEnded.set(key, gate);
-      }
-      if (gate) r.skipped = gate;
-    },
-  );
+  const completed = runs.filter((r) => r.status === 'COMPLETED');
+  await forEachInFlight(completed, 8, async (r) => {
+    const key = `${r.runId}/${r.execution ?? ''}`;
+    let gate = gateOfEnded.get(key);
+    if (gate === undefined) {
+      // Without its key a result stays unreadable, and so does a history the server dropped (its retention ended while
+      // the run was still listed): remembered as no gate, not asked for again every 3 s.
+      const st = (await client.workflow
+        .getHandle(r.runId, r.execution, { followRuns: false })
+        .result()
+        .catch((e: unknown) => (e instanceof PayloadKeyError || e instanceof WorkflowNotFoundError ? null : undefined))) as
+        | RunStatus
+        | null
+        | undefined;
+      if (st === undefined) return;
+      gate = st?.gate && !st.gate.proceed ? { outcome: st.gate.outcome, reason: st.gate.reason } : null;
+      gateOfEnded.set(key, gate, completed.length);
+    }
+    if (gate) r.skipped = gate;
+  });
 }
 
 /**
