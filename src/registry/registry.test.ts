@@ -505,6 +505,7 @@ for (const backend of BACKENDS) {
       // The rollback that took each off production (its from), none for what production serves now (v5, v1's bytes).
       assert.deepEqual(answers, { 1: undefined, 2: undefined, 3: undefined, 4: 4, 5: undefined, 6: 6, 7: 6, 8: 8, 9: 4, 10: undefined });
       assert.equal(await reg.rolledBackFrom('m', 'staging', 4), undefined);
+      assert.equal(await reg.rolledBackFrom('m', 'production', 2 ** 31), undefined, 'past INTEGER: no such version');
     });
 
     test('setAlias with expect is a compare-and-swap', async (t) => {
