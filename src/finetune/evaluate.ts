@@ -12,7 +12,8 @@ import { createSession, type Device } from '../engine/runtime.ts';
 import { loadTokenizer } from '../models/tokenizer.ts';
 import { sourceOfRow } from '../models/tokenize-arrow.ts';
 import { buildBertClassifier, FEATURES, type Pooling } from './bert.ts';
-import { encodeTexts, loadPredictor } from './predictor.ts';
+import { KEEP_BYTES, KeptEncodings } from './kept-encodings.ts';
+import { loadPredictor, padEncodings } from './predictor.ts';
 import { checkPaddingFitsModel, firstUnfit, unfitMessage, UnfitTextError, type ModelRows } from './token-ids.ts';
 import { readBertConfig } from '../models/bert.ts';
 import { ModelConfig } from '../models/weights.ts';
@@ -156,13 +157,14 @@ export interface BaselineResult {
  * The baseline's rows are the base model's own to take: a token id or type past its rows means its tokenizer files are
  * not its own, a row longer than its positions a maxLength past them. Every row of every table is checked before any is
  * embedded (embedding the train rows is minutes on a large split, and onnxruntime's Gather or Add failure, retried as
- * transient, named no row), one text's tokens at a time.
+ * transient, named no row), one text's tokens at a time; each table's encodings are kept (half of KEEP_BYTES a table)
+ * for its embedding batches.
  */
 async function checkBaselineRows(
   modelDir: string,
   maxLength: number,
   tables: { path: string; name: string; texts: string[] }[],
-): Promise<void> {
+): Promise<KeptEncodings[]> {
   const tok = loadTokenizer(modelDir);
   const vocab = ModelConfig.read(modelDir).raw.vocab_size;
   const bert = readBertConfig(modelDir);
@@ -172,8 +174,16 @@ async function checkBaselineRows(
     positions: bert.maxPositions,
   };
   checkPaddingFitsModel(modelDir, rows, tok);
+  const kept: KeptEncodings[] = [];
   for (const { path, name, texts } of tables) {
-    const found = await firstUnfit(texts, (t) => tok.encode(t, null, { maxLength }), rows);
+    const k = new KeptEncodings(KEEP_BYTES / tables.length);
+    kept.push(k);
+    const found = await firstUnfit(
+      texts,
+      (t) => tok.encode(t, null, { maxLength }),
+      rows,
+      (e) => k.add(e),
+    );
     if (!found) continue;
     const { index, unfit } = found;
     if (unfit.what === 'length')
@@ -186,12 +196,17 @@ async function checkBaselineRows(
       hint: `the base model's tokenizer files (${join(modelDir, 'tokenizer.json')}) are not the ones saved with its weights: use those (tokenizer.json, tokenizer_config.json), or a base model whose own they are`,
     });
   }
+  return kept;
 }
 
-/** Pooled embeddings of the base model (forward only) for each text, one Float32Array per row; checkBaselineRows first. */
+/**
+ * Pooled embeddings of the base model (forward only) for each text, one Float32Array per row; checkBaselineRows first,
+ * whose kept encodings of these texts the batches take (tokenizing the others).
+ */
 async function baseEmbeddings(
   modelDir: string,
   texts: string[],
+  kept: KeptEncodings,
   o: { pooling: Pooling; maxLength: number; device?: Device; threads?: number; batchSize?: number; onBatch?: (rows: number) => void },
 ): Promise<Float32Array[]> {
   const { model } = buildBertClassifier(modelDir, { numLabels: 2, pooling: o.pooling, seed: 0 });
@@ -211,12 +226,11 @@ async function baseEmbeddings(
     const out = new Array<Float32Array>(texts.length);
     for (let s = 0; s < order.length; s += bs) {
       const idx = order.slice(s, s + bs);
-      const feeds = encodeTexts(
+      const feeds = padEncodings(
         tok,
-        idx.map((i) => texts[i]!),
-        o.maxLength,
-        16,
+        idx.map((i) => kept.get(i) ?? tok.encode(texts[i]!, null, { maxLength: o.maxLength })),
         width,
+        16,
       );
       const f = (await session.run(feeds))[FEATURES]!;
       const dim = f.dims[1]!;
@@ -236,22 +250,22 @@ export async function frozenFeatureBaseline(o: BaselineOptions): Promise<Baselin
   const maxLength = o.maxLength ?? 128;
   const train = await readLabeledTexts(o.train, o.textColumn, o.labelColumn, o.labels);
   const test = await readLabeledTexts(o.test, o.textColumn, o.labelColumn, o.labels);
-  await checkBaselineRows(o.modelDir, maxLength, [
+  const [keptTrain, keptTest] = await checkBaselineRows(o.modelDir, maxLength, [
     { path: o.train, name: o.trainName ?? o.train, texts: train.texts },
     { path: o.test, name: o.testName ?? o.test, texts: test.texts },
   ]);
   const total = train.texts.length + test.texts.length;
   let done = 0;
-  const emb = (texts: string[]) =>
-    baseEmbeddings(o.modelDir, texts, {
+  const emb = (texts: string[], kept: KeptEncodings) =>
+    baseEmbeddings(o.modelDir, texts, kept, {
       pooling: o.pooling,
       maxLength,
       device: o.device,
       threads: o.threads,
       onBatch: (rows) => o.onProgress?.((done += rows), total),
     });
-  const Xtr = await emb(train.texts);
-  const Xte = await emb(test.texts);
+  const Xtr = await emb(train.texts, keptTrain!);
+  const Xte = await emb(test.texts, keptTest!);
   const model = fit(Xtr, train.labels, { seed: o.seed, l2: o.l2 });
   const preds = logregPredict(model, Xte);
   return {

@@ -88,6 +88,36 @@ test('predict: probabilities per label, argmax label, deterministic and order-in
   await p.close();
 });
 
+// The up-front check's encodings serve the batches (each text tokenized once) up to keepBytes, the texts past them
+// tokenized again in their batch: the logits must be the same bit for bit whichever way a text's tokens came, with batches
+// (sorted by length) mixing kept texts and texts past the budget, and nothing kept by one call may serve the next.
+test('predict tokenizes each text once where its tokens fit keepBytes, and again past them, with the same logits', async () => {
+  const tok = loadTokenizer(opts.outDir);
+  const tokens = texts.slice(0, 20).reduce((n, t) => n + tok.encode(t, null, { maxLength: opts.maxLength }).inputIds.length, 0);
+  const none = await loadPredictor(opts.outDir, { threads: 2, batchSize: 7, keepBytes: 0 });
+  const some = await loadPredictor(opts.outDir, { threads: 2, batchSize: 7, keepBytes: tokens * 5 + 20 * 8 });
+  const all = await loadPredictor(opts.outDir, { threads: 2, batchSize: 7 });
+  try {
+    const ref = await none.logits(texts);
+    assert.equal(none.tokenized, 2 * texts.length);
+    assert.deepEqual(await some.logits(texts), ref);
+    assert.equal(some.tokenized, 2 * texts.length - 20, 'the first 20 texts are kept, the others tokenized twice');
+    assert.deepEqual(await all.logits(texts), ref);
+    assert.equal(all.tokenized, texts.length);
+    // Other texts at the same places: the second call's batches take its own texts' tokens.
+    const other = [...texts].reverse();
+    const otherRef = await none.logits(other);
+    assert.deepEqual(await some.logits(other), otherRef);
+    assert.deepEqual(await all.logits(other), otherRef);
+    assert.deepEqual(
+      (await all.predict(other)).map((p) => p.label),
+      (await none.predict(other)).map((p) => p.label),
+    );
+  } finally {
+    await Promise.all([none.close(), some.close(), all.close()]);
+  }
+});
+
 test('a folder that is not an export is an InputError', async () => {
   await assert.rejects(
     loadPredictor(modelDir),

@@ -9,9 +9,10 @@ import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { InputError } from '../errors.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
-import { loadTokenizer, type Encoding, type HfTokenizer } from '../models/tokenizer.ts';
+import { loadTokenizer, type HfTokenizer } from '../models/tokenizer.ts';
 import { bucketLength } from './batches.ts';
 import { MODEL_MANIFEST, type ModelManifest } from './export.ts';
+import { KEEP_BYTES, KeptEncodings, type TextTokens } from './kept-encodings.ts';
 import { checkPaddingFitsModel, firstUnfit, unfitMessage, unfitRow, UnfitTextError, type ModelRows, type Unfit } from './token-ids.ts';
 
 export interface Prediction {
@@ -40,6 +41,8 @@ export interface Predictor {
   embed(texts: string[]): Promise<{ dim: number; data: Float32Array }>;
   /** onnxruntime runs so far (a batch each). */
   readonly runs: number;
+  /** Texts tokenized so far (once a text, unless past keepBytes). */
+  readonly tokenized: number;
   close(): Promise<void>;
 }
 
@@ -57,6 +60,11 @@ export interface PredictorOptions {
   bucket?: number;
   /** onnxruntime's CPU memory arena (SessionOptions.memArena in src/engine/runtime.ts); the server's pool turns it off. */
   memArena?: boolean;
+  /**
+   * Bytes of tokens that predict, logits and embed keep from their up-front check for their batches (default
+   * KEEP_BYTES, 32 MiB); the texts past them are tokenized again in their batch.
+   */
+  keepBytes?: number;
 }
 
 export function readManifest(folder: string): ModelManifest {
@@ -89,7 +97,12 @@ export function encodeTexts(
 }
 
 /** Texts already tokenized, padded to one bucket length of at most `width`. */
-function padEncodings(tok: HfTokenizer, enc: Encoding[], width: number, bucket: number): Record<string, ort.Tensor> {
+export function padEncodings(
+  tok: { padId: number; padTypeId: number },
+  enc: readonly TextTokens[],
+  width: number,
+  bucket: number,
+): Record<string, ort.Tensor> {
   const longest = enc.reduce((m, e) => Math.max(m, e.inputIds.length), 1);
   const L = bucketLength(longest, bucket, width);
   const n = enc.length;
@@ -143,9 +156,10 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
   // Each text's ids are checked before onnxruntime sees them: the model answers every text but the ones that reach
   // ids, types or positions it has no row for, and those get an UnfitTextError naming the first of them (predict,
   // logits, embed: before any batch runs) or why in place of their prediction (predictEach), not a Gather's failure.
-  const encode = (text: string) => tok.encode(text, null, { maxLength: manifest.maxLength });
-  const refuseAny = async (texts: string[]) => {
-    const found = await firstUnfit(texts, encode, rows);
+  let tokenized = 0;
+  const encode = (text: string) => (tokenized++, tok.encode(text, null, { maxLength: manifest.maxLength }));
+  const refuseAny = async (texts: string[], kept: KeptEncodings) => {
+    const found = await firstUnfit(texts, encode, rows, (e) => kept.add(e));
     if (!found) return;
     const { index, unfit } = found;
     const hint =
@@ -179,17 +193,18 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     if (closed) throw new Error('predictor is closed');
     if (!Array.isArray(texts) || texts.some((t) => typeof t !== 'string'))
       throw new InputError('texts must be an array of strings', { where: 'texts' });
-    // Tokenized twice, once here and once in its batch, so that no more than a batch's tokens are held at once.
-    if (!each) await refuseAny(texts);
+    // What the check tokenized is kept for the batches up to keepBytes; a text past them is tokenized again in its batch.
+    const kept = each ? undefined : new KeptEncodings(opts.keepBytes ?? KEEP_BYTES);
+    if (kept) await refuseAny(texts, kept);
     const unfit: (Unfit | undefined)[] = texts.map(() => undefined);
     let data = new Float32Array(0),
       dim = 0;
-    // Texts of similar length share a batch (less padding); results return to input order. Each batch is tokenized on
-    // its own, so a large table never holds every text's tokens at once.
+    // Texts of similar length share a batch (less padding); results return to input order. A batch tokenizes the texts
+    // not kept, so a large table never holds every text's tokens at once.
     const order = texts.map((t, i) => i).sort((a, b) => texts[a]!.length - texts[b]!.length || a - b);
     for (let start = 0; start < order.length; start += batchSize) {
       const idx = order.slice(start, start + batchSize);
-      const enc = idx.map((i) => encode(texts[i]!));
+      const enc = idx.map((i) => kept?.get(i) ?? encode(texts[i]!));
       enc.forEach((e, k) => (unfit[idx[k]!] = unfitRow(rows, e.inputIds, e.tokenTypeIds)));
       // The batch without the texts the model cannot take: they are never run.
       const keep = idx.flatMap((i, k) => (unfit[i] === undefined ? [k] : []));
@@ -221,6 +236,9 @@ export async function loadPredictor(modelFolder: string, opts: PredictorOptions 
     manifest,
     get runs() {
       return runs;
+    },
+    get tokenized() {
+      return tokenized;
     },
     async logits(texts) {
       return (await forAll(texts, manifest.outputs.logits, false)).data;

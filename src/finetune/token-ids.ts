@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 
 /** Ids as the tokenized tables (Int32Array), the feeds (BigInt64Array) and a tokenizer's encoding (number[]) hold them. */
-type Ids = Int32Array | BigInt64Array | readonly number[];
+type Ids = Int32Array | BigInt64Array | Uint8Array | readonly number[];
 
 function largest(ids: Ids): number {
   let max: number | bigint = -1;
@@ -88,13 +88,15 @@ const YIELD_EVERY = 1000;
 /**
  * The first of `texts` the model cannot take (unfitRow), each tokenized by `encode` and checked in turn before any of them
  * runs: a misfit found only at its own batch came after every batch before it had run, and the batch's error could not
- * say which text. One text's tokens are held at a time, never every text's (40,000 texts' encodings held at once raised
- * a predictor's peak RSS from 255 to 402 MiB).
+ * say which text. The check holds one text's tokens at a time, never every text's (40,000 texts' encodings held at once
+ * raised a predictor's peak RSS from 255 to 402 MiB); `keep` is given each text that fits, in order, to keep what its
+ * budget allows (KeptEncodings) so that the batches need not tokenize it again.
  */
-export async function firstUnfit(
+export async function firstUnfit<E extends { inputIds: Ids; tokenTypeIds: Ids }>(
   texts: readonly string[],
-  encode: (text: string) => { inputIds: Ids; tokenTypeIds: Ids },
+  encode: (text: string) => E,
   rows: ModelRows,
+  keep?: (encoding: E) => void,
 ): Promise<{ index: number; unfit: Unfit } | undefined> {
   for (let index = 0; index < texts.length; index++) {
     // Tokenizing is synchronous (25-60 us a text): a million rows in one loop held the event loop for most of a minute,
@@ -103,6 +105,7 @@ export async function firstUnfit(
     const e = encode(texts[index]!);
     const unfit = unfitRow(rows, e.inputIds, e.tokenTypeIds);
     if (unfit) return { index, unfit };
+    keep?.(e);
   }
   return undefined;
 }

@@ -1,0 +1,46 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { KeptEncodings } from './kept-encodings.ts';
+
+const enc = (ids: number[], type = 0) => ({ inputIds: ids, attentionMask: ids.map(() => 1), tokenTypeIds: ids.map(() => type) });
+const plain = (t: ReturnType<KeptEncodings['get']>) =>
+  t && { inputIds: [...t.inputIds], attentionMask: [...t.attentionMask], tokenTypeIds: [...t.tokenTypeIds] };
+
+test('KeptEncodings gives back each kept text its own tokens, and keeps a prefix of the texts within its budget', () => {
+  // 3 texts: 2 + 3 + 1 tokens (5 bytes each) and 8 bytes a text = 54 bytes; a fourth of 2 tokens would make 72.
+  const k = new KeptEncodings(71);
+  const texts = [enc([101, 7, 102]), enc([101, 70000, 5, 102], 1), enc([101]), enc([101, 102]), enc([9])];
+  assert.deepEqual(
+    texts.map((e) => k.add(e)),
+    [true, true, true, false, false],
+  );
+  assert.equal(k.count, 3);
+  assert.equal(k.bytes, 8 * 5 + 3 * 8);
+  for (let i = 0; i < 3; i++) assert.deepEqual(plain(k.get(i)), texts[i]);
+  assert.equal(k.get(3), undefined);
+  assert.equal(k.get(4), undefined);
+});
+
+test('KeptEncodings stops at a text its packing cannot hold exactly, keeping none after it', () => {
+  const k = new KeptEncodings(1 << 20);
+  assert.ok(k.add(enc([1, 2])));
+  assert.equal(k.add(enc([1, 2], 256)), false, 'a type past a byte');
+  assert.equal(k.add(enc([3])), false, 'a text after one not kept would be kept at the wrong place');
+  const masked = new KeptEncodings(1 << 20);
+  assert.equal(masked.add({ inputIds: [1, 2], attentionMask: [1, 0], tokenTypeIds: [0, 0] }), false);
+  const big = new KeptEncodings(1 << 20);
+  assert.equal(big.add(enc([2 ** 31])), false);
+  assert.deepEqual(plain(k.get(0)), enc([1, 2]));
+});
+
+test('KeptEncodings grows past its first allocation and keeps every text intact', () => {
+  const k = new KeptEncodings(1 << 24);
+  const texts = Array.from({ length: 3000 }, (_, i) =>
+    enc(
+      Array.from({ length: 1 + (i % 50) }, (_, j) => i * 7 + j),
+      i % 2,
+    ),
+  );
+  for (const e of texts) assert.ok(k.add(e));
+  texts.forEach((e, i) => assert.deepEqual(plain(k.get(i)), e));
+});
