@@ -85,15 +85,19 @@ test('evaluateClassifier names a label the model was not trained on, by the name
 
 test('frozen-feature baseline: base-model embeddings + logistic regression, deterministic', async () => {
   const test = writeTextTable(join(root, 'test.arrow'), testRows);
-  const run = () => frozenFeatureBaseline({ modelDir, train, test, labels, pooling: 'mean', seed: 1, maxLength: 32, threads: 2 });
+  const run = (keepBytes?: number) =>
+    frozenFeatureBaseline({ modelDir, train, test, labels, pooling: 'mean', seed: 1, maxLength: 32, threads: 2, keepBytes });
   const a = await run();
   assert.equal(a.trainRows, 200);
   assert.equal(a.testRows, 60);
   assert.equal(a.dim, 32);
   assert.equal(a.metrics.n, 60);
   assert.ok(a.metrics.accuracy > 0.5, `baseline accuracy ${a.metrics.accuracy} is not above chance`);
-  const b = await run();
+  // The same whether the batches take the check's tokens (a), tokenize every row again (b), or each table's first rows'
+  // tokens and then tokenize the others (4,000 bytes, 2,000 a table: some 20 rows of each).
+  const b = await run(0);
   assert.deepEqual(b.metrics, a.metrics);
+  assert.deepEqual((await run(4000)).metrics, a.metrics);
   // Progress while it embeds: rows done of train + test, rising to all of them.
   const seen: [number, number][] = [];
   await frozenFeatureBaseline({

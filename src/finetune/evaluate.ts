@@ -144,6 +144,8 @@ export interface BaselineOptions {
   l2?: number;
   /** Rows embedded so far of all (train and test): embedding is minutes for a large train split. */
   onProgress?: (done: number, total: number) => void;
+  /** Bytes of tokens the check keeps for the embedding batches, half a table (default KEEP_BYTES); the rest are tokenized again. */
+  keepBytes?: number;
 }
 
 export interface BaselineResult {
@@ -157,13 +159,14 @@ export interface BaselineResult {
  * The baseline's rows are the base model's own to take: a token id or type past its rows means its tokenizer files are
  * not its own, a row longer than its positions a maxLength past them. Every row of every table is checked before any is
  * embedded (embedding the train rows is minutes on a large split, and onnxruntime's Gather or Add failure, retried as
- * transient, named no row), one text's tokens at a time; each table's encodings are kept (half of KEEP_BYTES a table)
- * for its embedding batches.
+ * transient, named no row), one text's tokens at a time; each table's encodings are kept (`keepBytes` split between the
+ * tables) for its embedding batches.
  */
 async function checkBaselineRows(
   modelDir: string,
   maxLength: number,
   tables: { path: string; name: string; texts: string[] }[],
+  keepBytes: number,
 ): Promise<KeptEncodings[]> {
   const tok = loadTokenizer(modelDir);
   const vocab = ModelConfig.read(modelDir).raw.vocab_size;
@@ -176,7 +179,7 @@ async function checkBaselineRows(
   checkPaddingFitsModel(modelDir, rows, tok);
   const kept: KeptEncodings[] = [];
   for (const { path, name, texts } of tables) {
-    const k = new KeptEncodings(KEEP_BYTES / tables.length);
+    const k = new KeptEncodings(keepBytes / tables.length);
     kept.push(k);
     const found = await firstUnfit(
       texts,
@@ -250,10 +253,15 @@ export async function frozenFeatureBaseline(o: BaselineOptions): Promise<Baselin
   const maxLength = o.maxLength ?? 128;
   const train = await readLabeledTexts(o.train, o.textColumn, o.labelColumn, o.labels);
   const test = await readLabeledTexts(o.test, o.textColumn, o.labelColumn, o.labels);
-  const [keptTrain, keptTest] = await checkBaselineRows(o.modelDir, maxLength, [
-    { path: o.train, name: o.trainName ?? o.train, texts: train.texts },
-    { path: o.test, name: o.testName ?? o.test, texts: test.texts },
-  ]);
+  const [keptTrain, keptTest] = await checkBaselineRows(
+    o.modelDir,
+    maxLength,
+    [
+      { path: o.train, name: o.trainName ?? o.train, texts: train.texts },
+      { path: o.test, name: o.testName ?? o.test, texts: test.texts },
+    ],
+    o.keepBytes ?? KEEP_BYTES,
+  );
   const total = train.texts.length + test.texts.length;
   let done = 0;
   const emb = (texts: string[], kept: KeptEncodings) =>
