@@ -130,6 +130,18 @@ test('predict, logits and embed refuse a text past the rows, naming it, before o
   } finally {
     await p.close();
   }
+  // The check finds it as well with the first texts' tokens kept for the batches and the others not (keepBytes 100: 4
+  // texts of 3 tokens, [CLS] [UNK] [SEP]), or none kept.
+  for (const keepBytes of [100, 0]) {
+    const q = await loadPredictor(r.outDir, { threads: 1, batchSize: 2, keepBytes });
+    try {
+      await assert.rejects(q.predict([...unknownRows.map((row) => row.text), 'a great day']), unfitText(r.outDir, 16));
+      assert.equal(q.runs, 0);
+      assert.equal((await q.predict(['ꙮ', 'ꙮꙮꙮ'])).length, 2);
+    } finally {
+      await q.close();
+    }
+  }
   // The evaluate stage's table: the row, the model as the pipeline calls it, and what to do.
   await assert.rejects(
     evaluateClassifier({
