@@ -16,7 +16,8 @@ export interface TextTokens {
 /**
  * Bytes of tokens the predictor and the frozen baseline keep from their check for their batches. Packed, a token is
  * 5 bytes (an Int32 id, a Uint8 type), a text 8 more: 32 MiB holds about 6.5 million tokens (50,000 texts of 128),
- * where the encodings as number[]s held 40,000 texts in about 150 MiB.
+ * where the encodings as number[]s held 40,000 texts in about 150 MiB. Its arrays grow by doubling, so for the moment
+ * of the last growth the old ones are held beside the new: at most 1.5 times the budget.
  */
 export const KEEP_BYTES = 32 * 1024 * 1024;
 
