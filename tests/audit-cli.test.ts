@@ -347,4 +347,59 @@ test("audit's lines say why a run failed, what a resume reruns, which run a trig
   assert.match(lines[2]!, /schedule\.triggered +nightly +\(run nightly-2026-12-07T03:00:00Z\)$/);
   assert.match(lines[3]!, /schedule\.triggered +nightly +\(skipped by the overlap policy \(skip\): no run started\)$/);
   assert.match(lines[4]!, /schedule\.paused +nightly +\(note "data migration until Friday"\)$/);
+  // The failed run's own trail names the run that resumed it (its run.submitted is the resume's record), --json too.
+  const failed = await runCli(['audit', '--run', 'e2e-1'], { TEMPERED_HOME: home });
+  assert.equal(failed.code, 0, failed.stderr);
+  assert.deepEqual(
+    failed.stdout
+      .trim()
+      .split('\n')
+      .map((l) => /(run\.\w+) +(\S+)(?: +\((resumes \S+)\))?/.exec(l)?.slice(1).filter(Boolean).join(' ')),
+    ['run.failed e2e-1', 'run.submitted e2e-2 resumes e2e-1'],
+  );
+  const json = await runCli(['audit', '--run', 'e2e-1', '--json'], { TEMPERED_HOME: home });
+  assert.deepEqual(
+    (JSON.parse(json.stdout) as { action: string; subject: string }[]).map((x) => `${x.action} ${x.subject}`),
+    ['run.failed e2e-1', 'run.submitted e2e-2'],
+  );
+  const onlyFailures = await runCli(['audit', '--run', 'e2e-1', '--action', 'run.failed', '--json'], { TEMPERED_HOME: home });
+  assert.equal((JSON.parse(onlyFailures.stdout) as unknown[]).length, 1);
+});
+
+test('audit --model NAME@N names the source files its training data came from: the ingest records of the run that registered it', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'audit-sources-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+  const log = await openAudit(join(home, 'audit.db'));
+  const ingest = (run: string, path: string, sha: string) =>
+    log.append({
+      action: 'stage.completed',
+      subject: `${run}/ingest`,
+      runId: run,
+      dataHashes: { [`source:${path}`]: sha, 'out:table': 'f'.repeat(64) },
+      details: { stage: 'ingest', kind: 'ingest', sources: [{ path, sha256: sha, bytes: 120 }] },
+    });
+  await ingest('r1', 'data/tickets.csv', 'a'.repeat(64));
+  await log.append({ action: 'stage.completed', subject: 'r1/train', runId: 'r1', details: { stage: 'train', kind: 'train' } });
+  await ingest('r2', 'data/other.csv', 'b'.repeat(64));
+  await log.append({ action: 'model.registered', subject: 'spam@1', model: 'spam@1', runId: 'r1', details: { version: 1 } });
+  await log.close();
+  const r = await runCli(['audit', '--model', 'spam@1'], { TEMPERED_HOME: home });
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.equal(lines.length, 2, r.stdout);
+  assert.match(lines[0]!, /stage\.completed +r1\/ingest +\(data .*source:data\/tickets\.csv=aaaaaaaaaaaa/);
+  assert.match(lines[1]!, /model\.registered +spam@1/);
+  const json = await runCli(['audit', '--model', 'spam@1', '--json'], { TEMPERED_HOME: home });
+  assert.deepEqual(
+    (JSON.parse(json.stdout) as { subject: string; details: { sources?: { path: string }[] } }[]).map((x) => [
+      x.subject,
+      x.details.sources?.map((s) => s.path),
+    ]),
+    [
+      ['r1/ingest', ['data/tickets.csv']],
+      ['spam@1', undefined],
+    ],
+  );
+  // Every version of the name: its records only, as before.
+  assert.equal((await runCli(['audit', '--model', 'spam'], { TEMPERED_HOME: home })).stdout.trim().split('\n').length, 1);
 });

@@ -11,6 +11,7 @@ import { CliError, type CliContext } from '../context.ts';
 import { printable } from '../format.ts';
 import { sharingHint } from './sharing.ts';
 import { trainedOn } from '../../src/audit/run-spec.ts';
+import { mergedBySeq, resumesOf, sourceRecordsOf } from '../../src/audit/related-records.ts';
 
 /** Data hashes a record's line shows. */
 const DATA_HASHES_SHOWN = 8;
@@ -135,6 +136,20 @@ export async function* pagesOf(audit: AuditLog, q: { run?: string; action?: stri
     if (page.length < PRINT_PAGE) return;
     afterSeq = page[page.length - 1]!.seq;
   }
+}
+
+/** `pages` (oldest first) with `extra` (oldest first) in their places by seq: records of the trail that the query by run cannot find. */
+async function* withRecords(pages: AsyncGenerator<AuditRecord[]>, extra: AuditRecord[]): AsyncGenerator<AuditRecord[]> {
+  let rest = extra;
+  for await (const page of pages) {
+    const last = page[page.length - 1]!.seq;
+    yield mergedBySeq(
+      page,
+      rest.filter((r) => r.seq <= last),
+    );
+    rest = rest.filter((r) => r.seq > last);
+  }
+  if (rest.length) yield rest;
 }
 
 /**
@@ -275,11 +290,21 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
     if (values.action !== undefined) await checkAction(audit, values.action, usage);
     const filter = values.model === undefined ? undefined : await modelFilter(ctx, values.model);
     // A version's trail includes the serve.swapped records that swapped it out (their model is the version swapped in).
+    // Records that belong in the trail without naming the run or version: a resume's run.submitted (`--run` of the run
+    // it reruns), the ingest records naming the files a version's training data came from (`--model name@N`).
+    const wanted = (rs: AuditRecord[]) => rs.filter((r) => values.action === undefined || r.action === values.action);
     const pages = filter
       ? (async function* () {
-          yield await modelRecords(audit, filter.model, { action: values.action });
+          const own = await modelRecords(audit, filter.model, { action: values.action });
+          const isVersion = /@\d+$/.test(filter.model);
+          // The register records are read whatever --action is: they name the run whose ingest records are wanted.
+          const registered = values.action === undefined ? own : await modelRecords(audit, filter.model, { action: 'model.registered' });
+          yield isVersion ? mergedBySeq(own, wanted(await sourceRecordsOf(audit, registered))) : own;
         })()
-      : pagesOf(audit, { run: values.run, action: values.action });
+      : withRecords(
+          pagesOf(audit, { run: values.run, action: values.action }),
+          values.run === undefined ? [] : wanted(await resumesOf(audit, values.run)),
+        );
     // --json stays an array of records; the resolved version goes to stderr there.
     if (filter?.header) (values.json ? console.error : console.log)(printable(filter.header));
     // Printed page by page: the whole log held at once took 310 MB of memory at 100,000 records (190 MB now).

@@ -109,7 +109,7 @@ export async function sourcesOf(audit: AuditLog, runId: string, stages?: AuditRe
  * those whose outputs it took from the cache (`stage.reused`). One query over every record of the run: a caller that
  * wants the spec and what it trained with (the dashboard's spec view, `models diff`) reads them once and passes them on.
  */
-export async function stageRecords(audit: AuditLog, runId: string): Promise<AuditRecord[]> {
+export async function stageRecords(audit: Pick<AuditLog, 'query'>, runId: string): Promise<AuditRecord[]> {
   return (await audit.query({ run: runId })).filter(
     (r) => r.runId === runId && (r.action === 'stage.completed' || r.action === 'stage.reused'),
   );
