@@ -166,11 +166,16 @@ describe('schedules on Temporal', () => {
       20_000,
     );
     assert.equal(v.actionsTaken, 1, 'only one run started');
-    await triggerSchedule(env.client, 'slow');
-    const after = await waitFor('the trigger to be skipped', async () => {
-      const x = await view('slow');
-      return x.skippedOverlap > v.skippedOverlap && x;
+    // Through the command: a script that triggers a run must learn that none started (it exited 0).
+    const trig = await runCliInProcess(['schedule', 'trigger', 'slow', '--overlap', 'skip'], {
+      TEMPORAL_ADDRESS: env.server.address,
+      TEMPERED_HOME: env.dir,
+      TEMPERED_TASK_QUEUE: TEST_QUEUE,
     });
+    assert.equal(trig.code, 3, trig.stdout + trig.stderr);
+    assert.match(trig.stdout, /the overlap policy \(skip\) skipped it: a run is still in progress, and nothing ran/);
+    const after = await view('slow');
+    assert.ok(after.skippedOverlap > v.skippedOverlap, 'the server counted the skip');
     assert.equal(after.actionsTaken, 1, 'the trigger did not start a second run');
     assert.deepEqual(after.runningRuns, v.runningRuns);
     await pauseSchedule(env.client, 'slow');

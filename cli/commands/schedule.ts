@@ -592,11 +592,16 @@ async function triggerCmd(ctx: CliContext, argv: string[]): Promise<number> {
     );
   else if (out.skipped)
     console.log(
-      `triggered schedule '${name}', but the overlap policy (${overlap ?? view.timing.overlap}) skipped it: a run is still in progress`,
+      `triggered schedule '${name}', but the overlap policy (${overlap ?? view.timing.overlap}) skipped it: a run is still in progress, and nothing ran`,
     );
   else console.log(`triggered schedule '${name}'; the server has not started the run yet (see \`tempered schedule describe ${name}\`)`);
-  return 0;
+  // A script that triggers a run and then reads its result must learn that none started: with 0 it went on as if one
+  // had. Not 1 (the command did not fail: the trigger is taken and audited) nor 2 (usage).
+  return out.skipped ? TRIGGER_SKIPPED_EXIT : 0;
 }
+
+/** `schedule trigger`'s exit code when the schedule's overlap policy skipped the trigger: no run started. */
+export const TRIGGER_SKIPPED_EXIT = 3;
 
 async function backfillCmd(ctx: CliContext, argv: string[]): Promise<number> {
   const { values, positionals } = parse(
