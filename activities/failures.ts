@@ -1,7 +1,9 @@
 /** How errors from the library leave an activity: which are retried, and what they carry. */
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, type Info } from '@temporalio/activity';
+import { ApplicationFailureCategory, type Duration } from '@temporalio/common';
 import { DiskFullError, InputError, IntegrityError, StageContractError } from '../src/errors.ts';
 import { ChildProcessDied } from '../src/isolate/run-in-child.ts';
+import { LockBusyError } from '../src/util/dir-lock.ts';
 
 /**
  * Input errors become non-retryable failures that keep where and hint. So does a damaged or
@@ -9,9 +11,10 @@ import { ChildProcessDied } from '../src/isolate/run-in-child.ts';
  * evicted the cache records that point at it, so a rerun recomputes it). A stage process that died
  * (crash, OOM kill) becomes a retryable failure that carries its exit signal and last stderr lines.
  * A full disk (DiskFullError) is retried, but only after a wait (see diskFullRetryDelayMs). Anything
- * else is retried. `attempt`: the attempt that failed.
+ * else is retried. `attempt`: the attempt that failed. A lock another stage holds (LockBusyError) is retried as a wait,
+ * not a fault, when `info` says another attempt follows.
  */
-export function asActivityFailure(err: unknown, attempt = 1): unknown {
+export function asActivityFailure(err: unknown, attempt = 1, info?: Pick<Info, 'attempt' | 'retryPolicy'>): unknown {
   if (err instanceof InputError) {
     return ApplicationFailure.create({
       type: 'InputError',
@@ -50,6 +53,17 @@ export function asActivityFailure(err: unknown, attempt = 1): unknown {
       nextRetryDelay: diskFullRetryDelayMs(attempt),
     });
   }
+  if (err instanceof LockBusyError && info && lockWaitText(err, info)) {
+    // An expected wait (a second run of the same work, under overlap allow-all, training while the first holds the
+    // checkpoint folder): BENIGN is the SDK's mark for it, which logs the attempt's end at DEBUG, not as a WARN with its
+    // stack on every retry; the adapter logs lockWaitText instead. The last attempt's is a failure, logged in full.
+    return ApplicationFailure.create({
+      type: 'LockBusy',
+      message: err.message,
+      nonRetryable: false,
+      category: ApplicationFailureCategory.BENIGN,
+    });
+  }
   if (err instanceof ChildProcessDied) {
     return ApplicationFailure.create({
       type: 'ChildProcessDied',
@@ -74,3 +88,27 @@ export function diskFullRetryDelayMs(attempt: number): number {
 }
 export const DISK_FULL_RETRY_MS = 30_000;
 const DISK_FULL_RETRY_MAX_MS = 5 * 60_000;
+
+/**
+ * The worker's one line for an attempt that found the lock it needs held (LockBusyError): who holds it and when the next
+ * attempt starts, by the retry policy the server applies (its first interval times its backoff, at most its longest);
+ * undefined where no attempt follows (the stage fails: a failure, logged in full).
+ */
+export function lockWaitText(err: LockBusyError, info: Pick<Info, 'attempt' | 'retryPolicy'>): string | undefined {
+  const p = info.retryPolicy;
+  const max = p?.maximumAttempts ?? 0;
+  if (max > 0 && info.attempt >= max) return undefined;
+  const initial = durationMs(p?.initialInterval) ?? 1000;
+  const delay = Math.min(initial * (p?.backoffCoefficient ?? 2) ** (info.attempt - 1), durationMs(p?.maximumInterval) ?? initial * 100);
+  const holder = err.owner ? `${err.owner.what} (pid ${err.owner.pid} on ${err.owner.host}, since ${err.owner.since})` : 'another writer';
+  const left = max > 0 ? `, ${max - info.attempt} attempt${max - info.attempt === 1 ? '' : 's'} left` : '';
+  return `waiting for ${err.path}: held by ${holder}; attempt ${info.attempt + 1} starts in ${Math.ceil(delay / 1000)}s${left}`;
+}
+
+/** A retry policy's interval in milliseconds: the worker hands it over as a number; a string ('2s') is read too. */
+function durationMs(d: Duration | undefined): number | undefined {
+  if (typeof d === 'number') return d;
+  const m = typeof d === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(d) : null;
+  if (!m) return undefined;
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms'];
+}

@@ -9,9 +9,10 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { ApplicationFailure, CancelledFailure, type Logger } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { InputError } from '../src/errors.ts';
+import { LockBusyError } from '../src/util/dir-lock.ts';
 import { loadPluginKinds } from '../src/stages/plugin-kinds.ts';
 import type { AnyStageKind, StageContext } from '../src/stages/types.ts';
 import type { ArtifactRef, StageOutputs } from '../src/types.ts';
@@ -207,6 +208,52 @@ describe('stage adapter', () => {
       deps(),
     );
     await assert.rejects(new MockActivityEnvironment().run(act, request()), (e) => e === boom);
+  });
+
+  // Under overlap allow-all, a second run of the same work waits for the first's checkpoint folder: each retry printed
+  // a full `[WARN] Activity failed` with its stack in the worker's log, a fault to whoever read it.
+  it("logs a wait for a lock another stage holds as one line naming the holder and the next attempt; the last attempt's in full", async () => {
+    const logged: { level: string; message: string }[] = [];
+    const logger: Logger = {
+      log: (level, message) => void logged.push({ level, message }),
+      trace: (message) => void logged.push({ level: 'TRACE', message }),
+      debug: (message) => void logged.push({ level: 'DEBUG', message }),
+      info: (message) => void logged.push({ level: 'INFO', message }),
+      warn: (message) => void logged.push({ level: 'WARN', message }),
+      error: (message) => void logged.push({ level: 'ERROR', message }),
+    };
+    const owner = { token: 't1', pid: 4242, host: 'gpu-1', what: 'run nightly-a stage train attempt 1', since: '2026-12-08T03:00:00.000Z' };
+    const act = stageActivity(
+      kind(async () => {
+        throw new LockBusyError('/state/checkpoints/key-train.lock', owner);
+      }),
+      deps(),
+    );
+    const retryPolicy = { maximumAttempts: 3, initialInterval: 2000, backoffCoefficient: 2 };
+    const err = await new MockActivityEnvironment({ attempt: 2, retryPolicy }, { logger }).run(act, request()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ApplicationFailure, `got ${String(err)}`);
+    assert.deepEqual([err.type, err.nonRetryable, err.category], ['LockBusy', false, 'BENIGN']);
+    const warned = logged.filter((l) => l.level === 'WARN' || l.level === 'ERROR');
+    assert.deepEqual(
+      warned.map((l) => l.message),
+      [
+        'stage stage-a of run run-1, attempt 2: waiting for /state/checkpoints/key-train.lock: held by run nightly-a stage train attempt 1 (pid 4242 on gpu-1, since 2026-12-08T03:00:00.000Z); attempt 3 starts in 4s, 1 attempt left',
+      ],
+    );
+    // No attempt follows the last: the stage fails, and that is logged as the failure it is.
+    logged.length = 0;
+    const last = await new MockActivityEnvironment({ attempt: 3, retryPolicy }, { logger }).run(act, request()).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(last instanceof LockBusyError);
+    assert.deepEqual(
+      logged.filter((l) => l.level === 'WARN').map((l) => l.message),
+      ['Activity failed'],
+    );
   });
 
   it("hands a retried attempt the previous attempt's resume data from its heartbeat details, and keeps it in later heartbeats", async () => {

@@ -25,7 +25,8 @@ import { statePaths } from '../src/state-paths.ts';
 import type { RunBackends, RunEndRecord, StageRequest, StageResult } from '../workflows/types.ts';
 import { recordStageAttempt, recordTrainingThroughput } from './metrics.ts';
 import { externalInputsOf, lookupStage, stageKey } from './cache.ts';
-import { asActivityFailure } from './failures.ts';
+import { asActivityFailure, lockWaitText } from './failures.ts';
+import { LockBusyError } from '../src/util/dir-lock.ts';
 import { tellStageCompleted } from './audit.ts';
 
 export interface ActivityDeps {
@@ -241,9 +242,12 @@ export function stageActivity(kind: AnyStageKind, deps: ActivityDeps): (req: Sta
           hint: diskFullHint(req.runId),
         });
       }
+      const waiting = err instanceof LockBusyError ? lockWaitText(err, actx.info) : undefined;
+      if (waiting) actx.log.warn(`stage ${req.stageId} of run ${req.runId}, attempt ${actx.info.attempt}: ${waiting}`);
       throw asActivityFailure(
         err instanceof InputError ? inStage(err, { id: req.stageId, kind: kind.kind, withSchema: kind.withSchema }) : err,
         actx.info.attempt,
+        actx.info,
       );
     } finally {
       // The stage's last points are stored before it reports done, so its finished curve is whole;

@@ -2,6 +2,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { DiskFullError, InputError, IntegrityError } from '../errors.ts';
 import { fromWire, toWire } from './protocol.ts';
+import { LockBusyError } from '../util/dir-lock.ts';
 
 test('an InputError crosses the process boundary with its class, message, where, hint and code', () => {
   const original = new InputError('lr must be below 1', { where: 'stages.train.with.lr', hint: 'try 0.001', code: 'source-missing' });
@@ -75,4 +76,11 @@ test('a system error keeps its code and file across the boundary; a DiskFullErro
     },
     { path: '/h', freeBytes: 0, totalBytes: 10, neededBytes: 5, hint: 'free it' },
   );
+});
+
+test('a LockBusyError keeps its class, lock and holder across the boundary (the worker logs a wait for it as one line)', () => {
+  const owner = { token: 't1', pid: 7, host: 'h', what: 'run a stage train attempt 1', since: '2026-12-08T03:00:00.000Z' };
+  const back = fromWire(structuredClone(toWire(new LockBusyError('/x.lock', owner))));
+  assert.ok(back instanceof LockBusyError);
+  assert.deepEqual([back.path, back.owner, back.message], ['/x.lock', owner, new LockBusyError('/x.lock', owner).message]);
 });

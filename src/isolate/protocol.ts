@@ -7,6 +7,7 @@
  * continues from), `log`, then exactly one of `result` or `error`.
  */
 import { DiskFullError, InputError, IntegrityError, type InputErrorCode } from '../errors.ts';
+import { LockBusyError, type LockOwner } from '../util/dir-lock.ts';
 import type { PluginFile } from '../stages/plugin-file.ts';
 import type { StageContext } from '../stages/types.ts';
 import type { StageOutputs, StageProgress } from '../types.ts';
@@ -75,6 +76,8 @@ export interface WireError {
   dest?: string;
   /** DiskFullError: its fields. */
   diskFull?: { path: string; freeBytes?: number; totalBytes?: number; neededBytes?: number; hint: string };
+  /** LockBusyError: the lock and who holds it (the worker logs a wait for it as one line, not as a failure). */
+  lockBusy?: { path: string; owner?: LockOwner };
 }
 
 export function toWire(err: unknown): WireError {
@@ -87,7 +90,9 @@ export function toWire(err: unknown): WireError {
           ? OWN.integrity
           : err instanceof DiskFullError
             ? OWN.diskFull
-            : (err.constructor as { name?: string })?.name;
+            : err instanceof LockBusyError
+              ? OWN.lockBusy
+              : (err.constructor as { name?: string })?.name;
     const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
     return {
       name: e.name,
@@ -111,6 +116,7 @@ export function toWire(err: unknown): WireError {
             },
           }
         : {}),
+      ...(err instanceof LockBusyError ? { lockBusy: { path: err.path, ...(err.owner ? { owner: err.owner } : {}) } } : {}),
     };
   }
   return { name: 'Error', message: String(err) };
@@ -132,6 +138,8 @@ export function fromWire(w: WireError): Error {
     err = new IntegrityError(w.message, { sha256: w.sha256 });
   } else if (type === OWN.diskFull && w.diskFull) {
     err = new DiskFullError(w.message, w.diskFull);
+  } else if (type === OWN.lockBusy && w.lockBusy) {
+    err = new LockBusyError(w.lockBusy.path, w.lockBusy.owner);
   } else {
     err = new (namedErrorClass(type))(w.message);
     err.name = w.name;
@@ -143,7 +151,12 @@ export function fromWire(w: WireError): Error {
 }
 
 /** Tags for tempered's own error classes (a plugin's class may be named like them). */
-const OWN = { input: 'tempered:InputError', integrity: 'tempered:IntegrityError', diskFull: 'tempered:DiskFullError' } as const;
+const OWN = {
+  input: 'tempered:InputError',
+  integrity: 'tempered:IntegrityError',
+  diskFull: 'tempered:DiskFullError',
+  lockBusy: 'tempered:LockBusyError',
+} as const;
 
 /** An Error subclass whose constructor has `name`, so the failure keeps the type the child's error had. */
 function namedErrorClass(name: string): new (message: string) => Error {
