@@ -78,13 +78,21 @@ export function stageLine(s: StageStatus): string {
   let tail = '';
   // A running stage with an error is being retried: why it failed last time is what the person needs.
   if (s.state === 'running')
-    tail = s.waitingBehind?.length
-      ? `waiting: task queue '${s.waitingForWorker}' is busy with stage${s.waitingBehind.length > 1 ? 's' : ''} ${s.waitingBehind.join(', ')} of this run; the stage starts when a worker slot there is free`
-      : s.waitingBehindRuns?.length
-        ? `waiting: task queue '${s.waitingForWorker}' is busy with ${busyWithText(s.waitingBehindRuns)}; the stage starts when a worker slot there is free`
-        : s.waitingForWorker
-          ? `waiting: no worker of task queue '${s.waitingForWorker}' has asked for work lately (none runs, or all are busy); the stage starts when one takes it (\`tempered worker --queue ${s.waitingForWorker}\`)`
-          : [progressText(s), s.error?.message, s.silentSec !== undefined ? silentText(s.silentSec) : ''].filter(Boolean).join('  ');
+    tail = s.paused
+      ? pausedText(s.paused)
+      : s.waitingBehind?.length
+        ? `waiting: task queue '${s.waitingForWorker}' is busy with stage${s.waitingBehind.length > 1 ? 's' : ''} ${s.waitingBehind.join(', ')} of this run; the stage starts when a worker slot there is free`
+        : s.waitingBehindRuns?.length
+          ? `waiting: task queue '${s.waitingForWorker}' is busy with ${busyWithText(s.waitingBehindRuns)}; the stage starts when a worker slot there is free`
+          : s.waitingForWorker
+            ? `waiting: no worker of task queue '${s.waitingForWorker}' has asked for work lately (none runs, or all are busy); the stage starts when one takes it (\`tempered worker --queue ${s.waitingForWorker}\`)`
+            : [
+                progressText(s),
+                s.error?.message,
+                s.silentSec === undefined ? '' : s.queueUnpolled ? unpolledText(s.silentSec, s.queueUnpolled) : silentText(s.silentSec),
+              ]
+                .filter(Boolean)
+                .join('  ');
   else if (s.state === 'failed') {
     const hint = [s.error?.hint, ...failureHints(s)].filter(Boolean).join('; ');
     tail = `${s.error?.message ?? ''}${hint ? `\n      hint: ${hint}` : ''}`;
@@ -103,6 +111,30 @@ function resumedText(outputs: Record<string, unknown> | undefined): string {
 /** What a running stage whose worker went silent says (the dashboard says the same). */
 export function silentText(sec: number): string {
   return `no heartbeat from its worker for ${duration(sec)}: the worker may have died or lost the server; once its heartbeat timeout passes the stage is retried on another worker, if it has attempts left`;
+}
+
+/** A paused stage (`temporal activity pause`): Temporal runs no attempt of it until it is unpaused; the command that does. */
+export function pausedText(p: NonNullable<StageStatus['paused']>): string {
+  const who = `${p.since ? ` since ${p.since}` : ''}${p.by ? ` by ${printable(p.by)}` : ''}${p.reason ? ` (reason: ${printable(p.reason)})` : ''}`;
+  const now = p.pending ? 'its running attempt stops at its next heartbeat, and no other starts' : 'no attempt of it runs';
+  return `paused${who}: ${now} until it is unpaused (\`${p.unpause}\`); its last progress is kept for the next attempt`;
+}
+
+/**
+ * A silent stage (no heartbeat) whose task queue no worker has polled lately: the worker running it may be gone. Not
+ * said to be dead: a live worker busy in every slot polls no more either.
+ */
+export function unpolledText(silentSec: number, u: NonNullable<StageStatus['queueUnpolled']>, now = Date.now()): string {
+  const ago = (iso: string) => duration((now - Date.parse(iso)) / 1000);
+  const polled = u.since
+    ? `no worker has polled task queue '${u.queue}' since ${u.since} (${ago(u.since)} ago; a live worker polls at least every minute unless all its slots are busy)`
+    : `no worker polls task queue '${u.queue}'`;
+  const retry = u.retryAt
+    ? Date.parse(u.retryAt) > now
+      ? `its heartbeat timeout passes at ${u.retryAt} (in ${duration((Date.parse(u.retryAt) - now) / 1000)}), and the server then retries it on another worker, if it has attempts left`
+      : `its heartbeat timeout passed at ${u.retryAt}: the server retries it on another worker, if it has attempts left`
+    : 'once its heartbeat timeout passes the server retries it on another worker, if it has attempts left';
+  return `no heartbeat from its worker for ${duration(silentSec)}, and ${polled}: its worker may be gone; ${retry}`;
 }
 
 /** "stage train of run A, stage train of run B and 2 more": the first few, so that a busy queue's note stays one line. */

@@ -129,6 +129,13 @@ interface PendingActivityInfo {
   heartbeatDetails?: { payloads?: unknown[] | null } | null;
   lastFailure?: { message?: string | null } | null;
   nextAttemptScheduleTime?: { seconds?: unknown; nanos?: number | null } | null;
+  /** Set by `temporal activity pause` (server 1.28 and later); state 4 (paused) or 5 (pause requested, an attempt still runs). */
+  paused?: boolean | null;
+  pauseInfo?: {
+    pauseTime?: { seconds?: unknown; nanos?: number | null } | null;
+    manual?: { identity?: string | null; reason?: string | null } | null;
+  } | null;
+  activityOptions?: { heartbeatTimeout?: { seconds?: unknown; nanos?: number | null } | null } | null;
 }
 
 /**
@@ -184,9 +191,9 @@ const lockedRuns = new WeakMap<Client, Set<string>>();
  * what Temporal keeps in clear instead (lockedRunStatus), `encrypted` saying which key and variable: for a caller that
  * shows the status to a person (`status`), not one that needs its params or outputs (comparing trials).
  */
-export async function getRunStatus(client: Client, runId: string, o: { showClear?: boolean } = {}): Promise<ClientRunStatus> {
+export async function getRunStatus(client: Client, runId: string, o: { showClear?: boolean; now?: number } = {}): Promise<ClientRunStatus> {
   if (o.showClear) return (await describedRunStatus(client, runId)).status;
-  return readRunStatus(client, runId, await client.workflow.getHandle(runId).describe());
+  return readRunStatus(client, runId, await client.workflow.getHandle(runId).describe(), o.now);
 }
 
 /**
@@ -276,7 +283,8 @@ function endedState(name: string): RunStatus['state'] | undefined {
   return name === 'COMPLETED' ? 'succeeded' : name === 'CANCELLED' || name === 'TERMINATED' ? 'cancelled' : 'failed';
 }
 
-async function readRunStatus(client: Client, runId: string, desc: Description): Promise<ClientRunStatus> {
+/** `now`: the time the status is read at (a test's later one, so that a worker's silence need not be waited out). */
+async function readRunStatus(client: Client, runId: string, desc: Description, now = Date.now()): Promise<ClientRunStatus> {
   if (desc.status.name !== 'RUNNING') return endedRunStatus(client, runId, desc);
   // No worker has run the workflow's first task: a query would wait for one (and time out). Its
   // stages are all still pending, as the run's input says; and where it waits is worth saying.
@@ -295,15 +303,18 @@ async function readRunStatus(client: Client, runId: string, desc: Description): 
   const pending = (desc.raw.pendingActivities ?? []) as PendingActivityInfo[];
   // Their heartbeats, and the last failure of a stage being retried (its message opened where the key encoded it).
   await decodePayloadsIn(client, pending);
-  const now = Date.now();
+  const silentStages: { st: StageStatus; pa: PendingActivityInfo }[] = [];
   for (const pa of pending) {
     const id = pa.activityId?.replace(/^stage-/, '');
     const st = status.stages.find((s) => s.id === id);
     if (!st) continue;
     if (pa.attempt) st.attempt = pa.attempt;
+    const paused = st.state === 'running' ? pauseOf(pa, runId, client.options.namespace) : undefined;
+    if (paused) st.paused = paused;
     // A retry no worker has taken yet keeps the heartbeat of the attempt before it (for it to resume from): shown as
-    // this attempt's, a killed worker's stage read "running 64% … eta 14s" for as long as no worker came.
-    const retryNotTaken = pa.state === 1 && (pa.attempt ?? 1) > 1;
+    // this attempt's, a killed worker's stage read "running 64% … eta 14s" for as long as no worker came. So did a
+    // paused stage's, whose attempt was stopped by the pause.
+    const retryNotTaken = (pa.state === 1 && (pa.attempt ?? 1) > 1) || (paused !== undefined && !paused.pending);
     const payloads = retryNotTaken ? undefined : pa.heartbeatDetails?.payloads;
     if (payloads && payloads.length > 0) {
       const details = client.options.loadedDataConverter.payloadConverter.fromPayload<{ progress?: Record<string, unknown> }>(
@@ -311,11 +322,15 @@ async function readRunStatus(client: Client, runId: string, desc: Description): 
       );
       if (details?.progress) st.progress = details.progress;
     }
-    if (pa.lastFailure?.message && st.state === 'running')
+    if (pa.lastFailure?.message && st.state === 'running' && !paused)
       st.error = { message: retryNotTaken ? retryWaitText(pa, now) : `retrying after: ${pa.lastFailure.message}` };
     const silent = silentSec(pa, now);
-    if (silent !== undefined && st.state === 'running') st.silentSec = silent;
+    if (silent !== undefined && st.state === 'running') {
+      st.silentSec = silent;
+      silentStages.push({ st, pa });
+    }
   }
+  if (silentStages.length > 0) await markUnpolledQueues(client, runId, desc.runId, silentStages, now);
   await markStagesNobodyTakes(client, runId, desc.runId, status, pending);
   // A cancellation asked for while stages run: the run ends once its running stage stops. Said, so a
   // second `cancel` (or the dashboard's button after a reload) does not look like the first went nowhere.
@@ -337,6 +352,72 @@ function silentSec(pa: PendingActivityInfo, now: number): number | undefined {
   if (last === 0) return undefined;
   const sec = Math.floor((now - last) / 1000);
   return sec >= SILENT_AFTER_SEC ? sec : undefined;
+}
+
+/** A paused stage's pause, as `status` shows it, with the command that unpauses it; undefined when not paused. */
+function pauseOf(pa: PendingActivityInfo, runId: string, namespace: string): StageStatus['paused'] {
+  // PENDING_ACTIVITY_STATE_PAUSED (4) and PAUSE_REQUESTED (5); `paused` says the same on servers that set it.
+  if (!pa.paused && pa.state !== 4 && pa.state !== 5) return undefined;
+  const since = timeMs(pa.pauseInfo?.pauseTime);
+  const shell = (v: string) => (/^[\w.@:/-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`);
+  return {
+    ...(since !== undefined ? { since: new Date(since).toISOString() } : {}),
+    ...(pa.pauseInfo?.manual?.identity ? { by: pa.pauseInfo.manual.identity } : {}),
+    ...(pa.pauseInfo?.manual?.reason ? { reason: pa.pauseInfo.manual.reason } : {}),
+    ...(pa.state === 5 ? { pending: true } : {}),
+    unpause: `temporal activity unpause --workflow-id ${shell(runId)} --activity-id ${shell(pa.activityId ?? '')}${namespace === 'default' ? '' : ` --namespace ${shell(namespace)}`}`,
+  };
+}
+
+/**
+ * How long a task queue may go without a poll before `status` says no worker has polled it: a live worker's long poll
+ * lasts up to a minute before it polls again, idle or not, unless every slot of it is busy (Temporal's `task-queue
+ * describe`: "Poll requests can last up to a minute, so a LastAccessTime under a minute is normal"); the margin is
+ * for a slow server or network.
+ */
+export const POLL_SILENT_AFTER_SEC = 90;
+
+/**
+ * Marks the silent started stages (no heartbeat for SILENT_AFTER_SEC) whose task queue no worker has polled for
+ * POLL_SILENT_AFTER_SEC (`queueUnpolled`), with when the server retries them (last heartbeat + heartbeat timeout).
+ * The server lists a killed worker as a poller for five minutes after its last poll, so the list alone said nothing;
+ * its last poll's time does. A live worker whose every slot is busy does not poll either: the note says no worker
+ * polled, not that the worker is dead. Read only for silent stages, so a healthy run's status costs nothing more.
+ */
+async function markUnpolledQueues(
+  client: Client,
+  runId: string,
+  execution: string,
+  silent: { st: StageStatus; pa: PendingActivityInfo }[],
+  now: number,
+): Promise<void> {
+  if (silent.some(({ pa }) => !scheduledQueues.has(`${execution}/${pa.activityId}`))) await readScheduledQueues(client, runId, execution);
+  const queues = [...new Set(silent.map(({ pa }) => scheduledQueues.get(`${execution}/${pa.activityId}`)).filter((q) => q !== undefined))];
+  const lastPolls = new Map(await Promise.all(queues.map(async (q) => [q, await lastPollMs(client, q).catch(() => null)] as const)));
+  for (const { st, pa } of silent) {
+    const queue = scheduledQueues.get(`${execution}/${pa.activityId}`);
+    const last = queue === undefined ? null : lastPolls.get(queue);
+    // null: the poller list could not be read (nothing is said); undefined: no poller listed at all.
+    if (queue === undefined || last === null || (last !== undefined && now - last <= POLL_SILENT_AFTER_SEC * 1000)) continue;
+    const beat = Math.max(timeMs(pa.lastHeartbeatTime) ?? 0, timeMs(pa.lastStartedTime) ?? 0);
+    const timeout = timeMs(pa.activityOptions?.heartbeatTimeout);
+    st.queueUnpolled = {
+      queue,
+      ...(last !== undefined ? { since: new Date(last).toISOString() } : {}),
+      ...(beat > 0 && timeout ? { retryAt: new Date(beat + timeout).toISOString() } : {}),
+    };
+  }
+}
+
+/** The latest poll of `queue`'s stage pollers as the server lists them (milliseconds), undefined where none is listed. */
+async function lastPollMs(client: Client, queue: string): Promise<number | undefined> {
+  const res = await client.workflowService.describeTaskQueue({
+    namespace: client.options.namespace,
+    taskQueue: { name: queue },
+    taskQueueType: 2,
+  });
+  const times = (res.pollers ?? []).map((p) => timeMs(p.lastAccessTime)).filter((t): t is number => t !== undefined);
+  return times.length ? Math.max(...times) : undefined;
 }
 
 type Description = Awaited<ReturnType<WorkflowHandle['describe']>>;

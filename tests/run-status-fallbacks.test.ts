@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { findTemporalCli } from '../infra/temporal-cli.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getRunStatus, listRuns, submitRun, WORKFLOW_TYPE } from '../client/runs.ts';
 import { openAudit } from '../src/audit/log.ts';
@@ -54,7 +55,12 @@ describe('status without a worker', () => {
       const h = await submitRun(
         env.client,
         {
-          plan: plannedPipeline('killed', [stage('a', []), stage('b', ['a'], { sleepMs: 600_000 }), stage('c', ['b'])]),
+          // b's heartbeat timeout is long, so that its killed attempt still reads started below.
+          plan: plannedPipeline('killed', [
+            stage('a', []),
+            { ...stage('b', ['a'], { sleepMs: 600_000 }), heartbeatTimeout: 600_000 },
+            stage('c', ['b']),
+          ]),
           options: { baseDir: env.dir, actor: 'test', noCache: true },
         },
         { taskQueue: queue },
@@ -78,6 +84,20 @@ describe('status without a worker', () => {
       );
       assert.ok(st.stages[0]!.outputs?.out, "a finished stage's outputs come from its history");
       assert.equal(st.noWorkerAnswered?.taskQueue, queue);
+      // The server lists the killed worker as a poller for minutes; its last poll's time tells. Read as if two and a
+      // half minutes had passed (no wait): no worker has polled the queue since well over a long poll's minute ago.
+      assert.equal(st.stages[1]!.queueUnpolled, undefined, 'polled moments ago');
+      const later = (await getRunStatus(env.client, h.workflowId, { now: Date.now() + 150_000 })).stages[1]!;
+      assert.ok(later.silentSec! >= 150, `silent ${later.silentSec}`);
+      assert.equal(later.queueUnpolled?.queue, queue);
+      assert.ok(Date.parse(later.queueUnpolled!.since!) <= Date.now(), later.queueUnpolled!.since);
+      assert.ok(Date.parse(later.queueUnpolled!.retryAt!) > Date.now() + 500_000, `retried at ${later.queueUnpolled!.retryAt}`);
+      assert.match(
+        stageLine(later),
+        new RegExp(
+          `no heartbeat from its worker for 2m\\d\\ds, and no worker has polled task queue '${queue}' since \\S+ \\(.* ago; a live worker polls at least every minute unless all its slots are busy\\): its worker may be gone; its heartbeat timeout passes at \\S+ \\(in (9|10)m\\d\\ds\\), and the server then retries it`,
+        ),
+      );
 
       const r = await runCli(['status', h.workflowId], cliEnv);
       assert.equal(r.code, 0, r.stderr);
@@ -654,6 +674,64 @@ describe('a stage whose worker was killed mid-attempt', () => {
     } finally {
       await stopCliWorker(worker);
       await env.client.workflow.getHandle(runId).terminate('test done');
+    }
+  });
+});
+
+describe('a stage an operator paused (temporal activity pause)', () => {
+  // Its stopped attempt's progress read as live ("running 40% step 4/10"), with nothing said of the pause.
+  it('says it is paused, by whom and why, keeps no progress as live, and names the command that unpauses it', async () => {
+    const queue = 'paused-home';
+    const worker = await startCliWorker(['--queue', queue], cliEnv);
+    try {
+      const h = await submitRun(
+        env.client,
+        {
+          plan: plannedPipeline('paused', [{ ...stage('slow', [], { sleepMs: 600_000, stopOnAbort: true }), heartbeatTimeout: 60_000 }]),
+          options: { baseDir: env.dir, actor: 'test', noCache: true },
+        },
+        { taskQueue: queue },
+      );
+      const runId = h.workflowId;
+      try {
+        await waitFor('the first attempt reporting progress', async () => (await getRunStatus(env.client, runId)).stages[0]?.progress);
+        await env.client.workflowService.pauseActivity({
+          namespace: 'default',
+          execution: { workflowId: runId },
+          id: 'stage-slow',
+          identity: 'ops-tester',
+          reason: 'database maintenance',
+        });
+        const paused = await waitFor('the stage paused', async () => {
+          const s = (await getRunStatus(env.client, runId)).stages[0]!;
+          return s.paused && !s.paused.pending ? s : undefined;
+        });
+        assert.equal(paused.state, 'running');
+        assert.equal(paused.progress, undefined);
+        assert.deepEqual([paused.paused!.by, paused.paused!.reason], ['ops-tester', 'database maintenance']);
+        const unpause = `temporal activity unpause --workflow-id ${runId} --activity-id stage-slow`;
+        assert.equal(paused.paused!.unpause, unpause);
+        const shown = await runCli(['status', runId], cliEnv);
+        assert.match(
+          shown.stdout,
+          new RegExp(
+            `▶ slow +probe +running .* paused since \\S+ by ops-tester \\(reason: database maintenance\\): no attempt of it runs until it is unpaused \\(\`${unpause}\`\\)`,
+          ),
+        );
+        // The command it names unpauses it: the next attempt runs.
+        const temporal = findTemporalCli();
+        assert.ok(temporal, 'the temporal CLI the dev server runs from');
+        const un = spawnSync(temporal, [...unpause.split(' ').slice(1), '--address', env.server.address], { encoding: 'utf8' });
+        assert.equal(un.status, 0, un.stderr);
+        await waitFor('the next attempt running', async () => {
+          const s = (await getRunStatus(env.client, runId)).stages[0]!;
+          return !s.paused && (s.attempt ?? 1) >= 2 && s.progress;
+        });
+      } finally {
+        await env.client.workflow.getHandle(runId).terminate('test done');
+      }
+    } finally {
+      await stopCliWorker(worker);
     }
   });
 });

@@ -201,6 +201,18 @@ export interface StageStatus {
    * heartbeat timeout has passed; until then the stage still reads running.
    */
   silentSec?: number;
+  /**
+   * Set by the client for a running stage whose activity an operator paused (`temporal activity pause`): Temporal runs
+   * no attempt of it until it is unpaused (an attempt running when the pause came is stopped at its next heartbeat), so
+   * the last attempt's progress is not live. `pending`: the pause is asked for and that attempt still runs.
+   */
+  paused?: { since?: string; by?: string; reason?: string; pending?: boolean; unpause: string };
+  /**
+   * Set by the client for a started stage whose task queue no worker has polled for longer than a live worker's long
+   * poll lasts (POLL_SILENT_AFTER_SEC): the worker running it may be gone (or busy in every slot). `retryAt`: when its
+   * heartbeat timeout passes and the server retries it, from its last heartbeat.
+   */
+  queueUnpolled?: { queue: string; since?: string; retryAt?: string };
   skippedBecause?: string;
 }
 
