@@ -7,12 +7,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Client } from '@temporalio/client';
 import proto from '@temporalio/proto';
 import { temporalDataConverter } from '../infra/payload-codec.ts';
 import { PIPELINE_ATTRIBUTE } from './pipeline-attribute.ts';
-import { listRuns, submitRun } from './runs.ts';
+import { listRuns, markGateSkips, submitRun, type RunSummary } from './runs.ts';
 import { plannedPipeline } from '../tests/helpers/plans.ts';
 import { startTestEnv, TEST_QUEUE, type TestEnv } from '../tests/helpers/temporal-env.ts';
 
@@ -96,6 +96,39 @@ describe('the newest started runs, running or ended', () => {
       [runs[0]!.runId],
     );
     assert.equal(runs[0]!.runId, 'order-new');
+  });
+});
+
+/**
+ * An ended run's gate is read from its close event once and remembered. One whose history the server no longer has
+ * (its retention ended while visibility still listed it) can never be read: remembered as no gate, not asked for again
+ * at every listing (every 3 s on the Runs page). A read that failed for another reason (the server unreachable a
+ * moment) is not remembered, so it cannot leave a skipped run listed as one that trained.
+ */
+describe('the gate of a completed run', () => {
+  it('is asked once of a history the server does not have, and again after a read that failed', async () => {
+    const service = env.client.workflowService;
+    const read = service.getWorkflowExecutionHistory.bind(service);
+    let reads = 0;
+    service.getWorkflowExecutionHistory = (async (req: Parameters<typeof read>[0]) => {
+      if (reads++ === 0)
+        throw Object.assign(new Error('14 UNAVAILABLE: connection reset'), { code: 14, details: 'connection reset', metadata: {} });
+      return read(req);
+    }) as typeof service.getWorkflowExecutionHistory;
+    try {
+      const gone: RunSummary = {
+        runId: 'history-gone',
+        execution: randomUUID(),
+        pipeline: 'p',
+        status: 'COMPLETED',
+        startTime: new Date(),
+      };
+      for (let i = 0; i < 3; i++) await markGateSkips(env.client, [gone]);
+      assert.equal(reads, 2, 'the failed read, then the one that found no history; none after');
+      assert.equal(gone.skipped, undefined);
+    } finally {
+      service.getWorkflowExecutionHistory = read;
+    }
   });
 });
 

@@ -1021,7 +1021,7 @@ const gateOfEnded = new EndedGates<Pick<RunGateResult, 'outcome' | 'reason'> | n
  * result that cannot be read, now or ever (a key this process lacks, a history the server no longer has), leaves the
  * run as listed.
  */
-async function markGateSkips(client: Client, runs: RunSummary[]): Promise<void> {
+export async function markGateSkips(client: Client, runs: RunSummary[]): Promise<void> {
   const completed = runs.filter((r) => r.status === 'COMPLETED');
   await forEachInFlight(completed, 8, async (r) => {
     const key = `${r.runId}/${r.execution ?? ''}`;
