@@ -506,6 +506,7 @@ for (const backend of BACKENDS) {
       assert.deepEqual(answers, { 1: undefined, 2: undefined, 3: undefined, 4: 4, 5: undefined, 6: 6, 7: 6, 8: 8, 9: 4, 10: undefined });
       assert.equal(await reg.rolledBackFrom('m', 'staging', 4), undefined);
       assert.equal(await reg.rolledBackFrom('m', 'production', 2 ** 31), undefined, 'past INTEGER: no such version');
+      assert.equal(await reg.rolledBackFrom('m', 'production', -(2 ** 31) - 1), undefined, 'below INTEGER: no such version');
     });
 
     test('setAlias with expect is a compare-and-swap', async (t) => {

@@ -619,8 +619,8 @@ export class Registry {
    * length: every deploy asks, and it asked sameModel once per version in the history (a nightly alias: 365 a year).
    */
   async rolledBackFrom(name: string, alias: string, version: number): Promise<AliasChange | undefined> {
-    // Beyond INTEGER no version exists, nor one with its bytes; PostgreSQL would refuse the comparison instead.
-    if (!Number.isSafeInteger(version) || version > 2 ** 31 - 1) return undefined;
+    // Beyond INTEGER (either end) no version exists, nor one with its bytes; PostgreSQL would refuse the comparison instead.
+    if (!Number.isSafeInteger(version) || version > 2 ** 31 - 1 || version < -(2 ** 31)) return undefined;
     const rows = await this.db.all<HistoryRow & { to_same: number | string; from_same: number | string }>(
       `WITH h AS (SELECT * FROM alias_history WHERE model = ? AND alias = ?),
        ${sameModelSql('SELECT to_version FROM h UNION SELECT from_version FROM h')}
