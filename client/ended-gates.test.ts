@@ -14,8 +14,8 @@ function mark(gates: EndedGates<boolean>, listing: string[]): number {
 }
 
 /**
- * Kept first in, first out at 5,000, a listing of 10,000 completed runs (`tempered runs --limit 10000`) read every run's
- * result again each time it was listed: each one read pushed out the one the listing asked for next.
+ * Kept first in, first out at 5,000, a listing of 10,000 completed runs listed again in one process (a library caller's;
+ * `tempered runs` lists once) read every run's result again each time: each one read pushed out the one asked for next.
  */
 test('a listing longer than the runs kept reads each run once, and a shorter one after it brings the memory back down', () => {
   const gates = new EndedGates<boolean>(5000);

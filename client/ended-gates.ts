@@ -1,8 +1,10 @@
 /**
  * What became of ended runs' gates, by run and execution id (a result never changes, and the Runs page asks every 3 s),
- * kept for at most `kept` runs or the longest listing being marked, whichever is more. First in, first out alone made a
- * listing longer than `kept` (`tempered runs --limit 10000`) read every run's result again each time: each run read
- * pushed out the one the listing would ask for next. A run is kept by the listing that reads it.
+ * kept for at most `kept` runs or the longest listing being marked, whichever is more, least recently used first: the
+ * dashboard's page (at most 1,001 runs, asked every 3 s) stays known while other listings come and go, where first in,
+ * first out pushed it out first. The longest listing counts for a process that lists more than `kept` runs again and
+ * again (a library caller: `tempered runs` lists once per process, the dashboard 1,001 at most), where each run read
+ * would push out the one the listing asks for next. A run is kept by the listing that reads it.
  */
 export class EndedGates<T> {
   private readonly known = new Map<string, T>();
