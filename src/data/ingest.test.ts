@@ -608,6 +608,35 @@ test('labels that differ only in Unicode normalisation (café as U+00E9, or e + 
     'labels that differ only in Unicode normalisation print alike but are classes of their own: "cafe\\u0301" 1, "caf\\u00e9" 2 (é as one code point, \\u00e9, or as e and a combining accent, e\\u0301); merge them with labelMap: {"cafe\\u0301": "caf\\u00e9"}, or normalise the data to NFC, or declare labels: [...] to make the other spellings bad rows',
   ]);
 });
+// "Cafe\u0301" the most common, beside "caf\u00e9" and "cafe\u0301": the case warning mapped "cafe\u0301" onto
+// "Cafe\u0301" and the normalisation warning onto "caf\u00e9", a key in both labelMaps (a YAML error together; either
+// one's alone left two classes). Spaces round all of them: the normalisation warning merged onto " caf\u00e9".
+test("the case and normalisation warnings' labelMaps, taken together, map each spelling once and merge the group into one class", async () => {
+  const dir = tmp();
+  for (const labels of [
+    ['Cafe\u0301', 'Cafe\u0301', 'Cafe\u0301', 'caf\u00e9', 'caf\u00e9', 'cafe\u0301', 'tea'],
+    [' cafe\u0301', ' cafe\u0301', ' cafe\u0301', ' caf\u00e9', 'Caf\u00e9 ', 'tea'],
+    ['Cafe\u0301', 'cafe\u0301', 'cafe\u0301', 'caf\u00e9', 'tea'],
+  ]) {
+    writeFileSync(join(dir, 'a.jsonl'), labels.map((label, i) => j({ text: `a${i}`, label })).join('\n'));
+    const warned = await run(dir, { task: 'classification', path: 'a.jsonl' });
+    rmSync(join(dir, 'out.arrow'));
+    const labelMap: Record<string, string> = {};
+    for (const w of warned.warnings ?? [])
+      for (const [k, v] of Object.entries(parse(/merge them with labelMap: (\{.*?\}), or/.exec(w)![1]!) as Record<string, string>)) {
+        assert.ok(!Object.hasOwn(labelMap, k), `${JSON.stringify(k)} in two labelMaps: ${warned.warnings!.join('\n')}`);
+        labelMap[k] = v;
+      }
+    const mapped = await run(dir, { task: 'classification', path: 'a.jsonl', labelMap });
+    rmSync(join(dir, 'out.arrow'));
+    assert.equal(Object.keys(mapped.labels!).length, 2, JSON.stringify([labels, labelMap, mapped.labels]));
+    assert.ok(
+      Object.keys(mapped.labels!).every((l) => l === l.trim()),
+      JSON.stringify(mapped.labels),
+    );
+    assert.equal(mapped.warnings, undefined);
+  }
+});
 test('a JSON boolean label is the class "true" or "false"; beside "True" strings (pandas\' CSV) it is the case warning\'s, and a declared "True" names it', async () => {
   const dir = tmp();
   // No warning of its own: a boolean alone is a class like any other, read as its JSON text.

@@ -248,16 +248,21 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
   }
   // A group whose spellings differ in normalisation alone is the normalisation warning's (below).
   const alike = [...spellings.values()].filter((ls) => new Set(ls.map((l) => l.normalize('NFC'))).size > 1);
+  // Per NFC spelling in a case group: the target the normalisation warning merges its forms onto, or null where this
+  // warning's labelMap merges them all. A labelMap is applied once and a key given twice is a YAML error, so a
+  // spelling must be in one labelMap only, and both must merge onto the same label.
+  const caseTargets = new Map<string, string | null>();
   if (alike.length > 0) {
     // Each spelling onto its group's most common one without surrounding spaces (a class named "ham " would be a
     // trap in every report and request after), or onto the most common one trimmed; among equals, the lower-case one.
-    // That one's NFC spelling where the data has it, the normalisation warning's target: the two labelMaps together
-    // must not part what each merges. A spelling in another normal form of the target is in that warning's labelMap.
+    // That one's NFC spelling where the data has it (or where that one is no label either), the normalisation
+    // warning's target too. A spelling in another normal form of the target is in that warning's labelMap.
     const merges = alike.flatMap((ls) => {
       const rank = (l: string) => labels.get(l)! + (l === l.toLowerCase() ? 0.5 : 0);
       const trimmed = ls.filter((l) => l === l.trim());
       const most = (trimmed.length > 0 ? trimmed : ls).reduce((a, b) => (rank(b) > rank(a) ? b : a)).trim();
-      const to = labels.has(most.normalize('NFC')) ? most.normalize('NFC') : most;
+      const to = labels.has(most.normalize('NFC')) || !labels.has(most) ? most.normalize('NFC') : most;
+      for (const l of ls) caseTargets.set(l.normalize('NFC'), l.normalize('NFC') === to.normalize('NFC') ? to : null);
       return ls.filter((l) => l !== to && l.normalize('NFC') !== to.normalize('NFC')).map((l) => [l, to] as const);
     });
     // Spellings that also differ in normalisation print alike where they differ: shown escaped.
@@ -305,10 +310,11 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
     const n = l.normalize('NFC');
     byNfc.set(n, [...(byNfc.get(n) ?? []), l]);
   }
-  const normalForms = [...byNfc].filter(([, ls]) => ls.length > 1);
+  // Forms the case warning merges onto another spelling are its own (listed there, escaped).
+  const normalForms = [...byNfc].filter(([n, ls]) => ls.length > 1 && caseTargets.get(n) !== null);
   if (normalForms.length > 0) {
     const merges = normalForms.flatMap(([n, ls]) => {
-      const to = ls.includes(n) ? n : ls.reduce((a, b) => (labels.get(b)! > labels.get(a)! ? b : a));
+      const to = caseTargets.get(n) ?? (ls.includes(n) ? n : ls.reduce((a, b) => (labels.get(b)! > labels.get(a)! ? b : a)));
       return ls.filter((l) => l !== to).map((l) => [l, to] as const);
     });
     out.push(
