@@ -240,12 +240,8 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
       .slice(0, LABELS_LISTED)
       .map((l) => `${quote(cap(l, NAME_CHARS))} ${labels.get(l)}`)
       .join(', ') + (ls.length > LABELS_LISTED ? ` and ${ls.length - LABELS_LISTED} more` : '');
-  const spellings = new Map<string, string[]>();
-  for (const l of [...labels.keys()].sort()) {
-    // In NFC: "Café" in one Unicode normal form beside "café" in the other is one class written two ways too.
-    const key = l.normalize('NFC').trim().toLowerCase();
-    spellings.set(key, [...(spellings.get(key) ?? []), l]);
-  }
+  // In NFC: "Café" in one Unicode normal form beside "café" in the other is one class written two ways too.
+  const spellings = groupLabels(labels.keys(), (l) => l.normalize('NFC').trim().toLowerCase());
   // A group whose spellings differ in normalisation alone is the normalisation warning's (below).
   const alike = [...spellings.values()].filter((ls) => new Set(ls.map((l) => l.normalize('NFC'))).size > 1);
   // Per NFC spelling in a case group: the target the normalisation warning merges its forms onto, or null where this
@@ -279,12 +275,7 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
   }
   // One number in several forms ("1", "1.0"): the spellings of one class that differ in more than spaces. Leading
   // zeros count ("01" and "1" may be two codes; suggesting "01" → "1" would merge them, or undo the zeros a code had).
-  const byNumber = new Map<string, string[]>();
-  for (const l of [...labels.keys()].sort()) {
-    if (!isNumberLabel(l)) continue;
-    const n = canonicalNumber(l, { keepLeadingZeros: true });
-    byNumber.set(n, [...(byNumber.get(n) ?? []), l]);
-  }
+  const byNumber = groupLabels(labels.keys(), (l) => (isNumberLabel(l) ? canonicalNumber(l, { keepLeadingZeros: true }) : undefined));
   const numberForms = [...byNumber].filter(([, ls]) => new Set(ls.map((l) => l.trim())).size > 1);
   if (numberForms.length > 0) {
     // Onto the plain form ("1") where the data has it, else the most common spelling, trimmed.
@@ -305,11 +296,7 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
   // One text in two Unicode normal forms ("café" with é as U+00E9, or as "e" and a combining U+0301: files from
   // macOS or from another input method): they print alike, so they are shown escaped, the labelMap too (a JSON and YAML
   // double-quoted string reads the escapes back). Merged onto the NFC spelling, what most tools write.
-  const byNfc = new Map<string, string[]>();
-  for (const l of [...labels.keys()].sort()) {
-    const n = l.normalize('NFC');
-    byNfc.set(n, [...(byNfc.get(n) ?? []), l]);
-  }
+  const byNfc = groupLabels(labels.keys(), (l) => l.normalize('NFC'));
   // Forms the case warning merges onto another spelling are its own (listed there, escaped).
   const normalForms = [...byNfc].filter(([n, ls]) => ls.length > 1 && caseTargets.get(n) !== null);
   if (normalForms.length > 0) {
@@ -335,6 +322,22 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
       )} (each to the word it stands for) or write the words in the data; declare labels: [...] to make the others bad rows`,
     );
   return out;
+}
+
+/**
+ * Labels in sorted order, grouped by `key` (none: left out). One group may hold every label of the file (2^17 case
+ * spellings of one word): a copy of the group per label, as this was written first, took 6 minutes for those.
+ */
+function groupLabels(labels: Iterable<string>, key: (l: string) => string | undefined): Map<string, string[]> {
+  const groups = new Map<string, string[]>();
+  for (const l of [...labels].sort()) {
+    const k = key(l);
+    if (k === undefined) continue;
+    const group = groups.get(k);
+    if (group) group.push(l);
+    else groups.set(k, [l]);
+  }
+  return groups;
 }
 
 /**
