@@ -346,6 +346,17 @@ test('predict: an existing output is kept unless --force; unknown models and opt
   );
   assert.equal(rawSystem.code, 2, rawSystem.stderr);
   assert.match(rawSystem.stderr, /--system applies to the chat template, which --raw skips/);
+  // An id field named like an output column: refused before the model is looked up (`row`) or loaded (its own). Both
+  // were refused only after the model loaded, or, `scores` in JSONL, not at all: the id was lost under the scores.
+  const rowId = await runCliInProcess(['predict', 'nosuch', '--input', input, '--output', join(work, 'v.jsonl'), '--id-field', 'row'], env);
+  assert.equal(rowId.code, 2, rowId.stderr);
+  assert.match(rowId.stderr, /--id-field: the id field "row" would be named like the output's own column "row"/);
+  const scoresId = await runCliInProcess(
+    ['predict', 'spam', '--input', input, '--output', join(work, 'v.jsonl'), '--id-field', 'scores'],
+    env,
+  );
+  assert.equal(scoresId.code, 2, scoresId.stderr);
+  assert.match(scoresId.stderr, /the id field "scores" would be named like .*\n.*columns are row, label, scores beside the id/);
   const clfFlag = await runCliInProcess(['predict', lmDir, '--input', input, '--output', join(work, 'z.jsonl'), '--batch-size', '8'], env);
   assert.equal(clfFlag.code, 2, clfFlag.stderr);
   assert.match(clfFlag.stderr, /is a language model.*--batch-size applies to classifiers only/);

@@ -10,8 +10,16 @@ import { removeAtomicTemps } from '../../src/data/atomic.ts';
 import { ENCODINGS } from '../../src/data/lines.ts';
 import { InputError } from '../../src/errors.ts';
 import { loadTextGenerator } from '../../src/generate/text-generator.ts';
-import { checkPredictPaths, predictFile, type PredictReport, type RowScorer } from '../../src/predict/predict.ts';
-import { CLASSIFIER_BATCH, classifierScorer, lmScorer } from '../../src/predict/scorers.ts';
+import { readManifest } from '../../src/finetune/predictor.ts';
+import {
+  checkPredictPaths,
+  outputFormat,
+  predictFile,
+  refuseIdFieldClash,
+  type PredictReport,
+  type RowScorer,
+} from '../../src/predict/predict.ts';
+import { CLASSIFIER_BATCH, CLASSIFIER_KEYS, classifierColumns, classifierScorer, LM_KEYS, lmScorer } from '../../src/predict/scorers.ts';
 import { loadPooledPredictor } from '../../src/serve/worker-pool.ts';
 import { actor, parse } from '../args.ts';
 import { CliError, type CliContext } from '../context.ts';
@@ -73,14 +81,24 @@ export async function predictCmd(ctx: CliContext, argv: string[]): Promise<numbe
   const { sampling, threads } = samplingFromFlags({ ...values, 'max-tokens': maxNew === undefined ? undefined : String(maxNew) }, 128);
   checkedSampling(sampling);
   const chatTemplate = readChatTemplate(values['chat-template']);
-  try {
-    checkPredictPaths({ input: values.input, output: values.output, overwrite: values.force });
-  } catch (e) {
-    throw e instanceof InputError ? new CliError(`predict: ${e.message}${e.hint ? `\n  ${e.hint}` : ''}`, 2) : e;
-  }
+  const idField = values['id-field'] ?? 'id';
+  const flagError = (check: () => void) => {
+    try {
+      check();
+    } catch (e) {
+      throw e instanceof InputError ? new CliError(`predict: ${e.message}${e.hint ? `\n  ${e.hint}` : ''}`, 2) : e;
+    }
+  };
+  flagError(() => checkPredictPaths({ input: values.input!, output: values.output!, overwrite: values.force }));
+  // `row` whatever the model; the model's own columns once its kind and labels are read, still before it loads.
+  flagError(() => refuseIdFieldClash(idField, []));
 
   const model = await resolveModelRef(ctx, ref);
   const classifier = exportedTask(model.dir) === 'classification';
+  const csvOut = outputFormat(values.output) === 'csv';
+  flagError(() =>
+    refuseIdFieldClash(idField, classifier ? (csvOut ? classifierColumns(readManifest(model.dir).labels) : CLASSIFIER_KEYS) : LM_KEYS),
+  );
   if (classifier) {
     const lmOnly = LM_FLAGS.filter((f) => values[f as keyof typeof values] !== undefined);
     if (lmOnly.length > 0)
@@ -139,7 +157,7 @@ export async function predictCmd(ctx: CliContext, argv: string[]): Promise<numbe
       scorer,
       textField: values['text-field'] ?? (classifier ? 'text' : 'prompt'),
       encoding: encoding as (typeof ENCODINGS)[number] | undefined,
-      idField: values['id-field'],
+      idField,
       onBadRow,
       overwrite: values.force,
       signal: controller.signal,

@@ -15,6 +15,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const echo: RowScorer = {
   batchSize: 4,
   columns: ['text'],
+  keys: ['text'],
   async score(inputs) {
     return inputs.map((t) => ({ values: { text: t } }));
   },
@@ -211,4 +212,19 @@ test('the output names the id column as the input does (--id-field), in CSV and 
         e.message.endsWith(`the id field "${idField}" would be named like the output's own column "${idField}"`) &&
         e.hint === "the output's columns are row, text beside the id: rename that column in the input, or name another --id-field",
     );
+  // A JSONL line's keys are not the CSV's columns (a classifier's `scores` is p_<label> columns there): `--id-field
+  // scores` went through, and the id was lost under the scores in every JSONL line.
+  const scoresIn = join(dir, 'scores-in.csv');
+  writeFileSync(scoresIn, 'scores,text\nS-1,hello\n');
+  const scored: RowScorer = {
+    ...echo,
+    keys: ['text', 'scores'],
+    score: async (ts) => ts.map((t) => ({ values: { text: t, scores: { a: 1 } } })),
+  };
+  await assert.rejects(
+    predictFile({ input: scoresIn, output: join(dir, 'clash-scores.jsonl'), scorer: scored, textField: 'text', idField: 'scores' }),
+    (e) => e instanceof InputError && e.where === '--id-field' && /the id field "scores" would be named like/.test(e.message),
+  );
+  await predictFile({ input: scoresIn, output: join(dir, 'scores.csv'), scorer: scored, textField: 'text', idField: 'scores' });
+  assert.equal(readFileSync(join(dir, 'scores.csv'), 'utf8'), 'scores,row,text\nS-1,2,hello\n');
 });

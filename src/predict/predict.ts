@@ -29,6 +29,8 @@ export interface RowScorer {
   batchSize: number;
   /** Output fields in CSV column order (after the id and `row`). */
   columns: string[];
+  /** The keys of a JSONL output line's values (after the id and `row`): `scores` is no CSV column but is one here. */
+  keys: string[];
   /** Rows in OpenAI's chat format (`{"messages": [...]}`) are answered as conversations; without it only texts are given. */
   conversations?: boolean;
   score(inputs: PredictInput[], signal?: AbortSignal): Promise<Scored[]>;
@@ -176,17 +178,25 @@ export function checkPredictPaths(o: Pick<PredictOptions, 'input' | 'output' | '
   return format;
 }
 
+/**
+ * The id field keeps its name in the output, beside `row` and the scorer's `names` (its CSV columns or JSONL keys): one
+ * named like either would be two columns of one name, or in JSONL the id lost under the scorer's value.
+ */
+export function refuseIdFieldClash(idField: string, names: readonly string[]): void {
+  if (idField !== 'row' && !names.includes(idField)) return;
+  throw new InputError(`the id field ${JSON.stringify(idField)} would be named like the output's own column ${JSON.stringify(idField)}`, {
+    where: '--id-field',
+    hint: `the output's columns are ${['row', ...names].join(', ')} beside the id: rename that column in the input, or name another --id-field`,
+  });
+}
+
 /** Scores every row of `o.input` into `o.output`; see the module comment. */
 export async function predictFile(o: PredictOptions): Promise<PredictReport> {
   const format = checkPredictPaths(o);
   const outFormat = outputFormat(o.output);
   const idField = o.idField ?? 'id';
   // The input's id column keeps its name in the output (an `id` column in place of `ticket_id` broke the join back).
-  if (idField === 'row' || o.scorer.columns.includes(idField))
-    throw new InputError(`the id field ${JSON.stringify(idField)} would be named like the output's own column ${JSON.stringify(idField)}`, {
-      where: '--id-field',
-      hint: `the output's columns are ${['row', ...o.scorer.columns].join(', ')} beside the id: rename that column in the input, or name another --id-field`,
-    });
+  refuseIdFieldClash(idField, outFormat === 'csv' ? o.scorer.columns : o.scorer.keys);
   const onBadRow = o.onBadRow ?? 'fail';
   const display = o.input;
   const totalBytes = statSync(o.input).size;

@@ -15,10 +15,20 @@ import type { PredictInput, RowScorer, Scored } from './predict.ts';
 /** Texts per classifier request: serve's default --max-batch, so a batch is one that a client of the server could send. */
 export const CLASSIFIER_BATCH = 64;
 
+/** A classifier's JSONL output keys and a language model's (its CSV columns too), known before a model loads. */
+export const CLASSIFIER_KEYS: readonly string[] = ['label', 'scores'];
+export const LM_KEYS: readonly string[] = ['answer', 'finishReason'];
+
+/** A classifier's CSV columns: the label, then each label's probability. */
+export function classifierColumns(labels: readonly string[]): string[] {
+  return ['label', ...labels.map((l) => `p_${l}`)];
+}
+
 export function classifierScorer(p: Pick<PooledPredictor, 'labels' | 'predictEach'>, batchSize = CLASSIFIER_BATCH): RowScorer {
   return {
     batchSize,
-    columns: ['label', ...p.labels.map((l) => `p_${l}`)],
+    columns: classifierColumns(p.labels),
+    keys: [...CLASSIFIER_KEYS],
     // No `conversations`: predictFile gives a classifier texts only.
     async score(texts) {
       // A text the model cannot take (token ids, type ids or length past its embedding rows) is found before onnxruntime
@@ -46,7 +56,8 @@ export function lmScorer(gen: LoadedTextGenerator, o: LmScorerOptions): RowScore
   const maxPrompt = gen.contextLength - 1;
   return {
     batchSize: 1,
-    columns: ['answer', 'finishReason'],
+    columns: [...LM_KEYS],
+    keys: [...LM_KEYS],
     conversations: true,
     async score(inputs, signal) {
       const out: Scored[] = [];
