@@ -6,6 +6,7 @@
 import { InputError } from '../errors.ts';
 import { TASK_COLUMNS, type IngestConfig } from './config.ts';
 import { isUrl, urlPin } from './download.ts';
+import { escapedLabel } from './label-spellings.ts';
 import { isTemplateError, parseTemplate, type ParsedTemplate } from './prompt-template.ts';
 import { formatFromExtension } from './sources.ts';
 import { redactUrl } from '../util/redact.ts';
@@ -74,6 +75,26 @@ export function checkIngestConfig(cfg: IngestConfig): InputError[] {
     if (cfg.task === 'instruction' || cfg.task === 'chat') bad('labels apply to classification and pairs only', 'labels');
     else if (cfg.labels.length === 0 || new Set(cfg.labels).size !== cfg.labels.length)
       bad('labels must be a non-empty list without repeats', 'labels');
+    else {
+      // One text in two Unicode normal forms ("café" pasted from two places) prints alike: two classes that no report,
+      // metric or answer could tell apart, each taking the rows written its way.
+      const byNfc = new Map<string, string>();
+      for (const l of cfg.labels) {
+        const n = l.normalize('NFC');
+        const first = byNfc.get(n);
+        if (first === undefined) {
+          byNfc.set(n, l);
+          continue;
+        }
+        const [kept, other] = l === n ? [l, first] : [first, l];
+        bad(
+          `labels ${escapedLabel(first)} and ${escapedLabel(l)} are one text in two Unicode normal forms: they print alike but would be two classes`,
+          'labels',
+          `keep one (${escapedLabel(n)} is NFC, what most tools write) and map the other onto it: labelMap: {${escapedLabel(other)}: ${escapedLabel(kept)}}`,
+        );
+        break;
+      }
+    }
   }
   if (cfg.labelMap !== undefined) {
     if (cfg.task === 'instruction' || cfg.task === 'chat') bad('labelMap applies to classification and pairs only', 'labelMap');

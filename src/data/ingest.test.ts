@@ -1740,6 +1740,13 @@ test('config errors name the field', async () => {
     });
   // A TSV's tab delimiter with quote: '"' set, or a ; delimiter, are fine.
   assert.equal((await run(dir, { ...noHeader, delimiter: ',', quote: "'" })).rowsOut, 2);
+  // Declared labels that are one text in two normal forms print alike: they were two classes, without a word.
+  await assert.rejects(run(dir, { ...cls, path: 'n.csv', labels: ['cafe\u0301', 'tea', 'caf\u00e9'] }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'labels', String(e));
+    assert.match(e.message, /labels "cafe\\u0301" and "caf\\u00e9" are one text in two Unicode normal forms/);
+    assert.match(e.hint!, /labelMap: \{"cafe\\u0301": "caf\\u00e9"\}$/);
+    return true;
+  });
 });
 
 test('directory and glob sources are read in sorted order with provenance', async () => {
