@@ -617,6 +617,8 @@ test("the case and normalisation warnings' labelMaps, taken together, map each s
     ['Cafe\u0301', 'Cafe\u0301', 'Cafe\u0301', 'caf\u00e9', 'caf\u00e9', 'cafe\u0301', 'tea'],
     [' cafe\u0301', ' cafe\u0301', ' cafe\u0301', ' caf\u00e9', 'Caf\u00e9 ', 'tea'],
     ['Cafe\u0301', 'cafe\u0301', 'cafe\u0301', 'caf\u00e9', 'tea'],
+    // Two forms that are not NFC (the marks in either order) and no NFC one: both warnings merge onto one of them.
+    ['e\u0301\u0323', 'e\u0301\u0323', 'e\u0323\u0301', 'e\u0323\u0301', 'E\u0323\u0301', 'tea'],
   ]) {
     writeFileSync(join(dir, 'a.jsonl'), labels.map((label, i) => j({ text: `a${i}`, label })).join('\n'));
     const warned = await run(dir, { task: 'classification', path: 'a.jsonl' });
