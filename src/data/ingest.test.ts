@@ -639,6 +639,15 @@ test("the case and normalisation warnings' labelMaps, taken together, map each s
     assert.equal(mapped.warnings, undefined);
   }
 });
+test('the case warning escapes only the groups that differ in normalisation too', async () => {
+  const dir = tmp();
+  // Every group was escaped once one was: "\u0421\u043f\u0430\u043c" for a Russian "Спам" beside one "cafe\u0301".
+  const labels = ['Спам', 'Спам', 'спам', 'Cafe\u0301', 'caf\u00e9', 'caf\u00e9'];
+  writeFileSync(join(dir, 'a.jsonl'), labels.map((label, i) => j({ text: `a${i}`, label })).join('\n'));
+  assert.deepEqual((await run(dir, { task: 'classification', path: 'a.jsonl' })).warnings, [
+    'labels that differ only in case or surrounding spaces (and Unicode normalisation, shown escaped) are classes of their own: "Cafe\\u0301" 1, "caf\\u00e9" 2; "Спам" 2, "спам" 1; merge them with labelMap: {"Cafe\\u0301": "caf\\u00e9", "спам": "Спам"}, or clean them in the data, or declare labels: [...] to make the other spellings bad rows',
+  ]);
+});
 test('a JSON boolean label is the class "true" or "false"; beside "True" strings (pandas\' CSV) it is the case warning\'s, and a declared "True" names it', async () => {
   const dir = tmp();
   // No warning of its own: a boolean alone is a class like any other, read as its JSON text.

@@ -248,6 +248,9 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
   // warning's labelMap merges them all. A labelMap is applied once and a key given twice is a YAML error, so a
   // spelling must be in one labelMap only, and both must merge onto the same label.
   const caseTargets = new Map<string, string | null>();
+  // The groups with spellings that also differ in normalisation print alike where they differ: shown escaped, as
+  // cap() shows them. Only those: escaping every group made "Спам" 3, "спам" 2 unreadable beside one "cafe\u0301".
+  const escaped = new Set<string>();
   if (alike.length > 0) {
     // Each spelling onto its group's most common one without surrounding spaces (a class named "ham " would be a
     // trap in every report and request after), or onto the most common one trimmed; among equals, the lower-case one.
@@ -259,11 +262,11 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
       const most = (trimmed.length > 0 ? trimmed : ls).reduce((a, b) => (rank(b) > rank(a) ? b : a)).trim();
       const to = labels.has(most.normalize('NFC')) || !labels.has(most) ? most.normalize('NFC') : most;
       for (const l of ls) caseTargets.set(l.normalize('NFC'), l.normalize('NFC') === to.normalize('NFC') ? to : null);
+      if (ls.some((l) => l.normalize('NFC') !== l)) for (const l of [...ls, to]) escaped.add(cap(l, NAME_CHARS));
       return ls.filter((l) => l !== to && l.normalize('NFC') !== to.normalize('NFC')).map((l) => [l, to] as const);
     });
-    // Spellings that also differ in normalisation print alike where they differ: shown escaped.
-    const normalised = alike.some((ls) => ls.some((l) => l.normalize('NFC') !== l));
-    const quote = normalised ? escapedLabel : JSON.stringify;
+    const normalised = escaped.size > 0;
+    const quote = (l: string) => (escaped.has(l) ? escapedLabel(l) : JSON.stringify(l));
     out.push(
       `labels that differ only in case or surrounding spaces${normalised ? ' (and Unicode normalisation, shown escaped)' : ''} are classes of their own: ${alike
         .slice(0, LABELS_LISTED)
