@@ -27,8 +27,19 @@ test('a declared label that is the row label in another Unicode normal form is t
 test('escapedLabel shows what normalisation changes, as a JSON and YAML string that reads back as the label', () => {
   assert.equal(escapedLabel('cafe\u0301'), '"cafe\\u0301"');
   assert.equal(escapedLabel('caf\u00e9 "x"'), '"caf\\u00e9 \\"x\\""');
-  for (const l of ['cafe\u0301', 'caf\u00e9', 'tab\there', '\u{1f600} smile']) {
+  for (const l of [
+    'cafe\u0301',
+    'caf\u00e9',
+    'tab\there',
+    '\u{1f600} smile',
+    'a\\b "q" \\u00e9',
+    '\u0000\u007f\u0085\u2028\ufeff',
+    '~',
+    '- x: #',
+  ]) {
     assert.equal(JSON.parse(escapedLabel(l)), l);
     assert.equal(parse(`k: ${escapedLabel(l)}`).k, l);
+    // As the warnings write it: a labelMap key and value in a flow mapping.
+    assert.deepEqual(parse(`labelMap: {${escapedLabel(l)}: ${escapedLabel(l)}}`).labelMap, { [l]: l });
   }
 });
