@@ -186,7 +186,7 @@ export function refuseIdFieldClash(idField: string, names: readonly string[]): v
   if (idField !== 'row' && !names.includes(idField)) return;
   throw new InputError(`the id field ${JSON.stringify(idField)} would be named like the output's own column ${JSON.stringify(idField)}`, {
     where: '--id-field',
-    hint: `the output's columns are ${['row', ...names].join(', ')} beside the id: rename that column in the input, or name another --id-field`,
+    hint: `the output's columns are ${['row', ...names].join(', ')}${names.length === 0 ? " and the model's" : ''} beside the id: rename that column in the input, or name another --id-field`,
   });
 }
 
