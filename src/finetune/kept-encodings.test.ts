@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { KeptEncodings } from './kept-encodings.ts';
+import { KEEP_BYTES, KeptEncodings } from './kept-encodings.ts';
 
 const enc = (ids: number[], type = 0) => ({ inputIds: ids, attentionMask: ids.map(() => 1), tokenTypeIds: ids.map(() => type) });
 const plain = (t: ReturnType<KeptEncodings['get']>) =>
@@ -43,4 +43,23 @@ test('KeptEncodings grows past its first allocation and keeps every text intact'
   );
   for (const e of texts) assert.ok(k.add(e));
   texts.forEach((e, i) => assert.deepEqual(plain(k.get(i)), e));
+});
+
+test('KeptEncodings holds at most 1.5 times its budget while its arrays grow (old and new side by side)', () => {
+  const text = enc(Array.from({ length: 1000 }, (_, i) => i));
+  // 16 MiB (the frozen baseline's half of KEEP_BYTES) reached 1.625 times; a budget just past a doubling of the first
+  // allocation, nearly twice.
+  for (const budget of [KEEP_BYTES / 2, 5 * ((1 << 17) + 1000) + 8 * 200]) {
+    const k = new KeptEncodings(budget);
+    let peak = 0;
+    for (;;) {
+      const before = k.arrayBytes;
+      const kept = k.add(text);
+      if (k.arrayBytes !== before) peak = Math.max(peak, before + k.arrayBytes);
+      if (!kept) break;
+    }
+    assert.ok(k.count > 100, `budget ${budget}: ${k.count} texts kept`);
+    assert.ok(k.arrayBytes <= budget, `budget ${budget}: arrays of ${k.arrayBytes} bytes`);
+    assert.ok(peak <= 1.5 * budget, `budget ${budget}: ${(peak / budget).toFixed(3)} times it held while growing`);
+  }
 });

@@ -44,6 +44,11 @@ export class KeptEncodings {
     return this.tokens * TOKEN_BYTES + this.count * TEXT_BYTES;
   }
 
+  /** Bytes its token arrays take (what they can hold, not what is kept). */
+  get arrayBytes(): number {
+    return this.ids.byteLength + this.types.byteLength;
+  }
+
   /**
    * Keeps the next text's encoding (text `count`). Once one is not kept (past the budget, or one that the packing cannot
    * hold exactly: an id outside int32, a type outside a byte, a mask not all 1), none after it is, so that text i is
@@ -77,9 +82,15 @@ export class KeptEncodings {
     };
   }
 
-  /** Doubling, never past what the budget can hold. */
+  /**
+   * Doubling, never past what the budget can hold; a doubling that would pass half of that goes to all of it, so the
+   * arrays a growth replaces are never more than half the budget (doubling to the budget from 5/8 of it held 1.625 times
+   * it, from just past half nearly twice). `need` is never past the budget: add checked it.
+   */
   private grow(need: number): void {
-    const cap = Math.max(need, Math.min(Math.max(this.ids.length * 2, 1 << 16), Math.floor(this.budget / TOKEN_BYTES)));
+    const most = Math.floor(this.budget / TOKEN_BYTES);
+    const doubled = Math.max(need, this.ids.length * 2, 1 << 16);
+    const cap = doubled > most / 2 ? most : doubled;
     const ids = new Int32Array(cap);
     ids.set(this.ids.subarray(0, this.tokens));
     const types = new Uint8Array(cap);
