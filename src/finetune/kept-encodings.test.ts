@@ -63,3 +63,9 @@ test('KeptEncodings holds at most 1.5 times its budget while its arrays grow (ol
     assert.ok(peak <= 1.5 * budget, `budget ${budget}: ${(peak / budget).toFixed(3)} times it held while growing`);
   }
 });
+
+test('KeptEncodings refuses a budget that is not a number of bytes, which kept every text (NaN passes every comparison)', () => {
+  for (const budget of [NaN, -1])
+    assert.throws(() => new KeptEncodings(budget), /^RangeError: keepBytes (NaN|-1): give a number of bytes of at least 0/);
+  assert.equal(new KeptEncodings(Infinity).add(enc([1])), true);
+});

@@ -33,7 +33,11 @@ export class KeptEncodings {
   private tokens = 0;
   private full = false;
 
-  constructor(private readonly budget: number) {}
+  constructor(private readonly budget: number) {
+    // NaN would pass every comparison with it and keep every text, unbounded.
+    if (!(budget >= 0))
+      throw new RangeError(`keepBytes ${budget}: give a number of bytes of at least 0 (0 keeps no text, Infinity every text)`);
+  }
 
   /** How many texts are kept: texts 0 to count - 1. */
   get count(): number {
