@@ -452,6 +452,37 @@ test('a wait for a held lease ends when its signal aborts, with the busy error',
   await holder.release();
 });
 
+test('a holder waitFor accepts is waited for past waitMs, until it lets go; any other is refused once waitMs has passed', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-lease-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const remote = new FolderBackend(dir);
+  // Another run's training of the same work holds the lease for its whole training: a wait bounded by waitMs (a dead
+  // holder's stale time) failed the attempt, and the stage's retries ran out while it trained.
+  const holder = await acquireSharedLease(remote, 'job', { what: 'run nightly-1 stage train attempt 1' });
+  const otherRun = (o: LockOwner | undefined) => o?.what.startsWith('run nightly-1 ') === true;
+  await assert.rejects(acquireSharedLease(remote, 'job', { what: 'refused', waitFor: (o) => !otherRun(o) }), LockBusyError);
+  const told: string[] = [];
+  const waiting = acquireSharedLease(remote, 'job', {
+    what: 'run nightly-2 stage train attempt 1',
+    waitFor: otherRun,
+    onWait: (b) => void told.push(b.message),
+  });
+  let settled = false;
+  waiting.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  while (!settled && told.length === 0) await new Promise((r) => setTimeout(r, 20));
+  assert.match(told[0] ?? '', /held by run nightly-1 stage train attempt 1/);
+  await holder.release();
+  const lease = await waiting;
+  assert.deepEqual(
+    (await bodies(remote, leasePrefix('job'))).filter((b) => !b.released).map((b) => b.what),
+    ['run nightly-2 stage train attempt 1'],
+  );
+  await lease.release();
+});
+
 test('a name that is not a plain key segment gets its own lease under its hash', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-lease-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));

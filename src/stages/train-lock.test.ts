@@ -68,7 +68,7 @@ async function sharedStoreFixture(t: { after: (fn: () => void) => void }, staleM
   return { dir, shared, ...(await fixture(dir, store)) };
 }
 
-test('a second attempt cannot write the checkpoint folder while the first still runs; it can once the first stopped', async (t) => {
+test("a second attempt cannot write the checkpoint folder while the first still runs; another run's training is waited for; each can once the holder stopped", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tempered-trainlock-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const store = new ArtifactStore(join(dir, 'store'));
@@ -86,8 +86,29 @@ test('a second attempt cannot write the checkpoint folder while the first still 
   );
   assert.ok(existsSync(join(ckDir, 'COMPLETE')), 'the rejected attempt deleted nothing the holder writes');
   zombie.release();
-  // Once the holder stopped, the retry runs (and clears the finished folder as before).
-  const out = await trainStage.run(cfg(2), ctx(3, new AbortController().signal));
+  // Another run's training of the same work (overlap allow-all) holds the folder for its whole training: the stage
+  // waits for it, saying so, where it failed at once and its retries (three in about 3 s) failed the run meanwhile.
+  const other = acquireDirLock(`${ckDir}.lock`, { what: 'run nightly-2 stage train attempt 1' });
+  const waits: string[] = [];
+  let settled = false;
+  const running = trainStage.run(
+    cfg(2),
+    ctx(3, new AbortController().signal, { progress: (p) => void (p.message && waits.push(p.message)) }),
+  );
+  running.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  while (!settled && waits.length === 0) await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(
+    waits.map((m) => /waiting for the checkpoint: .* held by run nightly-2 stage train attempt 1/.test(m)),
+    [true],
+    waits.join('\n'),
+  );
+  assert.ok(existsSync(join(ckDir, 'COMPLETE')), 'the waiting attempt deleted nothing the holder writes');
+  // Once the holder stopped, the stage runs (and clears the finished folder as before).
+  other.release();
+  const out = await running;
   assert.equal(out.steps, 2);
   assert.equal(existsSync(`${ckDir}.lock`), false, 'the lock is released after the run');
 });

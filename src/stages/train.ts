@@ -17,7 +17,7 @@ import { POOLINGS, type Pooling } from '../models/pooling.ts';
 import { statePaths } from '../state-paths.ts';
 import { localModelRoots, modelIdentityKey } from './model-identity.ts';
 import { acquireSharedLease } from '../store/shared-lease.ts';
-import { LockBusyError } from '../util/dir-lock.ts';
+import { LockBusyError, type LockOwner } from '../util/dir-lock.ts';
 import {
   checkpointLeaseName,
   claimSharedCheckpoint,
@@ -453,6 +453,11 @@ export const trainStage: StageKind<TrainConfig> = {
       return finished;
     };
     const what = `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`;
+    // Another run's training of this work (overlap allow-all, or a second stage of the same config) holds the folder for
+    // its whole training: waited for, heartbeating, as long as this attempt may run, and its finished record then
+    // taken (looked for again below). An earlier attempt of this stage still running is left to the retry policy.
+    const waitFor = (o: LockOwner | undefined) =>
+      o !== undefined && o.what.startsWith('run ') && !o.what.startsWith(`run ${ctx.runId} stage ${ctx.stageId} attempt `);
     const staleMs = checkpointLockStaleMs();
     const finished = await earlier();
     if (finished) {
@@ -501,6 +506,7 @@ export const trainStage: StageKind<TrainConfig> = {
       what,
       staleMs,
       signal: ctx.signal,
+      waitFor,
       onWait: (busy) => ctx.progress({ message: `waiting for the checkpoint: ${busy.message}` }),
     });
     // The folder lock covers this host; with a shared store, the same writer rule holds across hosts
@@ -514,6 +520,7 @@ export const trainStage: StageKind<TrainConfig> = {
           // A holder on a host that died is taken over once its lease is stale: waiting that long,
           // heartbeating, spares the stage a retry (and a retry policy that runs out first).
           waitMs: staleMs * 1.25,
+          waitFor,
           onWait: (busy) => ctx.progress({ message: `waiting for the checkpoint: ${busy.message}` }),
           signal: ctx.signal,
         }).catch((e: unknown) => {

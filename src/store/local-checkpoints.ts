@@ -36,7 +36,7 @@ import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, rmSync } 
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { acquireDirLock, LockBusyError, lockHolder, type DirLock } from '../util/dir-lock.ts';
+import { acquireDirLock, LockBusyError, lockHolder, type DirLock, type LockOwner } from '../util/dir-lock.ts';
 import { processAlive } from '../util/process-alive.ts';
 
 /** How a collecting gc names itself as a checkpoint lock's holder: what a train stage waits out instead of failing. */
@@ -48,22 +48,34 @@ export const WAIT_FOR_GC_MS = 30_000;
 /**
  * A train stage's lock on its checkpoint folder. Held by a collecting `store gc`, it is free again within moments (a
  * judge and a rename), so the stage waits for it here: failed with LockBusyError, the attempt counted against the
- * stage's retries, and a stage allowed one attempt failed the run. Any other live holder (an earlier attempt still
- * running, a second run of the same work) is thrown at once, as acquireDirLock does.
+ * stage's retries, and a stage allowed one attempt failed the run. A holder `waitFor` accepts (another run's training
+ * of the same work, overlap allow-all) is waited for as long as `signal` allows: it holds the lock for its whole
+ * training, which the stage's retries (3 in about 3 s by default) never outlasted, so the second run failed while the
+ * first trained. Any other live holder (an earlier attempt of the same stage still running) is thrown at once, as
+ * acquireDirLock does: the stage's retry policy decides.
  */
 export async function acquireCheckpointLock(
   path: string,
-  opts: { what: string; staleMs: number; signal?: AbortSignal; onWait?: (busy: LockBusyError) => void },
+  opts: {
+    what: string;
+    staleMs: number;
+    signal?: AbortSignal;
+    onWait?: (busy: LockBusyError) => void;
+    waitFor?: (owner: LockOwner | undefined) => boolean;
+  },
 ): Promise<DirLock> {
   const deadline = Date.now() + WAIT_FOR_GC_MS;
-  for (let said = false; ; ) {
+  for (let told: string | undefined; ; ) {
     try {
       return acquireDirLock(path, { what: opts.what, staleMs: opts.staleMs });
     } catch (e) {
-      if (!(e instanceof LockBusyError) || !e.owner?.what.startsWith(GC_HOLDER) || Date.now() >= deadline) throw e;
-      if (!said) opts.onWait?.(e);
-      said = true;
-      await sleep(100, undefined, { signal: opts.signal });
+      if (!(e instanceof LockBusyError)) throw e;
+      const gc = e.owner?.what.startsWith(GC_HOLDER) === true && Date.now() < deadline;
+      if (!gc && !opts.waitFor?.(e.owner)) throw e;
+      // Told once per holder: a wait of hours behind a training is one line, and a holder that follows another is news.
+      if (told !== e.owner?.token) opts.onWait?.(e);
+      told = e.owner?.token;
+      await sleep(gc ? 100 : 1000, undefined, { signal: opts.signal });
     }
   }
 }

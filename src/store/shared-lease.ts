@@ -57,6 +57,11 @@ export interface SharedLeaseOptions {
    * spares a retry that was started before then.
    */
   waitMs?: number;
+  /**
+   * Holders waited for past `waitMs`, for as long as `signal` allows: another run's training of the same work, which
+   * holds the lease for its whole training (a retry cannot outlast it: each attempt that found it held spent one).
+   */
+  waitFor?: (owner: LockOwner | undefined) => boolean;
   /** Told each time the lease is found held while waiting. */
   onWait?: (busy: LockBusyError) => void;
   /** Stops the wait (the busy error is thrown). */
@@ -216,9 +221,11 @@ export async function acquireSharedLease(remote: ObjectBackend, name: string, op
         for (const g of older) await remote.delete(g.key).catch(() => {});
         return lease;
       } catch (e) {
-        if (!(e instanceof LockBusyError) || Date.now() >= deadline) throw e;
+        if (!(e instanceof LockBusyError)) throw e;
+        const past = Date.now() >= deadline;
+        if (past && !opts.waitFor?.(e.owner)) throw e;
         opts.onWait?.(e);
-        await sleep(Math.min(2000, Math.max(20, deadline - Date.now())), undefined, { signal: opts.signal }).catch(() => {
+        await sleep(past ? 2000 : Math.min(2000, Math.max(20, deadline - Date.now())), undefined, { signal: opts.signal }).catch(() => {
           throw e;
         });
       }
