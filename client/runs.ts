@@ -377,6 +377,9 @@ function pauseOf(pa: PendingActivityInfo, runId: string, namespace: string): Sta
  */
 export const POLL_SILENT_AFTER_SEC = 90;
 
+/** The longest `status` waits for the history and poller lists behind a silent stage's `queueUnpolled` note. */
+const UNPOLLED_LOOKUP_MS = 3_000;
+
 /**
  * Marks the silent started stages (no heartbeat for SILENT_AFTER_SEC) whose task queue no worker has polled for
  * POLL_SILENT_AFTER_SEC (`queueUnpolled`), with when the server retries them (last heartbeat + heartbeat timeout).
@@ -391,9 +394,17 @@ async function markUnpolledQueues(
   silent: { st: StageStatus; pa: PendingActivityInfo }[],
   now: number,
 ): Promise<void> {
-  if (silent.some(({ pa }) => !scheduledQueues.has(`${execution}/${pa.activityId}`))) await readScheduledQueues(client, runId, execution);
+  // A note, not the status: a history or poller list that cannot be read (denied on a cluster, a slow server) leaves
+  // the stage's silence said without it, within UNPOLLED_LOOKUP_MS, instead of failing or holding `status`.
+  const lookup = AbortSignal.timeout(UNPOLLED_LOOKUP_MS);
+  if (silent.some(({ pa }) => !scheduledQueues.has(`${execution}/${pa.activityId}`)))
+    await client.withAbortSignal(lookup, () => readScheduledQueues(client, runId, execution)).catch(() => undefined);
   const queues = [...new Set(silent.map(({ pa }) => scheduledQueues.get(`${execution}/${pa.activityId}`)).filter((q) => q !== undefined))];
-  const lastPolls = new Map(await Promise.all(queues.map(async (q) => [q, await lastPollMs(client, q).catch(() => null)] as const)));
+  const lastPolls = new Map(
+    await Promise.all(
+      queues.map(async (q) => [q, await client.withAbortSignal(lookup, () => lastPollMs(client, q)).catch(() => null)] as const),
+    ),
+  );
   for (const { st, pa } of silent) {
     const queue = scheduledQueues.get(`${execution}/${pa.activityId}`);
     const last = queue === undefined ? null : lastPolls.get(queue);
