@@ -297,6 +297,25 @@ for (const backend of BACKENDS)
       );
     });
 
+    test('detailsContain leaves out, in the database, the records whose stored details lack the text', async (t) => {
+      const log = await openAudit(await tmpPath(t));
+      // A run id with LIKE's wildcards and a quote: a plain substring, as the canonical JSON writes it.
+      const run = `r_1%'"`;
+      for (const [subject, details] of [
+        ['a', { resumeOf: run, plan: { x: 1 } }],
+        ['b', { resumeOf: 'rX1abc' }],
+        ['c', { plan: { resumeOf: run } }],
+        ['d', { resumeOf: run.toUpperCase() }],
+      ] as const)
+        await log.append({ action: 'run.submitted', subject, runId: subject, details });
+      const found = await log.query({ action: 'run.submitted', detailsContain: `"resumeOf":${JSON.stringify(run)}` });
+      assert.deepEqual(
+        found.map((r) => r.subject),
+        ['a', 'c'],
+      );
+      await log.close();
+    });
+
     test('a dedupe key makes a retried append return the first record', async (t) => {
       const log = await openAudit(await tmpPath(t));
       const a = await log.append({

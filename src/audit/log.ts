@@ -127,6 +127,12 @@ export interface AuditQuery {
   /** Only records with seq greater than this (for tailing). */
   afterSeq?: number;
   actor?: string;
+  /**
+   * Only records whose details, as stored (canonical JSON: `"resumeOf":"run-1"`, no spaces), contain this text: the
+   * database drops the others before they are read. A narrowing, not a match (the text may sit anywhere in the
+   * details): the caller still checks the field it wants.
+   */
+  detailsContain?: string;
   limit?: number;
   /** The newest first: with `limit`, the newest `limit` records, read without the rest of the log. */
   newestFirst?: boolean;
@@ -589,6 +595,11 @@ export class AuditLog {
     if (q.actor !== undefined) {
       where.push('actor = ?');
       args.push(q.actor);
+    }
+    if (q.detailsContain !== undefined) {
+      // A plain substring test (LIKE's % and _ would be wildcards in a run id), each dialect's own.
+      where.push(this.db.dialect === 'postgres' ? 'strpos(details_json, ?) > 0' : 'instr(details_json, ?) > 0');
+      args.push(q.detailsContain);
     }
     const sql = `SELECT * FROM audit_log${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY seq${q.newestFirst ? ' DESC' : ''}${q.limit !== undefined ? ' LIMIT ?' : ''}`;
     if (q.limit !== undefined) args.push(q.limit);

