@@ -58,7 +58,9 @@ export function asActivityFailure(err: unknown, attempt = 1, info?: Pick<Info, '
     // checkpoint folder): BENIGN is the SDK's mark for it, which logs the attempt's end at DEBUG, not as a WARN with its
     // stack on every retry; the adapter logs lockWaitText instead. The last attempt's is a failure, logged in full.
     return ApplicationFailure.create({
-      type: 'LockBusy',
+      // The type the failure had before, and has on the last attempt (the error's name): a retry policy's
+      // nonRetryableErrorTypes that names it holds on every attempt.
+      type: 'LockBusyError',
       message: err.message,
       nonRetryable: false,
       category: ApplicationFailureCategory.BENIGN,
