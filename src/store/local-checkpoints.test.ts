@@ -443,6 +443,23 @@ test("an abandoned training's folder of a dot-name (a run id like `.x` where no 
   assert.deepEqual(readdirSync(join(checkpoints, '.snapshot', 'hourly.0')), ['f']);
 });
 
+test("a gc's aside folder of a live pid is that gc's only while it changes: one of a reused pid (or another pid namespace's) is collected", async (t) => {
+  const { checkpoints, gc } = home(t, 'asidepid');
+  // pid 1 is alive in every pid namespace: a gc killed in a container, where it was pid 1, left this one.
+  const reused = `.${key('a')}.gc-1-abcd1234`;
+  checkpoint(join(checkpoints, reused), 'x', 3);
+  age(join(checkpoints, reused), 40);
+  // A gc running now, deleting this one: left to it.
+  const live = `.${key('b')}.gc-${process.pid}-abcd1234`;
+  checkpoint(join(checkpoints, live), 'x', 3);
+  const r = (await gc(true)).localCheckpoints!;
+  assert.deepEqual(
+    r.items.map((i) => [i.name, i.why, i.deleted]),
+    [[reused, 'interrupted gc', true]],
+  );
+  assert.deepEqual(readdirSync(checkpoints), [live]);
+});
+
 test('a lock of a holder on another machine that has not refreshed it for minutes (a long native run) is not taken over: its writer keeps its temp folder and its lock', async (t) => {
   const { checkpoints, gc } = home(t, 'remote');
   const folder = join(checkpoints, key('a'));

@@ -320,9 +320,12 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
     if (!st.isDirectory()) return;
     const aside = ASIDE.exec(name);
     if (aside) {
-      // A collection's own aside folder, left by one that was killed: nothing else reads these names.
-      if (processAlive(Number(aside[1]))) return;
+      // A collection's own aside folder, left by one that was killed: nothing else reads these names. A live pid is
+      // its collection's only while something in it still goes (a delete changes its folders' times): the pid may be
+      // another process's since (reused, or in another pid namespace: a gc in a container is often pid 1), which
+      // would keep the folder for good.
       const { bytes, newest } = measure(path);
+      if (processAlive(Number(aside[1])) && Date.now() - newest < checkpointLockStaleMs()) return;
       const item = garbage(name, bytes, 'interrupted gc', newest);
       if (opts.collect) {
         rmSync(path, { recursive: true, force: true });
