@@ -6,12 +6,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InputError } from '../errors.ts';
 import { tinyGpt2Dir } from '../models/tiny.testing.ts';
 import { ArtifactStore } from '../store/artifact-store.ts';
+import { FolderBackend } from '../store/folder-backend.ts';
+import { sharedCheckpointKeys } from '../store/shared-checkpoints.ts';
 import { testStageContext } from './stage-context.testing.ts';
 import { tinyLoraTrainConfig, writeRepeatTable } from './train-config.testing.ts';
 import { MAX_CHECKPOINT_NAME_BYTES } from './train-checkpoint-name.ts';
@@ -102,4 +104,55 @@ test('a training in flight when long names began to be hashed resumes from its f
   assert.equal(out.steps, 4);
   assert.ok(Number((out.baseModel as { resumedFromStep: unknown }).resumedFromStep) >= 2, JSON.stringify(out.baseModel));
   assert.ok(existsSync(join(checkpoints, old, 'COMPLETE')), 'finished in another folder');
+});
+
+test("a training begun under the old name on another host resumes from the shared store's checkpoint alone; a link under that name here is not followed, whatever the store holds", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tempered-ckname-shared-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const modelDir = tinyGpt2Dir(join(dir, 'model'), 5, { hidden: 32, layers: 2, maxPositions: 64 });
+  const bucket = new FolderBackend(join(dir, 'bucket'));
+  const host = (name: string) => {
+    const root = join(dir, name);
+    return { root, checkpoints: join(root, 'checkpoints'), store: new ArtifactStore(join(root, 'store'), { remote: bucket }) };
+  };
+  const a = host('a');
+  const trainRef = await a.store.putFile(writeRepeatTable(join(dir, 'train.arrow')), { mediaType: 'application/vnd.apache.arrow.file' });
+  const cfg = tinyLoraTrainConfig(modelDir, trainRef, { maxSteps: 4, seed: 3 });
+  const runId = 'r'.repeat(240 - 64 - '.fresh-'.length - '-train'.length);
+  const old = `${'c'.repeat(64)}.fresh-${runId}-train`;
+  const run = (h: ReturnType<typeof host>, extra: Partial<StageContext>) =>
+    trainStage.run(cfg, {
+      ...testStageContext({ root: h.root, store: h.store, baseDir: dir, cacheKey: 'c'.repeat(64), runId }),
+      freshTraining: true,
+      ...extra,
+    });
+  // Host a pushes step 2; its pointer and files are then moved under the old name, as a worker before the upgrade left them.
+  const stop = new AbortController();
+  const progress = (p: { resume?: { latest?: string } }) => {
+    if (p.resume?.latest?.endsWith('step-00000002')) stop.abort();
+  };
+  await assert.rejects(run(a, { signal: stop.signal, progress }), (e: unknown) => (e as Error).name === 'AbortError');
+  const [hashed] = readdirSync(a.checkpoints).filter((n) => !n.endsWith('.lock'));
+  const at = (key: string) => join(bucket.root, ...key.replace(/\/$/, '').split('/'));
+  const [from, to] = [sharedCheckpointKeys(hashed!), sharedCheckpointKeys(old)];
+  renameSync(at(from.pointer), at(to.pointer));
+  renameSync(at(from.files), at(to.files));
+
+  // Host b has none of it but a link under the old name: its training is not pulled into, nor cleared from, where that leads.
+  const b = host('b');
+  const elsewhere = join(dir, 'elsewhere');
+  mkdirSync(elsewhere);
+  writeFileSync(join(elsewhere, 'kept'), 'x');
+  mkdirSync(b.checkpoints, { recursive: true });
+  symlinkSync(elsewhere, join(b.checkpoints, old));
+  const through = await run(b, {});
+  assert.equal((through.baseModel as { resumedFromStep: unknown }).resumedFromStep, null, 'resumed through the link');
+  assert.deepEqual(readdirSync(elsewhere), ['kept']);
+
+  // Without the link: the shared store's checkpoint of the old name is resumed, not trained again from step 0.
+  rmSync(join(b.checkpoints, old));
+  const out = await run(b, { executionId: 'r-exec-2' });
+  assert.equal(out.steps, 4);
+  assert.equal((out.baseModel as { resumedFromStep: unknown }).resumedFromStep, 2, JSON.stringify(out.baseModel));
+  assert.ok(existsSync(join(b.checkpoints, old, 'COMPLETE')), 'finished in another folder');
 });

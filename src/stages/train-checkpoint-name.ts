@@ -70,20 +70,23 @@ function checkpointNamesOf(ctx: StageContext): { name: string; unbounded: string
 /**
  * The name of `ctx`'s training's checkpoint folder under `checkpointsDir`. A training in flight when its worker was
  * upgraded past 9a3fd75 has its checkpoints under the name as it was (235 to 250 bytes, a long `--run-id`), which is
- * now hashed: that name is kept where its folder is there (a folder, not a link) or the shared store holds a checkpoint
- * of it, so the training resumes from them instead of from step 0, and a finished one's record is found. The old name
+ * now hashed: that name is kept where its folder is there (a folder, not a link) or, with no link or file of it here,
+ * the shared store holds a checkpoint of it, so the training resumes from them instead of from step 0, and a finished one's record is found. The old name
  * passes the same checks as the new.
  */
 export async function checkpointNameFor(ctx: StageContext, checkpointsDir: string): Promise<string> {
   const { name, unbounded } = checkpointNamesOf(ctx);
   if (unbounded === name || Buffer.byteLength(unbounded) > MAX_LEGACY_NAME_BYTES || notOneFolderName(unbounded)) return name;
-  let folder = false;
+  let entry: 'folder' | 'other' | undefined;
   try {
-    folder = lstatSync(join(checkpointsDir, unbounded)).isDirectory();
+    entry = lstatSync(join(checkpointsDir, unbounded)).isDirectory() ? 'folder' : 'other';
   } catch {
     /* none */
   }
-  if (folder || (await sharedCheckpointExists(ctx.store, unbounded))) {
+  // A link (or a file) under the old name was no train stage's: the training would write, and clear at its end, what
+  // it leads to, also where the shared store holds that name's checkpoint (which would be pulled into it).
+  if (entry === 'other') return name;
+  if (entry === 'folder' || (await sharedCheckpointExists(ctx.store, unbounded))) {
     ctx.log(`resuming in the checkpoint folder named before long names were hashed: ${unbounded}`);
     return unbounded;
   }
