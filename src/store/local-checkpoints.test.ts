@@ -14,6 +14,7 @@ import fs, {
   readdirSync,
   readFileSync,
   rmSync,
+  symlinkSync,
   utimesSync,
   writeFileSync,
   type RmOptions,
@@ -434,12 +435,14 @@ test("an abandoned training's folder of a dot-name (a run id like `.x` where no 
   // A file server's snapshot folder, as some list in every folder.
   mkdirSync(join(checkpoints, '.snapshot', 'hourly.0'), { recursive: true });
   writeFileSync(join(checkpoints, '.snapshot', 'hourly.0', 'f'), 'x');
+  // One gc cannot read into: another user's folder (EACCES; root is never refused, so here a link to itself, ELOOP).
+  symlinkSync('.other', join(checkpoints, '.other'));
   for (const name of ['.x-train', '.snapshot']) age(join(checkpoints, name), 40);
   const dry = (await gc(false)).localCheckpoints!;
   assert.deepEqual(Object.fromEntries(dry.items.map((i) => [i.name, [i.why, i.deleted]])), { '.x-train': ['abandoned', false] });
   const r = (await gc(true)).localCheckpoints!;
   assert.deepEqual(Object.fromEntries(r.items.map((i) => [i.name, [i.why, i.deleted]])), { '.x-train': ['abandoned', true] });
-  assert.deepEqual(readdirSync(checkpoints), ['.snapshot'], 'left aside folders or locks, or took the foreign folder');
+  assert.deepEqual(readdirSync(checkpoints), ['.other', '.snapshot'], 'left aside folders or locks, or took the foreign folders');
   assert.deepEqual(readdirSync(join(checkpoints, '.snapshot', 'hourly.0')), ['f']);
 });
 

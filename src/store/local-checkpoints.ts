@@ -93,8 +93,9 @@ export const COMPLETE = 'COMPLETE';
 export function finishedMarks(dir: string): string[] {
   const texts: string[] = [];
   for (const name of readdirOrNone(dir)) {
-    // What a collection renamed aside is on its way out; a dot-named training's folder is judged as any (collectOne).
-    if (ASIDE.test(name)) continue;
+    // What a collection renamed aside is on its way out; a dot-named training's folder is judged as any, and any other
+    // dot-named folder is not tempered's (collectOne): read, one this user may not open (EACCES) stopped the collection.
+    if (ASIDE.test(name) || (name.startsWith('.') && !holdsTraining(join(dir, name)))) continue;
     try {
       texts.push(readFileSync(join(dir, name, COMPLETE), 'utf8'));
     } catch (e) {
