@@ -267,6 +267,9 @@ test('a collection killed mid-delete leaves nothing a resume reads, and the next
   const left = readdirSync(checkpoints);
   assert.equal(left.length, 1, `only the aside folder is left, no lock: ${left.join(', ')}`);
   assert.match(left[0]!, /^\.a{64}\.gc-\d+-[0-9a-f]{8}$/);
+  // Renamed aside, it read as changed just now, not 40 days ago: another collection running meanwhile left it to this
+  // one while its pid lived (it takes a live pid's aside folder once nothing in it changed for a while).
+  assert.ok(lstatSync(join(checkpoints, left[0]!)).mtimeMs > Date.now() - DAY, "the aside folder kept the training's time");
   assert.equal(latestCheckpoint(folder), undefined, 'a resume finds no checkpoint, not a damaged one');
 
   const r = (await gc(true)).localCheckpoints!;

@@ -32,7 +32,7 @@
  * gc is dead. A kept folder loses its stray temp folders (`.step-N.tmp-<pid>[.old]` of dead writers:
  * half-written checkpoints), as the train stage's own `removeStaleTemps` would on its next start.
  */
-import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, renameSync, rmSync, utimesSync } from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -379,6 +379,10 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
         // the name a resume reads; the lock can go as soon as the name is free.
         const to = join(opts.dir, asideName(name));
         renameSync(path, to);
+        // Its time is the training's, maybe months old: renewed, so that another collection meanwhile reads it as this
+        // one's while this one deletes it (a live pid's aside folder goes once nothing in it changed for a while).
+        const now = new Date();
+        utimesSync(to, now, now);
         lock.release();
         release = false;
         rmSync(to, { recursive: true, force: true });
