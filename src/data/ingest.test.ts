@@ -639,6 +639,36 @@ test("the case and normalisation warnings' labelMaps, taken together, map each s
     assert.equal(mapped.warnings, undefined);
   }
 });
+// A label over 40 characters is shown cut short ("…"), and its suggested labelMap was cut the same way: pasted, it
+// matched no row. An emoji at the cut was split in half ("\ud83d" in the JSON).
+test('a suggested labelMap writes a long label whole, so pasted it merges the rows; one over 200 characters is counted, not cut', async () => {
+  const dir = tmp();
+  const long = `Billing and account questions, refunds 🧾 included`;
+  const huge = `x${'y'.repeat(250)}`;
+  const labels = [long, long, long.toUpperCase(), huge, huge, huge.toUpperCase(), 'tea'];
+  writeFileSync(join(dir, 'a.jsonl'), labels.map((label, i) => j({ text: `a${i}`, label })).join('\n'));
+  const warned = await run(dir, { task: 'classification', path: 'a.jsonl' });
+  rmSync(join(dir, 'out.arrow'));
+  const [w] = warned.warnings!;
+  assert.match(w!, /\(and 1 label\(s\) over 200 characters left out of it: map them by their whole text\)/);
+  assert.doesNotMatch(w!, /\\ud83c/, 'no half of a surrogate pair');
+  const labelMap = parse(/merge them with labelMap: (\{.*?\})/.exec(w!)![1]!) as Record<string, string>;
+  assert.deepEqual(labelMap, { [long.toUpperCase()]: long });
+  const mapped = await run(dir, { task: 'classification', path: 'a.jsonl', labelMap });
+  assert.deepEqual(mapped.labels, { [long]: 3, [huge]: 2, [huge.toUpperCase()]: 1, tea: 1 });
+  // Declared labels: the rows of a long one written differently are named with the labelMap that keeps them, whole.
+  rmSync(join(dir, 'out.arrow'));
+  const declared = await run(dir, {
+    task: 'classification',
+    path: 'a.jsonl',
+    labels: [long, huge, 'tea'],
+    onBadRow: 'quarantine',
+    maxBadFraction: 0.5,
+  });
+  const kept = declared.warnings!.find((x) => x.includes('keeps them'))!;
+  assert.match(kept, /and 1 label\(s\) over 200 characters left out of it/);
+  assert.deepEqual(parse(/labelMap: (\{.*?\})/.exec(kept)![1]!), { [long.toUpperCase()]: long });
+});
 test('the case warning escapes only the groups that differ in normalisation too', async () => {
   const dir = tmp();
   // Every group was escaped once one was: "\u0421\u043f\u0430\u043c" for a Russian "Спам" beside one "cafe\u0301".

@@ -67,7 +67,10 @@ const NAME_CHARS = 40;
 const NAME_LIST = 20;
 
 function cap(s: string, max: number): string {
-  return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
+  if (s.length <= max) return s;
+  // Not between the halves of a surrogate pair (an emoji): half of one is no character, and JSON writes it as \udXXX.
+  const end = /[\uD800-\uDBFF]/.test(s[max - 2]!) ? max - 2 : max - 1;
+  return `${s.slice(0, end)}…`;
 }
 
 /**
@@ -356,8 +359,9 @@ function misspeltWarning(misspelt: ReadonlyMap<string, readonly [string, number]
     .slice(0, LABELS_LISTED)
     .map(([l, meant, c]) => `${l} ${c} → ${meant}`)
     .join(', ');
-  const map = quoted.slice(0, LABELS_LISTED).map(([l, meant]) => `${l}: ${meant}`);
-  return `${rows} row(s) were left out as unknown-label whose label is a declared one written differently (${listed}${all.length > LABELS_LISTED ? `, and ${all.length - LABELS_LISTED} more` : ''}): labelMap: {${map.join(', ')}${all.length > LABELS_LISTED ? ', …' : ''}} keeps them`;
+  const { whole, longer } = wholeLabelPairs(all.map(([l, [meant]]) => [l, meant] as const));
+  const map = whole.slice(0, LABELS_LISTED).map(([l, meant]) => quotedPair(l, meant).join(': '));
+  return `${rows} row(s) were left out as unknown-label whose label is a declared one written differently (${listed}${all.length > LABELS_LISTED ? `, and ${all.length - LABELS_LISTED} more` : ''}): labelMap: {${map.join(', ')}${whole.length > LABELS_LISTED ? ', …' : ''}}${longerNote(longer)} keeps them`;
 }
 
 /**
@@ -365,8 +369,25 @@ function misspeltWarning(misspelt: ReadonlyMap<string, readonly [string, number]
  * escapedLabel where the spellings print alike.
  */
 function labelMapExample(pairs: readonly (readonly [string, string])[], quote: (l: string) => string = JSON.stringify): string {
-  const listed = pairs.slice(0, LABELS_LISTED).map(([from, to]) => `${quote(cap(from, NAME_CHARS))}: ${quote(cap(to, NAME_CHARS))}`);
-  return `{${listed.join(', ')}${pairs.length > LABELS_LISTED ? ', …' : ''}}`;
+  const { whole, longer } = wholeLabelPairs(pairs);
+  const listed = whole.slice(0, LABELS_LISTED).map(([from, to]) => `${quote(from)}: ${quote(to)}`);
+  return `{${listed.join(', ')}${whole.length > LABELS_LISTED ? ', …' : ''}}${longerNote(longer)}`;
+}
+
+/**
+ * A suggested labelMap writes its labels whole: one cut short (as a list of labels shows them) matches no row, so a
+ * map pasted from the warning did nothing. Labels come from the data, so those over MAP_LABEL_CHARS are left out
+ * (counted) to keep the message bounded.
+ */
+const MAP_LABEL_CHARS = 200;
+
+function wholeLabelPairs<T extends readonly [string, string, ...unknown[]]>(pairs: readonly T[]): { whole: T[]; longer: number } {
+  const whole = pairs.filter(([from, to]) => from.length <= MAP_LABEL_CHARS && to.length <= MAP_LABEL_CHARS);
+  return { whole, longer: pairs.length - whole.length };
+}
+
+function longerNote(longer: number): string {
+  return longer > 0 ? ` (and ${longer} label(s) over ${MAP_LABEL_CHARS} characters left out of it: map them by their whole text)` : '';
 }
 
 export function ingestColumns(task: IngestConfig['task']): ColumnSpec {
