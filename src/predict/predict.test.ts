@@ -212,6 +212,18 @@ test('the output names the id column as the input does (--id-field), in CSV and 
         e.message.endsWith(`the id field "${idField}" would be named like the output's own column "${idField}"`) &&
         e.hint === "the output's columns are row, text beside the id: rename that column in the input, or name another --id-field",
     );
+  // `Text` beside the output's `text` is one column to SQL and spreadsheets; an empty name wrote a headerless column.
+  await assert.rejects(
+    predictFile({ input, output: join(dir, 'clash-case.csv'), scorer: echo, textField: 'text', idField: 'Text' }),
+    (e) =>
+      e instanceof InputError &&
+      e.where === '--id-field' &&
+      e.message.endsWith(`the id field "Text" would be named like the output's own column "text"`),
+  );
+  await assert.rejects(
+    predictFile({ input, output: join(dir, 'clash-empty.csv'), scorer: echo, textField: 'text', idField: '' }),
+    (e) => e instanceof InputError && e.where === '--id-field' && /the id field is empty/.test(e.message),
+  );
   // A JSONL line's keys are not the CSV's columns (a classifier's `scores` is p_<label> columns there): `--id-field
   // scores` went through, and the id was lost under the scores in every JSONL line.
   const scoresIn = join(dir, 'scores-in.csv');

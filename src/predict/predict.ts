@@ -183,8 +183,16 @@ export function checkPredictPaths(o: Pick<PredictOptions, 'input' | 'output' | '
  * named like either would be two columns of one name, or in JSONL the id lost under the scorer's value.
  */
 export function refuseIdFieldClash(idField: string, names: readonly string[]): void {
-  if (idField !== 'row' && !names.includes(idField)) return;
-  throw new InputError(`the id field ${JSON.stringify(idField)} would be named like the output's own column ${JSON.stringify(idField)}`, {
+  // Without a name the column is written headerless, and ingest (ours, pandas') then leaves it out.
+  if (idField === '')
+    throw new InputError('the id field is empty: the output would have a column without a name', {
+      where: '--id-field',
+      hint: 'name the input field that identifies a row (default id)',
+    });
+  // By case too: SQL and spreadsheets take `Label` and `label` for one column.
+  const clash = ['row', ...names].find((n) => n.toLowerCase() === idField.toLowerCase());
+  if (clash === undefined) return;
+  throw new InputError(`the id field ${JSON.stringify(idField)} would be named like the output's own column ${JSON.stringify(clash)}`, {
     where: '--id-field',
     hint: `the output's columns are ${['row', ...names].join(', ')}${names.length === 0 ? " and the model's" : ''} beside the id: rename that column in the input, or name another --id-field`,
   });
