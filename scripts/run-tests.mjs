@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // Runs every *.test.ts with node's built-in test runner (through tsx). Extra arguments are passed
-// on, e.g. `npm test -- --test-name-pattern=cache` or a list of files. Two files at a time: the
-// integration files spend most of their time waiting on Temporal and child processes.
+// on, e.g. `npm test -- --test-name-pattern=cache` or a list of files. Three files at a time on 2 cores
+// (TEMPERED_TEST_CONCURRENCY to change it): the integration files spend most of their time waiting (a heartbeat
+// timeout, a retry's backoff, a worker's stop deadline); with two, process accounting of a whole run counted
+// about a quarter of the CPU time idle. (node --test runs files in the order of their paths, whatever order it is
+// given them in, so the longest cannot be put first.)
 //
 // No --test-force-exit: on Node 20 it ends a test file's process early at random (validate.test.ts
 // reported between 57 and 68 of its 68 tests in six runs, and the run still passed), so tests went
@@ -32,6 +35,11 @@ function find(dir, out = []) {
 
 const args = process.argv.slice(2);
 const files = args.some((a) => a.endsWith('.ts')) ? [] : find(root).sort();
+const CONCURRENCY = process.env.TEMPERED_TEST_CONCURRENCY ?? '3';
+if (!/^[1-9]\d*$/.test(CONCURRENCY)) {
+  console.error(`npm test: TEMPERED_TEST_CONCURRENCY must be a whole number of test files at a time (1 or more), got '${CONCURRENCY}'`);
+  process.exit(2);
+}
 const DEADLINE_MIN = Number(process.env.TEMPERED_TEST_DEADLINE_MIN ?? 45);
 const scratch = mkdtempSync(join(tmpdir(), 'tempered-tests-'));
 // As /tmp itself: the servers some tests start as another user (PostgreSQL runs as nobody under root)
@@ -47,13 +55,17 @@ const dropped = Object.keys(process.env)
   .sort();
 if (dropped.length) console.error(`npm test: left out of the tests' environment, which start servers of their own: ${dropped.join(', ')}`);
 const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !TEAM_SETTINGS.test(k)));
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...args, ...files], {
-  cwd: root,
-  stdio: 'inherit',
-  env: { ...env, TEMPERED_TESTING: '1', TMPDIR: scratch },
-  timeout: DEADLINE_MIN * 60_000,
-  killSignal: 'SIGKILL',
-});
+const r = spawnSync(
+  process.execPath,
+  ['--import', 'tsx', '--test', `--test-concurrency=${CONCURRENCY}`, '--test-timeout=600000', ...args, ...files],
+  {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...env, TEMPERED_TESTING: '1', TMPDIR: scratch },
+    timeout: DEADLINE_MIN * 60_000,
+    killSignal: 'SIGKILL',
+  },
+);
 const { servers: orphans, others } = killProcessesOf(scratch);
 if (orphans.length) console.error(`npm test: stopped ${orphans.length} server process(es) a test file left running: ${orphans.join('; ')}`);
 if (others.length) console.error(`npm test: stopped ${others.length} process(es) of the tests still running: ${others.join('; ')}`);
