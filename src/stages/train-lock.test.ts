@@ -91,10 +91,10 @@ test("a second attempt cannot write the checkpoint folder while the first still 
   const other = acquireDirLock(`${ckDir}.lock`, { what: 'run nightly-2 stage train attempt 1' });
   const waits: string[] = [];
   let settled = false;
-  const running = trainStage.run(
-    cfg(2),
-    ctx(3, new AbortController().signal, { progress: (p) => void (p.message && waits.push(p.message)) }),
-  );
+  // Aborted when the test ends: a failed assert below leaves the holder in place, and the stage would wait for good.
+  const waiting = new AbortController();
+  t.after(() => waiting.abort());
+  const running = trainStage.run(cfg(2), ctx(3, waiting.signal, { progress: (p) => void (p.message && waits.push(p.message)) }));
   running.then(
     () => (settled = true),
     () => (settled = true),

@@ -381,8 +381,15 @@ export function collectLocalCheckpoints(opts: LocalCheckpointOptions): LocalChec
         renameSync(path, to);
         // Its time is the training's, maybe months old: renewed, so that another collection meanwhile reads it as this
         // one's while this one deletes it (a live pid's aside folder goes once nothing in it changed for a while).
+        // Best effort: setting a time is for the folder's owner alone (EPERM for another user's gc in a shared,
+        // group-writable checkpoints folder, where the rename and delete work); without it, a concurrent gc may delete the
+        // folder too, which both survive (rmSync with force).
         const now = new Date();
-        utimesSync(to, now, now);
+        try {
+          utimesSync(to, now, now);
+        } catch {
+          /* not the owner */
+        }
         lock.release();
         release = false;
         rmSync(to, { recursive: true, force: true });
