@@ -608,6 +608,19 @@ test('labels that differ only in Unicode normalisation (café as U+00E9, or e + 
     'labels that differ only in Unicode normalisation print alike but are classes of their own: "cafe\\u0301" 1, "caf\\u00e9" 2 (é as one code point, \\u00e9, or as e and a combining accent, e\\u0301); merge them with labelMap: {"cafe\\u0301": "caf\\u00e9"}, or normalise the data to NFC, or declare labels: [...] to make the other spellings bad rows',
   ]);
 });
+// A label over the 40 characters a list shows is cut there and written whole in the labelMap: the escaped set held the
+// cut spellings only, so the map wrote the two spellings unescaped, alike on screen.
+test('a long label that differs in case and Unicode normalisation is escaped in the labelMap too, not only in the list', async () => {
+  const dir = tmp();
+  const p = 'x'.repeat(45);
+  writeFileSync(
+    join(dir, 'a.jsonl'),
+    [`${p}Caf\u00e9`, `${p}Caf\u00e9`, `${p}cafe\u0301`].map((label, i) => j({ text: `a${i}`, label })).join('\n'),
+  );
+  const warnings = (await run(dir, { task: 'classification', path: 'a.jsonl' })).warnings ?? [];
+  assert.equal(warnings.length, 1, warnings.join('\n'));
+  assert.ok(warnings[0]!.includes(`merge them with labelMap: {"${p}cafe\\u0301": "${p}Caf\\u00e9"}`), warnings[0]);
+});
 // "Cafe\u0301" the most common, beside "caf\u00e9" and "cafe\u0301": the case warning mapped "cafe\u0301" onto
 // "Cafe\u0301" and the normalisation warning onto "caf\u00e9", a key in both labelMaps (a YAML error together; either
 // one's alone left two classes). Spaces round all of them: the normalisation warning merged onto " caf\u00e9".

@@ -265,7 +265,8 @@ function labelWarnings(labels: ReadonlyMap<string, number>, labelField: string):
       const most = (trimmed.length > 0 ? trimmed : ls).reduce((a, b) => (rank(b) > rank(a) ? b : a)).trim();
       const to = labels.has(most.normalize('NFC')) || !labels.has(most) ? most.normalize('NFC') : most;
       for (const l of ls) caseTargets.set(l.normalize('NFC'), l.normalize('NFC') === to.normalize('NFC') ? to : null);
-      if (ls.some((l) => l.normalize('NFC') !== l)) for (const l of [...ls, to]) escaped.add(cap(l, NAME_CHARS));
+      // Whole and cut: the list shows them cut, the labelMap whole (one cut matches no row).
+      if (ls.some((l) => l.normalize('NFC') !== l)) for (const l of [...ls, to]) escaped.add(l).add(cap(l, NAME_CHARS));
       return ls.filter((l) => l !== to && l.normalize('NFC') !== to.normalize('NFC')).map((l) => [l, to] as const);
     });
     const normalised = escaped.size > 0;
