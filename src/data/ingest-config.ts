@@ -90,7 +90,8 @@ export function checkIngestConfig(cfg: IngestConfig): InputError[] {
         bad(
           `labels ${escapedLabel(first)} and ${escapedLabel(l)} are one text in two Unicode normal forms: they print alike but would be two classes`,
           'labels',
-          `keep one (${escapedLabel(n)} is NFC, what most tools write) and map the other onto it: labelMap: {${escapedLabel(other)}: ${escapedLabel(kept)}}`,
+          // Neither may be NFC (combining marks in either order): the hint must not name a third spelling as the one kept.
+          `keep one (${kept === n ? `${escapedLabel(n)} is NFC, what most tools write` : `neither is NFC, ${escapedLabel(n)}, what most tools write; either does`}) and map the other onto it: labelMap: {${escapedLabel(other)}: ${escapedLabel(kept)}}`,
         );
         break;
       }

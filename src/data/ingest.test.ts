@@ -1801,6 +1801,15 @@ test('config errors name the field', async () => {
     assert.match(e.hint!, /labelMap: \{"cafe\\u0301": "caf\\u00e9"\}$/);
     return true;
   });
+  // Two forms neither of which is NFC: the hint said the NFC spelling (in neither) is the one its labelMap keeps.
+  await assert.rejects(run(dir, { ...cls, path: 'n.csv', labels: ['e\u0301\u0323', 'e\u0323\u0301'] }), (e: unknown) => {
+    assert.ok(e instanceof InputError && e.where === 'labels', String(e));
+    assert.equal(
+      e.hint,
+      'keep one (neither is NFC, "\\u1eb9\\u0301", what most tools write; either does) and map the other onto it: labelMap: {"e\\u0323\\u0301": "e\\u0301\\u0323"}',
+    );
+    return true;
+  });
 });
 
 test('directory and glob sources are read in sorted order with provenance', async () => {
