@@ -1,6 +1,6 @@
 /** How errors from the library leave an activity: which are retried, and what they carry. */
 import { ApplicationFailure, type Info } from '@temporalio/activity';
-import { ApplicationFailureCategory, type Duration } from '@temporalio/common';
+import { ApplicationFailureCategory, msOptionalToNumber } from '@temporalio/common';
 import { DiskFullError, InputError, IntegrityError, StageContractError } from '../src/errors.ts';
 import { ChildProcessDied } from '../src/isolate/run-in-child.ts';
 import { LockBusyError } from '../src/util/dir-lock.ts';
@@ -100,17 +100,12 @@ export function lockWaitText(err: LockBusyError, info: Pick<Info, 'attempt' | 'r
   const p = info.retryPolicy;
   const max = p?.maximumAttempts ?? 0;
   if (max > 0 && info.attempt >= max) return undefined;
-  const initial = durationMs(p?.initialInterval) ?? 1000;
-  const delay = Math.min(initial * (p?.backoffCoefficient ?? 2) ** (info.attempt - 1), durationMs(p?.maximumInterval) ?? initial * 100);
+  const initial = msOptionalToNumber(p?.initialInterval) ?? 1000;
+  const delay = Math.min(
+    initial * (p?.backoffCoefficient ?? 2) ** (info.attempt - 1),
+    msOptionalToNumber(p?.maximumInterval) ?? initial * 100,
+  );
   const holder = err.owner ? `${err.owner.what} (pid ${err.owner.pid} on ${err.owner.host}, since ${err.owner.since})` : 'another writer';
   const left = max > 0 ? `, ${max - info.attempt} attempt${max - info.attempt === 1 ? '' : 's'} left` : '';
   return `waiting for ${err.path}: held by ${holder}; attempt ${info.attempt + 1} starts in ${Math.ceil(delay / 1000)}s${left}`;
-}
-
-/** A retry policy's interval in milliseconds: the worker hands it over as a number; a string ('2s') is read too. */
-function durationMs(d: Duration | undefined): number | undefined {
-  if (typeof d === 'number') return d;
-  const m = typeof d === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(d) : null;
-  if (!m) return undefined;
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms'];
 }
