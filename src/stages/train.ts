@@ -452,12 +452,12 @@ export const trainStage: StageKind<TrainConfig> = {
         );
       return finished;
     };
-    const what = `run ${ctx.runId} stage ${ctx.stageId} attempt ${ctx.attempt}`;
+    const thisStage = `run ${ctx.runId} stage ${ctx.stageId} attempt `;
+    const what = `${thisStage}${ctx.attempt}`;
     // Another run's training of this work (overlap allow-all, or a second stage of the same config) holds the folder for
     // its whole training: waited for, heartbeating, as long as this attempt may run, and its finished record then
     // taken (looked for again below). An earlier attempt of this stage still running is left to the retry policy.
-    const waitFor = (o: LockOwner | undefined) =>
-      o !== undefined && o.what.startsWith('run ') && !o.what.startsWith(`run ${ctx.runId} stage ${ctx.stageId} attempt `);
+    const waitFor = (o: LockOwner | undefined) => o !== undefined && o.what.startsWith('run ') && !o.what.startsWith(thisStage);
     const staleMs = checkpointLockStaleMs();
     const finished = await earlier();
     if (finished) {
@@ -498,9 +498,9 @@ export const trainStage: StageKind<TrainConfig> = {
     });
     const train = await ctx.store.verify(cfg.train);
     const validation = cfg.validation ? await ctx.store.verify(cfg.validation) : undefined;
-    // One writer per folder: a retry whose earlier attempt still runs (it lost its heartbeat, not its
-    // process) or a second run of the same config waits (LockBusyError is retried) instead of
-    // interleaving checkpoints, and a writer whose lock was taken over stops through the signal.
+    // One writer per folder: a retry whose earlier attempt still runs (it lost its heartbeat, not its process) fails
+    // with LockBusyError, which is retried, and a second run of the same config waits (waitFor), instead of
+    // interleaving checkpoints; a writer whose lock was taken over stops through the signal.
     mkdirSync(paths.checkpoints, { recursive: true });
     const lock = await acquireCheckpointLock(`${checkpointDir}.lock`, {
       what,
