@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { compileClassifier, trainClassifier, type TrainClassifierOptions } from './classifier.ts';
-import { loadPredictor, encodeTexts } from './predictor.ts';
+import { loadPredictor, padEncodings } from './predictor.ts';
 import { latestCheckpoint } from './loop.ts';
 import { syntheticRows, writeTextTable } from './synthetic-text.testing.ts';
 import { TINY_MINILM, tinyBertDir } from '../models/tiny.testing.ts';
@@ -47,7 +47,13 @@ test('predictor logits equal the training forward (LoRA unmerged) on the same in
   const { program } = compileClassifier(opts);
   const ck = loadCheckpoint(latestCheckpoint(opts.checkpointDir)!);
   const session = await createSession(program.eval, { threads: 2 });
-  const feeds = encodeTexts(loadTokenizer(modelDir), texts, opts.maxLength, 8);
+  const tok = loadTokenizer(modelDir);
+  const feeds = padEncodings(
+    tok,
+    texts.map((t) => tok.encode(t, null, { maxLength: opts.maxLength })),
+    opts.maxLength,
+    8,
+  );
   feeds.labels = toOrt('int64', new BigInt64Array(texts.length), [texts.length]);
   for (const p of program.params) feeds[p.name] = toOrt(p.dtype, ck.params.get(p.name)!, p.dims);
   const ref = (await session.run(feeds)).logits!.data as Float32Array;

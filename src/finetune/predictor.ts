@@ -77,25 +77,6 @@ export function readManifest(folder: string): ModelManifest {
   return m;
 }
 
-/**
- * Tokenizes and pads a group of texts to one bucket length of at most `width` (int64 tensors for onnxruntime): a model
- * with fewer positions than maxLength gets a smaller width, its texts checked to fit them.
- */
-export function encodeTexts(
-  tok: HfTokenizer,
-  texts: string[],
-  maxLength: number,
-  bucket: number,
-  width = maxLength,
-): Record<string, ort.Tensor> {
-  return padEncodings(
-    tok,
-    texts.map((t) => tok.encode(t, null, { maxLength })),
-    width,
-    bucket,
-  );
-}
-
 /** Texts already tokenized, padded to one bucket length of at most `width`. */
 export function padEncodings(
   tok: { padId: number; padTypeId: number },
