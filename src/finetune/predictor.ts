@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
 import { InputError } from '../errors.ts';
 import { createSession, toOrt, type Device } from '../engine/runtime.ts';
-import { loadTokenizer, type HfTokenizer } from '../models/tokenizer.ts';
+import { loadTokenizer } from '../models/tokenizer.ts';
 import { bucketLength } from './batches.ts';
 import { MODEL_MANIFEST, type ModelManifest } from './export.ts';
 import { KEEP_BYTES, KeptEncodings, type TextTokens } from './kept-encodings.ts';
