@@ -293,17 +293,22 @@ export async function auditCmd(ctx: CliContext, argv: string[]): Promise<number>
     // Records that belong in the trail without naming the run or version: a resume's run.submitted (`--run` of the run
     // it reruns), the ingest records naming the files a version's training data came from (`--model name@N`).
     const wanted = (rs: AuditRecord[]) => rs.filter((r) => values.action === undefined || r.action === values.action);
+    // Whether --action leaves any of these actions' records: one that would drop them all is not looked up.
+    const mayShow = (...actions: string[]) => values.action === undefined || actions.includes(values.action);
     const pages = filter
       ? (async function* () {
           const own = await modelRecords(audit, filter.model, { action: values.action });
-          const isVersion = /@\d+$/.test(filter.model);
+          if (!/@\d+$/.test(filter.model) || !mayShow('stage.completed', 'stage.reused')) {
+            yield own;
+            return;
+          }
           // The register records are read whatever --action is: they name the run whose ingest records are wanted.
           const registered = values.action === undefined ? own : await modelRecords(audit, filter.model, { action: 'model.registered' });
-          yield isVersion ? mergedBySeq(own, wanted(await sourceRecordsOf(audit, registered))) : own;
+          yield mergedBySeq(own, wanted(await sourceRecordsOf(audit, registered)));
         })()
       : withRecords(
           pagesOf(audit, { run: values.run, action: values.action }),
-          values.run === undefined ? [] : wanted(await resumesOf(audit, values.run)),
+          values.run === undefined || !mayShow('run.submitted') ? [] : wanted(await resumesOf(audit, values.run)),
         );
     // --json stays an array of records; the resolved version goes to stderr there.
     if (filter?.header) (values.json ? console.error : console.log)(printable(filter.header));
