@@ -422,12 +422,7 @@ async function markUnpolledQueues(
 
 /** The latest poll of `queue`'s stage pollers as the server lists them (milliseconds), undefined where none is listed. */
 async function lastPollMs(client: Client, queue: string): Promise<number | undefined> {
-  const res = await client.workflowService.describeTaskQueue({
-    namespace: client.options.namespace,
-    taskQueue: { name: queue },
-    taskQueueType: 2,
-  });
-  const times = (res.pollers ?? []).map((p) => timeMs(p.lastAccessTime)).filter((t): t is number => t !== undefined);
+  const times = (await pollersOf(client, queue, 'stages')).map((p) => timeMs(p.lastAccessTime)).filter((t): t is number => t !== undefined);
   return times.length ? Math.max(...times) : undefined;
 }
 
@@ -751,12 +746,17 @@ async function pollerCount(
   of: 'workflows' | 'stages',
   namespace = client.options.namespace,
 ): Promise<number> {
+  return (await pollersOf(client, queue, of, namespace)).length;
+}
+
+/** The pollers the server lists for `queue`'s workflow or stage tasks. */
+async function pollersOf(client: Client, queue: string, of: 'workflows' | 'stages', namespace = client.options.namespace) {
   const res = await client.workflowService.describeTaskQueue({
     namespace,
     taskQueue: { name: queue },
     taskQueueType: of === 'workflows' ? 1 : 2,
   });
-  return (res.pollers ?? []).length;
+  return res.pollers ?? [];
 }
 
 /** A query that no worker answered: the client's deadline passed, or the server gave up waiting for a worker. */
